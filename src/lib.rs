@@ -6,5 +6,13 @@
 //! listeners. See `docs/ARCHITECTURE.md` for the map of modules.
 #![forbid(unsafe_code)]
 
-pub mod time;
+pub mod audio;
+pub mod cli;
+pub mod cmaf;
 pub mod encode;
+pub mod hls;
+pub mod packager;
+pub mod pipeline;
+pub mod publish;
+pub mod run;
+pub mod time;

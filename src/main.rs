@@ -1,1 +1,291 @@
-fn main() {}
+//! The `onair` command: `package` a recording or run a `live` broadcast.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
+use onair::cli::InputSpec;
+use onair::encode::{AacConfig, OpusApplication, OpusConfig};
+use onair::hls::TimelineConfig;
+use onair::packager::{PackagerConfig, PlaylistMode};
+use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
+use onair::publish::{Store, open_store};
+use onair::run::{self, RunSummary};
+use onair::time::{SAMPLE_RATE, seconds_text};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "onair",
+    version,
+    about = "Live audio broadcast packager: mixed Opus + AAC CMAF LL-HLS to object storage"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Package host files into a finished stream as fast as the CPU allows.
+    Package(PackageArgs),
+    /// Run a live broadcast paced by the wall clock until SIGINT/SIGTERM.
+    Live(LiveArgs),
+}
+
+#[derive(Args, Debug)]
+struct PackageArgs {
+    /// A host file, optionally with options: FILE[:gain=DB,name=NAME,mute].
+    #[arg(long = "input", required = true, value_name = "FILE[:OPTS]")]
+    inputs: Vec<InputSpec>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct LiveArgs {
+    /// A host file, optionally with options: FILE[:gain=DB,name=NAME,mute].
+    #[arg(long = "input", value_name = "FILE[:OPTS]")]
+    inputs: Vec<InputSpec>,
+    /// Repeat every file host forever instead of turning it to silence at its end.
+    #[arg(long = "loop")]
+    looping: bool,
+    /// Add the two bundled demo hosts (fixtures/host-a.flac, fixtures/host-b.flac), looping.
+    #[arg(long)]
+    demo: bool,
+    /// Live window in seconds: how much of the past the playlist lists.
+    #[arg(long, default_value_t = 60)]
+    window: u64,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args, Debug)]
+struct Common {
+    /// Object store URL: a path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
+    #[arg(long, default_value = "./onair-data")]
+    store: String,
+    /// Stream name: the prefix of every object of the broadcast.
+    #[arg(long)]
+    stream: String,
+    /// Opus bitrate in bits per second.
+    #[arg(long, default_value_t = 64_000, value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
+    opus_bitrate: u32,
+    /// Opus encoder complexity, 0 (fastest) to 10 (best).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u8).range(0..=10))]
+    opus_complexity: u8,
+    /// Opus application mode.
+    #[arg(long, value_enum, default_value_t = Application::Audio)]
+    opus_application: Application,
+    /// AAC-LC bitrate in bits per second.
+    #[arg(long, default_value_t = 96_000, value_parser = clap::value_parser!(u32).range(32_000..=320_000))]
+    aac_bitrate: u32,
+    /// Parts per segment (a part is 320 ms, the shortest span that is a whole number of both Opus and AAC frames).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=30))]
+    parts_per_segment: u32,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Application {
+    Voip,
+    Audio,
+    LowDelay,
+}
+
+impl Common {
+    fn pipeline_config(&self, mode: PlaylistMode, window: Option<u64>) -> PipelineConfig {
+        let epoch_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        PipelineConfig {
+            opus: OpusConfig {
+                bitrate: self.opus_bitrate,
+                complexity: self.opus_complexity,
+                application: match self.opus_application {
+                    Application::Voip => OpusApplication::Voip,
+                    Application::Audio => OpusApplication::Audio,
+                    Application::LowDelay => OpusApplication::LowDelay,
+                },
+            },
+            aac: AacConfig {
+                bitrate: self.aac_bitrate,
+            },
+            mixer: MixerConfig::default(),
+            packager: PackagerConfig {
+                stream: self.stream.clone(),
+                timeline: TimelineConfig {
+                    parts_per_segment: self.parts_per_segment,
+                    window,
+                    epoch_unix_ms,
+                    ..TimelineConfig::default()
+                },
+                mode,
+            },
+        }
+    }
+
+    fn store(&self) -> Result<Store> {
+        open_store(&self.store).with_context(|| format!("cannot open store {:?}", self.store))
+    }
+}
+
+fn open_hosts(inputs: &[InputSpec], looping: bool) -> Result<Vec<FileHost>> {
+    inputs
+        .iter()
+        .map(|spec| {
+            let source = FileSource::open(&spec.path, SourceOptions { looping })?;
+            Ok(FileHost {
+                feed: FeedConfig {
+                    name: spec.name.clone(),
+                    gain_db: spec.gain_db,
+                    muted: spec.muted,
+                },
+                source,
+            })
+        })
+        .collect()
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run_command(cli.command)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(command: Command) -> Result<()> {
+    match command {
+        Command::Package(args) => package(args).await,
+        Command::Live(args) => live(args).await,
+    }
+}
+
+async fn package(args: PackageArgs) -> Result<()> {
+    let store = args.common.store()?;
+    let hosts = open_hosts(&args.inputs, false)?;
+    let total = hosts
+        .iter()
+        .filter_map(|h| h.source.native_duration().map(|d| d.program_frames()))
+        .max();
+    let pipeline = Pipeline::new(args.common.pipeline_config(PlaylistMode::Vod, None), hosts)?;
+    let bar = indicatif::ProgressBar::new(total.unwrap_or(0));
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {percent:>3}% {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let progress_bar = bar.clone();
+    let progress: run::Progress = Box::new(move |done| {
+        progress_bar.set_position(done);
+        progress_bar.set_message(format!("{} s", seconds_text(done)));
+    });
+    let started = std::time::Instant::now();
+    let summary = run::package(pipeline, store.clone(), Some(progress)).await?;
+    bar.finish_and_clear();
+    report(&args.common.stream, &store, &summary, started.elapsed());
+    Ok(())
+}
+
+async fn live(args: LiveArgs) -> Result<()> {
+    let store = args.common.store()?;
+    let mut inputs = args.inputs.clone();
+    if args.demo {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        for (file, opts) in [
+            ("host-a.flac", "name=host-a"),
+            ("host-b.flac", "name=host-b,gain=-2"),
+        ] {
+            let spec = format!("{}:{opts}", dir.join(file).display());
+            inputs.push(spec.parse().context("demo fixture")?);
+        }
+    }
+    let looping = args.looping || args.demo;
+    let hosts = open_hosts(&inputs, looping)?;
+    let mut cfg = args.common.pipeline_config(
+        PlaylistMode::Live,
+        Some(args.window * u64::from(SAMPLE_RATE)),
+    );
+    if let Some(resume) = run::resume_point(&store, &args.common.stream).await? {
+        tracing::info!(
+            msn = resume.next_msn,
+            "stream exists: continuing its numbering after a discontinuity"
+        );
+        cfg.packager.timeline.first_msn = resume.next_msn;
+        cfg.packager.timeline.discontinuity_sequence = resume.discontinuity_sequence;
+        cfg.packager.timeline.start_discontinuity = true;
+    }
+    let pipeline = Pipeline::new(cfg, hosts)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    tokio::spawn(stop_on_signal(stop.clone()));
+    tracing::info!(
+        stream = %args.common.stream,
+        store = %store.url(),
+        "on air: {}/{}/index.m3u8",
+        store.url().trim_end_matches('/'),
+        args.common.stream
+    );
+    let started = std::time::Instant::now();
+    let summary = run::live(pipeline, store.clone(), stop).await?;
+    report(&args.common.stream, &store, &summary, started.elapsed());
+    Ok(())
+}
+
+/// Sets `stop` on SIGINT or SIGTERM.
+async fn stop_on_signal(stop: Arc<AtomicBool>) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("stopping: flushing and ending the stream");
+    stop.store(true, Ordering::Relaxed);
+}
+
+fn report(stream: &str, store: &Store, summary: &RunSummary, elapsed: std::time::Duration) {
+    let secs = summary.program_samples as f64 / f64::from(SAMPLE_RATE);
+    tracing::info!(
+        program_s = format!("{secs:.3}"),
+        wall_s = format!("{:.3}", elapsed.as_secs_f64()),
+        realtime = format!("{:.1}x", secs / elapsed.as_secs_f64().max(1e-9)),
+        objects = summary.publish.totals.puts,
+        bytes = summary.publish.totals.bytes,
+        "finished {}/{}/index.m3u8",
+        store.url().trim_end_matches('/'),
+        stream
+    );
+}

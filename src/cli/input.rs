@@ -65,7 +65,11 @@ impl std::str::FromStr for InputSpec {
                 }
                 Some(("name", v)) if !v.is_empty() => spec.name = v.to_string(),
                 None if opt == "mute" => spec.muted = true,
-                _ => return Err(err(format!("unknown option {opt:?} (gain=DB, name=NAME, mute)"))),
+                _ => {
+                    return Err(err(format!(
+                        "unknown option {opt:?} (gain=DB, name=NAME, mute)"
+                    )));
+                }
             }
         }
         Ok(spec)
@@ -75,7 +79,10 @@ impl std::str::FromStr for InputSpec {
 fn looks_like_options(o: &str) -> bool {
     !o.is_empty()
         && o.split(',').all(|opt| {
-            opt == "mute" || opt.split_once('=').is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_alphabetic()) && !k.is_empty())
+            opt == "mute"
+                || opt.split_once('=').is_some_and(|(k, _)| {
+                    k.chars().all(|c| c.is_ascii_alphabetic()) && !k.is_empty()
+                })
         })
 }
 
@@ -100,6 +107,6 @@ mod tests {
         assert!("a.wav:gain=loud".parse::<InputSpec>().is_err());
         assert!("a.wav:gain=1000".parse::<InputSpec>().is_err());
         assert!("a.wav:volume=3".parse::<InputSpec>().is_err());
-        assert!(":gain=3".parse::<InputSpec>().is_err());
+        assert!("".parse::<InputSpec>().is_err());
     }
 }

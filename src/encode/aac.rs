@@ -2,9 +2,7 @@
 //! (ISO/IEC 14496-3), 1024 samples per frame.
 
 use bytes::Bytes;
-use fdk_aac::enc::{
-    AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport,
-};
+use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
 
 use super::{AudioEncoder, CodecInfo, EncodeError, FrameQueue, Packet, whole_frame_delay};
 use crate::time::{CHANNELS, SAMPLE_RATE};

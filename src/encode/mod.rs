@@ -235,21 +235,35 @@ mod codec_tests {
         }
         let end = out.len() as u64 * f;
         let need = program as u64 + u64::from(enc.delay());
-        assert!(end >= need && end < need + f, "{} covers {end}, needs {need}", enc.codec_name());
+        assert!(
+            end >= need && end < need + f,
+            "{} covers {end}, needs {need}",
+            enc.codec_name()
+        );
         assert_eq!(u64::from(enc.delay()) % f, 0);
     }
 
     #[test]
     fn opus_units_cover_the_program_exactly() {
         let mut enc = OpusEncoder::new(&OpusConfig::default()).unwrap();
-        assert!(matches!(enc.info(), CodecInfo::Opus { pre_skip: 960, channels: 2 }));
+        assert!(matches!(
+            enc.info(),
+            CodecInfo::Opus {
+                pre_skip: 960,
+                channels: 2
+            }
+        ));
         check_covers(&mut enc, 48_000 + 123);
     }
 
     #[test]
     fn aac_units_cover_the_program_exactly() {
         let mut enc = AacEncoder::new(&AacConfig::default()).unwrap();
-        let CodecInfo::Aac { audio_specific_config, .. } = enc.info() else {
+        let CodecInfo::Aac {
+            audio_specific_config,
+            ..
+        } = enc.info()
+        else {
             panic!("not aac")
         };
         // AAC-LC (object type 2), 48 kHz (index 3), stereo: 0x11 0x90.

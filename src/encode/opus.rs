@@ -56,7 +56,9 @@ pub struct OpusEncoder {
 
 impl std::fmt::Debug for OpusEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OpusEncoder").field("delay", &self.delay).finish()
+        f.debug_struct("OpusEncoder")
+            .field("delay", &self.delay)
+            .finish()
     }
 }
 

@@ -1,0 +1,720 @@
+//! The mixer: sums host feeds on the program clock.
+//!
+//! [`Mixer`] is a pure state machine driven by its caller's clock. Feeds push
+//! program-format samples (48 kHz interleaved stereo) stamped with program
+//! time; [`Mixer::mix`] renders the next `n` frames `[clock, clock + n)` and
+//! advances the clock by exactly `n`. The mixer never reads a clock and never
+//! waits: a feed with no data for a span contributes silence to it, so a host
+//! dropping out is silence in the mix, not a discontinuity in the output.
+//!
+//! # Invariants
+//! - Each feed's queue starts at the mixer clock: queued sample `i` (frame
+//!   `i / 2`) plays at program frame `clock + i / 2`.
+//! - Data stamped before the clock is dropped (only the part before it); a gap
+//!   between queued data and a later `pts` is filled with silence; data for
+//!   frames already queued replaces them (the latest push wins).
+//! - Gain, mute and removal changes ramp linearly over
+//!   [`MixerConfig::ramp_frames`] so they never click; a ramp ends exactly on
+//!   the target gain.
+//! - The sum goes through the [`Limiter`], which adds no delay, so output frame
+//!   `k` of a `mix` call is program frame `clock + k`.
+//! - In steady state `mix` does not allocate: the output `Vec` and the feed
+//!   queues keep their capacity.
+
+use std::collections::VecDeque;
+
+use crate::audio::limiter::{Limiter, LimiterConfig, db_to_amplitude, peak_abs};
+use crate::time::{CHANNELS, SAMPLE_RATE};
+
+/// The lowest gain a feed can be set to, in dB (not silence: use mute).
+pub const MIN_GAIN_DB: f32 = -96.0;
+/// The highest gain a feed can be set to, in dB.
+pub const MAX_GAIN_DB: f32 = 24.0;
+
+/// Mixer settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixerConfig {
+    /// The program limiter.
+    pub limiter: LimiterConfig,
+    /// Length of gain, mute and removal ramps in frames (default 240 = 5 ms).
+    pub ramp_frames: u32,
+    /// How far ahead of the clock a feed may queue, in frames (default 60 s).
+    /// Data beyond it is dropped and counted, so a wild timestamp cannot make
+    /// the mixer allocate without bound.
+    pub max_lead_frames: u64,
+}
+
+impl Default for MixerConfig {
+    fn default() -> Self {
+        Self {
+            limiter: LimiterConfig::default(),
+            ramp_frames: SAMPLE_RATE / 200,
+            max_lead_frames: 60 * u64::from(SAMPLE_RATE),
+        }
+    }
+}
+
+/// Identifies a feed in one [`Mixer`]. Ids are never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FeedId(u64);
+
+/// A feed's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedConfig {
+    /// A name for logs and the control API.
+    pub name: String,
+    /// Gain in dB, clamped to [`MIN_GAIN_DB`]..=[`MAX_GAIN_DB`]; NaN means 0 dB.
+    pub gain_db: f32,
+    /// Whether the feed is muted.
+    pub muted: bool,
+}
+
+/// Peak and RMS of a block, as linear amplitudes (1.0 = full scale).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Level {
+    /// The largest absolute sample value.
+    pub peak: f32,
+    /// Root mean square over all samples of both channels.
+    pub rms: f32,
+}
+
+impl Level {
+    /// Peak in dBFS (`-inf` for silence).
+    pub fn peak_dbfs(&self) -> f32 {
+        20.0 * self.peak.log10()
+    }
+
+    /// RMS in dBFS (`-inf` for silence).
+    pub fn rms_dbfs(&self) -> f32 {
+        20.0 * self.rms.log10()
+    }
+
+    /// Measures interleaved samples, counting `silent` further zero samples
+    /// in the mean.
+    fn measure(parts: [&[f32]; 2], silent: usize) -> Self {
+        let n = parts[0].len() + parts[1].len() + silent;
+        if n == 0 {
+            return Self::default();
+        }
+        let peak = peak_abs(parts[0]).max(peak_abs(parts[1]));
+        let sum = sum_squares(parts[0]) + sum_squares(parts[1]);
+        Self {
+            peak,
+            rms: (sum / n as f64).sqrt() as f32,
+        }
+    }
+}
+
+/// Sum of squares, accumulated in f32 lanes (vectorised) and summed in f64
+/// per 4096 samples so long blocks keep their precision.
+fn sum_squares(x: &[f32]) -> f64 {
+    x.chunks(4096)
+        .map(|block| {
+            let mut lanes = [0.0f32; 8];
+            let chunks = block.chunks_exact(8);
+            let rest = chunks.remainder();
+            for c in chunks {
+                for (a, v) in lanes.iter_mut().zip(c) {
+                    *a += v * v;
+                }
+            }
+            let tail: f32 = rest.iter().map(|v| v * v).sum();
+            lanes.iter().map(|v| f64::from(*v)).sum::<f64>() + f64::from(tail)
+        })
+        .sum()
+}
+
+/// Frames dropped by [`Mixer::push`] for one feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dropped {
+    /// Frames that arrived for program time already mixed.
+    pub late: u64,
+    /// Frames beyond [`MixerConfig::max_lead_frames`] ahead of the clock.
+    pub too_early: u64,
+}
+
+/// A linear gain ramp that lands exactly on its target.
+#[derive(Debug, Clone, Copy)]
+struct Gain {
+    current: f32,
+    target: f32,
+    step: f32,
+    left: u32,
+}
+
+impl Gain {
+    fn fixed(g: f32) -> Self {
+        Self {
+            current: g,
+            target: g,
+            step: 0.0,
+            left: 0,
+        }
+    }
+
+    fn ramp_to(&mut self, target: f32, frames: u32) {
+        if target == self.target {
+            return;
+        }
+        self.target = target;
+        if frames == 0 {
+            self.current = target;
+            self.left = 0;
+        } else {
+            self.step = (target - self.current) / frames as f32;
+            self.left = frames;
+        }
+    }
+
+    /// Adds `src` (interleaved stereo) times the gain into `out`, advancing
+    /// the ramp by one step per frame.
+    fn add_into(&mut self, out: &mut [f32], src: &[f32]) {
+        let mut out = out;
+        let mut src = src;
+        if self.left > 0 {
+            let frames = (src.len() / CHANNELS).min(self.left as usize);
+            let (ramp_out, rest_out) = out.split_at_mut(frames * CHANNELS);
+            let (ramp_src, rest_src) = src.split_at(frames * CHANNELS);
+            for (o, s) in ramp_out
+                .chunks_exact_mut(CHANNELS)
+                .zip(ramp_src.chunks_exact(CHANNELS))
+            {
+                self.tick(1);
+                for (o, s) in o.iter_mut().zip(s) {
+                    *o += s * self.current;
+                }
+            }
+            out = rest_out;
+            src = rest_src;
+        }
+        let g = self.current;
+        if g == 0.0 {
+            return;
+        }
+        // The hot loop: a multiply-add the compiler vectorises.
+        for (o, s) in out.iter_mut().zip(src) {
+            *o += s * g;
+        }
+    }
+
+    /// Advances the ramp by `frames` frames without audio.
+    fn tick(&mut self, frames: u32) {
+        if self.left == 0 {
+            return;
+        }
+        if frames >= self.left {
+            self.left = 0;
+            self.current = self.target;
+        } else {
+            self.left -= frames;
+            self.current += self.step * frames as f32;
+        }
+    }
+}
+
+struct Feed {
+    id: FeedId,
+    cfg: FeedConfig,
+    gain: Gain,
+    /// Interleaved stereo starting at the mixer clock.
+    queue: VecDeque<f32>,
+    level: Level,
+    dropped: Dropped,
+    /// Removed by the caller; fading out, then dropped.
+    leaving: bool,
+}
+
+impl Feed {
+    fn target_gain(&self) -> f32 {
+        if self.cfg.muted || self.leaving {
+            0.0
+        } else {
+            db_to_amplitude(self.cfg.gain_db)
+        }
+    }
+}
+
+fn clamp_db(db: f32) -> f32 {
+    if db.is_nan() {
+        0.0
+    } else {
+        db.clamp(MIN_GAIN_DB, MAX_GAIN_DB)
+    }
+}
+
+/// Replaces NaN and infinities (a broken decoder) with silence so one feed
+/// cannot poison the whole mix.
+#[inline]
+fn finite(v: f32) -> f32 {
+    if v.is_finite() { v } else { 0.0 }
+}
+
+/// The program mixer (see the module docs).
+pub struct Mixer {
+    cfg: MixerConfig,
+    feeds: Vec<Feed>,
+    next_id: u64,
+    clock: u64,
+    limiter: Limiter,
+    program: Level,
+}
+
+impl Mixer {
+    /// A mixer at program time 0 with no feeds.
+    pub fn new(cfg: MixerConfig) -> Self {
+        Self {
+            cfg,
+            feeds: Vec::new(),
+            next_id: 0,
+            clock: 0,
+            limiter: Limiter::new(cfg.limiter, SAMPLE_RATE),
+            program: Level::default(),
+        }
+    }
+
+    /// Adds a feed; it contributes silence until data is pushed for it. It
+    /// starts at its configured gain without a ramp.
+    pub fn add_feed(&mut self, cfg: FeedConfig) -> FeedId {
+        let id = FeedId(self.next_id);
+        self.next_id += 1;
+        let cfg = FeedConfig {
+            gain_db: clamp_db(cfg.gain_db),
+            ..cfg
+        };
+        let mut feed = Feed {
+            id,
+            cfg,
+            gain: Gain::fixed(0.0),
+            queue: VecDeque::new(),
+            level: Level::default(),
+            dropped: Dropped::default(),
+            leaving: false,
+        };
+        feed.gain = Gain::fixed(feed.target_gain());
+        self.feeds.push(feed);
+        id
+    }
+
+    /// Removes a feed: it fades out over one ramp (its queued data keeps
+    /// playing under the fade) and is then forgotten. Its id is invalid from
+    /// now on. Unknown ids are ignored.
+    pub fn remove_feed(&mut self, id: FeedId) {
+        let ramp = self.cfg.ramp_frames;
+        if let Some(f) = self.feed_mut(id) {
+            f.leaving = true;
+            let t = f.target_gain();
+            f.gain.ramp_to(t, ramp);
+        }
+    }
+
+    /// Sets a feed's gain in dB (clamped; NaN is ignored), ramped.
+    pub fn set_gain_db(&mut self, id: FeedId, db: f32) {
+        if db.is_nan() {
+            return;
+        }
+        let ramp = self.cfg.ramp_frames;
+        if let Some(f) = self.feed_mut(id) {
+            f.cfg.gain_db = clamp_db(db);
+            let t = f.target_gain();
+            f.gain.ramp_to(t, ramp);
+        }
+    }
+
+    /// Mutes or unmutes a feed, ramped.
+    pub fn set_muted(&mut self, id: FeedId, muted: bool) {
+        let ramp = self.cfg.ramp_frames;
+        if let Some(f) = self.feed_mut(id) {
+            f.cfg.muted = muted;
+            let t = f.target_gain();
+            f.gain.ramp_to(t, ramp);
+        }
+    }
+
+    /// A feed's current settings.
+    pub fn feed_config(&self, id: FeedId) -> Option<&FeedConfig> {
+        self.feed(id).map(|f| &f.cfg)
+    }
+
+    /// The ids of the feeds present (not removed), in the order they were
+    /// added.
+    pub fn feed_ids(&self) -> impl Iterator<Item = FeedId> + '_ {
+        self.feeds.iter().filter(|f| !f.leaving).map(|f| f.id)
+    }
+
+    /// Queues interleaved stereo samples for a feed at program time `pts`.
+    ///
+    /// Frames before the clock are dropped (only those), a gap between the
+    /// queued data and `pts` becomes silence, frames already queued are
+    /// replaced, and frames more than [`MixerConfig::max_lead_frames`] ahead
+    /// of the clock are dropped. Drops are counted in [`dropped`](Self::dropped).
+    /// A trailing odd sample is ignored; non-finite samples become 0. Unknown
+    /// ids are ignored.
+    pub fn push(&mut self, id: FeedId, pts: u64, samples: &[f32]) {
+        let clock = self.clock;
+        let max_lead = self.cfg.max_lead_frames;
+        let Some(feed) = self.feed_mut(id) else {
+            return;
+        };
+        let frames = (samples.len() / CHANNELS) as u64;
+        let late = clock.saturating_sub(pts).min(frames);
+        feed.dropped.late += late;
+        let offset = pts.saturating_sub(clock);
+        // Frames that fit before the lead limit.
+        let fit = max_lead.saturating_sub(offset).min(frames - late);
+        feed.dropped.too_early += frames - late - fit;
+        if fit == 0 {
+            return;
+        }
+        // offset < max_lead and fit <= frames here, so both fit in usize
+        // wherever the data itself does.
+        let (Ok(start), Ok(late), Ok(fit)) = (
+            usize::try_from(offset * 2),
+            usize::try_from(late),
+            usize::try_from(fit),
+        ) else {
+            return;
+        };
+        let data = samples
+            .get(late * CHANNELS..(late + fit) * CHANNELS)
+            .unwrap_or_default();
+        let queue = &mut feed.queue;
+        if queue.len() < start {
+            queue.resize(start, 0.0);
+        }
+        let overlap = (queue.len() - start).min(data.len());
+        let (replace, append) = data.split_at(overlap);
+        for (q, v) in queue.range_mut(start..start + overlap).zip(replace) {
+            *q = finite(*v);
+        }
+        queue.extend(append.iter().map(|v| finite(*v)));
+    }
+
+    /// Frames queued for a feed beyond the clock (0 for unknown ids), so a
+    /// driver can keep each feed a chosen distance ahead.
+    pub fn buffered(&self, id: FeedId) -> u64 {
+        self.feed(id)
+            .map_or(0, |f| (f.queue.len() / CHANNELS) as u64)
+    }
+
+    /// Frames dropped by [`push`](Self::push) for a feed so far.
+    pub fn dropped(&self, id: FeedId) -> Option<Dropped> {
+        self.feed(id).map(|f| f.dropped)
+    }
+
+    /// Mixes program frames `[clock, clock + n)` into `out` (cleared first,
+    /// then `n` interleaved stereo frames) and advances the clock by `n`.
+    /// Feeds without data for part of the span contribute silence there.
+    pub fn mix(&mut self, n: usize, out: &mut Vec<f32>) {
+        let len = n * CHANNELS;
+        out.clear();
+        out.resize(len, 0.0);
+        for feed in &mut self.feeds {
+            let avail = feed.queue.len().min(len);
+            let (a, b) = feed.queue.as_slices();
+            let a = &a[..a.len().min(avail)];
+            let b = &b[..avail - a.len()];
+            feed.level = Level::measure([a, b], len - avail);
+            let (out_a, rest) = out.split_at_mut(a.len());
+            feed.gain.add_into(out_a, a);
+            feed.gain.add_into(&mut rest[..b.len()], b);
+            // Time passes for the ramp even where the feed is silent.
+            let silent = u32::try_from((len - avail) / CHANNELS).unwrap_or(u32::MAX);
+            feed.gain.tick(silent);
+            feed.queue.drain(..avail);
+        }
+        self.feeds.retain(|f| !(f.leaving && f.gain.left == 0));
+        self.limiter.process(out);
+        self.program = Level::measure([out, &[]], 0);
+        self.clock += n as u64;
+    }
+
+    /// The program time of the next frame [`mix`](Self::mix) renders.
+    pub fn clock(&self) -> u64 {
+        self.clock
+    }
+
+    /// A feed's level over the last mixed block, before its gain and mute (so
+    /// a meter shows a muted host talking). `None` for unknown ids.
+    pub fn level(&self, id: FeedId) -> Option<Level> {
+        self.feed(id).map(|f| f.level)
+    }
+
+    /// The level of the last mixed block after the limiter.
+    pub fn program_level(&self) -> Level {
+        self.program
+    }
+
+    /// The limiter's current gain reduction in dB.
+    pub fn gain_reduction_db(&self) -> f32 {
+        self.limiter.gain_reduction_db()
+    }
+
+    fn feed(&self, id: FeedId) -> Option<&Feed> {
+        self.feeds.iter().find(|f| f.id == id && !f.leaving)
+    }
+
+    fn feed_mut(&mut self, id: FeedId) -> Option<&mut Feed> {
+        self.feeds.iter_mut().find(|f| f.id == id && !f.leaving)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(m: &mut Mixer, db: f32) -> FeedId {
+        m.add_feed(FeedConfig {
+            name: "host".into(),
+            gain_db: db,
+            muted: false,
+        })
+    }
+
+    fn constant(v: f32, frames: usize) -> Vec<f32> {
+        vec![v; frames * 2]
+    }
+
+    fn mixer() -> Mixer {
+        Mixer::new(MixerConfig::default())
+    }
+
+    #[test]
+    fn gain_in_db_is_exact() {
+        for db in [0.0f32, -6.0, -20.0, 3.0] {
+            let mut m = mixer();
+            let id = feed(&mut m, db);
+            m.push(id, 0, &constant(0.25, 100));
+            let mut out = Vec::new();
+            m.mix(100, &mut out);
+            let want = 0.25 * 10f32.powf(db / 20.0);
+            assert!(
+                out.iter().all(|v| (v - want).abs() <= want * 1e-6),
+                "{db} dB: {} vs {want}",
+                out[0]
+            );
+        }
+    }
+
+    #[test]
+    fn gain_change_ramps_and_lands_exactly() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        m.push(id, 0, &constant(0.25, 1_000));
+        m.set_gain_db(id, -6.0);
+        let mut out = Vec::new();
+        m.mix(1_000, &mut out);
+        let left: Vec<f32> = out.iter().step_by(2).copied().collect();
+        // Monotonic ramp, no step larger than the ramp slope.
+        let ramp = MixerConfig::default().ramp_frames as usize;
+        for w in left.windows(2).take(ramp) {
+            assert!(
+                w[1] <= w[0] && w[0] - w[1] < 0.25 / ramp as f32 * 1.01,
+                "{w:?}"
+            );
+        }
+        let want = 0.25 * 10f32.powf(-6.0 / 20.0);
+        assert!(
+            left[ramp..].iter().all(|v| *v == want),
+            "after ramp: {}",
+            left[ramp]
+        );
+        assert!(left[ramp / 2] > want && left[ramp / 2] < 0.25);
+    }
+
+    #[test]
+    fn mute_ramps_to_silence_and_back() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        m.push(id, 0, &constant(0.5, 2_000));
+        let mut out = Vec::new();
+        m.mix(100, &mut out);
+        m.set_muted(id, true);
+        m.mix(1_000, &mut out);
+        let ramp = MixerConfig::default().ramp_frames as usize;
+        assert!(
+            out[0] < 0.5 && out[0] > 0.49,
+            "first muted frame jumps: {}",
+            out[0]
+        );
+        assert!(out[2 * (ramp / 2)] > 0.2 && out[2 * (ramp / 2)] < 0.3);
+        assert!(out[2 * ramp..].iter().all(|v| *v == 0.0));
+        // The muted feed is still metered.
+        assert_eq!(m.level(id).map(|l| l.peak), Some(0.5));
+        m.set_muted(id, false);
+        m.mix(900, &mut out);
+        assert!(out[0] > 0.0 && out[0] < 0.01);
+        assert_eq!(out[2 * ramp], 0.5);
+    }
+
+    #[test]
+    fn late_data_is_dropped_and_gaps_are_silent() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        let mut out = Vec::new();
+        m.mix(100, &mut out);
+        // Frames 50..150: the first 50 are late.
+        let data: Vec<f32> = (50..150).flat_map(|i| [i as f32 / 1000.0; 2]).collect();
+        m.push(id, 50, &data);
+        assert_eq!(m.dropped(id).map(|d| d.late), Some(50));
+        assert_eq!(m.buffered(id), 50);
+        // A gap: frames 150..160 silent, then data at 160.
+        m.push(id, 160, &constant(0.45, 10));
+        assert_eq!(m.buffered(id), 70);
+        m.mix(80, &mut out);
+        for (k, frame) in out.chunks(2).enumerate() {
+            let t = 100 + k;
+            let want = match t {
+                100..150 => t as f32 / 1000.0,
+                150..160 => 0.0,
+                160..170 => 0.45,
+                _ => 0.0,
+            };
+            assert_eq!(frame, [want, want], "program frame {t}");
+        }
+        assert_eq!(m.clock(), 180);
+        // Entirely late data changes nothing.
+        m.push(id, 0, &constant(0.3, 100));
+        assert_eq!(m.buffered(id), 0);
+    }
+
+    #[test]
+    fn overlapping_push_replaces_queued_frames() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        m.push(id, 0, &constant(0.1, 10));
+        m.push(id, 5, &constant(0.2, 10));
+        assert_eq!(m.buffered(id), 15);
+        let mut out = Vec::new();
+        m.mix(15, &mut out);
+        assert!(out[..10].iter().all(|v| *v == 0.1));
+        assert!(out[10..].iter().all(|v| *v == 0.2));
+    }
+
+    #[test]
+    fn feeds_sum_and_ending_feeds_contribute_silence() {
+        let mut m = mixer();
+        let a = feed(&mut m, 0.0);
+        let b = feed(&mut m, 0.0);
+        m.push(a, 0, &constant(0.25, 100));
+        m.push(b, 0, &constant(0.125, 40));
+        let mut out = Vec::new();
+        m.mix(120, &mut out);
+        assert!(out[..80].iter().all(|v| *v == 0.375));
+        assert!(out[80..200].iter().all(|v| *v == 0.25));
+        assert!(out[200..].iter().all(|v| *v == 0.0));
+        assert_eq!(m.level(b).map(|l| l.peak), Some(0.125));
+        // No data at all: silence, clock still advances exactly.
+        m.mix(7, &mut out);
+        assert_eq!(out, vec![0.0; 14]);
+        assert_eq!(m.clock(), 127);
+        assert_eq!(m.level(a), Some(Level::default()));
+    }
+
+    #[test]
+    fn clock_advances_exactly_and_data_lands_at_its_pts() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        // One impulse at program frame 12_345, pushed early.
+        let mut data = constant(0.0, 1);
+        data[0] = 0.5;
+        m.push(id, 12_345, &data);
+        let mut out = Vec::new();
+        let mut found = None;
+        for n in [1000usize, 1, 960, 1024, 7, 10_000] {
+            let start = m.clock();
+            m.mix(n, &mut out);
+            assert_eq!(out.len(), 2 * n);
+            assert_eq!(m.clock(), start + n as u64);
+            if let Some(k) = out.iter().position(|v| *v != 0.0) {
+                found = Some(start + (k / 2) as u64);
+            }
+        }
+        assert_eq!(found, Some(12_345));
+    }
+
+    #[test]
+    fn removed_feed_fades_out_and_disappears() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        m.push(id, 0, &constant(0.5, 1_000));
+        m.remove_feed(id);
+        assert_eq!(m.buffered(id), 0);
+        assert!(m.level(id).is_none());
+        let mut out = Vec::new();
+        m.mix(1_000, &mut out);
+        assert!(out[0] > 0.49);
+        let ramp = MixerConfig::default().ramp_frames as usize;
+        assert!(out[2 * ramp..].iter().all(|v| *v == 0.0));
+        assert_eq!(m.feed_ids().count(), 0);
+        m.mix(10, &mut out);
+        assert!(out.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn gain_is_clamped_and_bad_samples_are_silenced() {
+        let mut m = mixer();
+        let id = feed(&mut m, f32::INFINITY);
+        assert_eq!(m.feed_config(id).map(|c| c.gain_db), Some(MAX_GAIN_DB));
+        m.set_gain_db(id, f32::NAN);
+        assert_eq!(m.feed_config(id).map(|c| c.gain_db), Some(MAX_GAIN_DB));
+        m.set_gain_db(id, -1e9);
+        assert_eq!(m.feed_config(id).map(|c| c.gain_db), Some(MIN_GAIN_DB));
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        m.push(id, 0, &[f32::NAN, 0.1, f32::INFINITY, 0.2]);
+        let mut out = Vec::new();
+        m.mix(2, &mut out);
+        assert_eq!(out, [0.0, 0.1, 0.0, 0.2]);
+    }
+
+    #[test]
+    fn far_future_data_is_bounded() {
+        let mut m = Mixer::new(MixerConfig {
+            max_lead_frames: 100,
+            ..MixerConfig::default()
+        });
+        let id = feed(&mut m, 0.0);
+        m.push(id, 90, &constant(0.1, 20));
+        m.push(id, u64::MAX - 5, &constant(0.1, 3));
+        assert_eq!(m.buffered(id), 100);
+        assert_eq!(m.dropped(id).map(|d| d.too_early), Some(13));
+    }
+
+    #[test]
+    fn limiter_catches_two_full_scale_feeds() {
+        let mut m = mixer();
+        let a = feed(&mut m, 0.0);
+        let b = feed(&mut m, 0.0);
+        let tone: Vec<f32> = (0..48_000)
+            .flat_map(|i| [(std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin(); 2])
+            .collect();
+        m.push(a, 0, &tone);
+        m.push(b, 0, &tone);
+        let mut out = Vec::new();
+        let mut peak = 0.0f32;
+        for _ in 0..50 {
+            m.mix(960, &mut out);
+            peak = peak.max(peak_abs(&out));
+        }
+        let ceiling = db_to_amplitude(LimiterConfig::default().ceiling_db);
+        assert!(peak < ceiling && peak > 0.8 * ceiling, "peak {peak}");
+        assert!(m.gain_reduction_db() > 6.0);
+    }
+
+    #[test]
+    fn steady_state_mix_keeps_its_buffers() {
+        let mut m = mixer();
+        let id = feed(&mut m, 0.0);
+        let block = constant(0.1, 960);
+        let mut out = Vec::new();
+        m.push(id, 0, &block);
+        m.mix(960, &mut out);
+        let cap = out.capacity();
+        let ptr = out.as_ptr();
+        for k in 1..100u64 {
+            m.push(id, k * 960, &block);
+            m.mix(960, &mut out);
+        }
+        assert_eq!((out.capacity(), out.as_ptr()), (cap, ptr));
+    }
+}

@@ -1,0 +1,564 @@
+//! The packager: access units of every rendition in, CMAF objects and LL-HLS
+//! playlists out, as ordered publish [`Batch`]es. Pure: no clock, no IO.
+//!
+//! # Contract
+//! - Parts have the same program-time boundaries in every rendition: a part
+//!   covering program time `[s, e)` holds, for a rendition with whole-frame
+//!   delay `D`, the access units whose media time lies in `[s + D, e + D)`
+//!   (part 0 also holds the priming units before `D`). See [`crate::encode`].
+//! - A part is cut only when every rendition has it complete, so playlists of
+//!   all renditions advance together and rendition reports are always exact.
+//! - Every batch stores media first, then the playlists that name it
+//!   (`at/{msn}.{part}.m3u8`, then `live.m3u8`), then deletions: a playlist
+//!   never names an object that is not stored yet (a preload hint names the
+//!   next part on purpose; the origin holds that request until it exists).
+//! - A segment's bytes are its parts' bytes back to back; its first part
+//!   begins with `styp` (ISO/IEC 23000-19 §7.3.3).
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::cmaf;
+use crate::encode::{AudioEncoder, CodecInfo, Packet};
+use crate::hls::{
+    self, MediaPlaylist, PartId, PlaylistType, RenditionNames, RenditionReport, Timeline,
+    TimelineConfig, Variant,
+};
+use crate::publish::{Batch, ObjectKind, Op, PutObject};
+
+/// Every onair file has one track.
+const TRACK_ID: u32 = 1;
+
+/// How playlists are published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlaylistMode {
+    /// A live broadcast: every part is stored on its own and followed by the
+    /// immutable `at/` playlist and the new `live.m3u8`; old segments slide
+    /// out of the window and are deleted.
+    Live,
+    /// A finished recording packaged as fast as possible: only whole segments
+    /// are stored, and one final playlist (`EXT-X-PLAYLIST-TYPE:VOD`,
+    /// `EXT-X-ENDLIST`) is written at the end. Parts only matter at a live
+    /// edge, which a finished recording does not have.
+    Vod,
+}
+
+/// One rendition as the packager and the multivariant playlist see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenditionSpec {
+    /// Folder name under the stream, e.g. `aac`, `opus`.
+    pub name: String,
+    /// Sample entry description.
+    pub info: CodecInfo,
+    /// Whole-frame encoder delay: media time of program sample 0.
+    pub delay: u32,
+    /// Samples per access unit.
+    pub frame_len: u32,
+    /// Target codec bitrate in bits per second (for `BANDWIDTH`).
+    pub bitrate: u32,
+}
+
+impl RenditionSpec {
+    /// Describes the output of `encoder` under folder `name`.
+    pub fn of(name: &str, encoder: &dyn AudioEncoder, bitrate: u32) -> Self {
+        Self {
+            name: name.to_string(),
+            info: encoder.info(),
+            delay: encoder.delay(),
+            frame_len: encoder.frame_len(),
+            bitrate,
+        }
+    }
+
+    fn codecs(&self) -> &'static str {
+        match self.info {
+            CodecInfo::Opus { .. } => "opus",
+            CodecInfo::Aac { .. } => "mp4a.40.2",
+        }
+    }
+
+    fn channels(&self) -> u32 {
+        match &self.info {
+            CodecInfo::Opus { channels, .. } => u32::from(*channels),
+            CodecInfo::Aac { channels, .. } => u32::from(*channels),
+        }
+    }
+
+    /// `BANDWIDTH` and `AVERAGE-BANDWIDTH` (RFC 8216bis §4.4.6.2): the codec
+    /// rate plus CMAF overhead (a `moof` of about 200 bytes per 320 ms part is
+    /// 5 kb/s); Opus is VBR, so its peak gets a quarter on top.
+    fn bandwidth(&self) -> (u64, u64) {
+        let avg = u64::from(self.bitrate) + 5_000;
+        let peak = match self.info {
+            CodecInfo::Opus { .. } => avg + u64::from(self.bitrate) / 4,
+            CodecInfo::Aac { .. } => avg + 3_000,
+        };
+        (peak, avg)
+    }
+}
+
+/// Packager settings.
+#[derive(Debug, Clone)]
+pub struct PackagerConfig {
+    /// Stream name: the key prefix of every object.
+    pub stream: String,
+    /// Part, segment, window and date settings.
+    pub timeline: TimelineConfig,
+    /// Live or finished-recording publishing.
+    pub mode: PlaylistMode,
+}
+
+/// Errors of the packager. All of them are configuration or wiring errors:
+/// fix the setup; retrying the same input fails the same way.
+#[derive(Debug, thiserror::Error)]
+pub enum PackagerError {
+    /// The timeline settings are invalid.
+    #[error("invalid timing configuration: {0}")]
+    Config(#[from] hls::ConfigError),
+    /// A rendition cannot share part boundaries with the others.
+    #[error(
+        "rendition {name}: part target {part} is not a whole number of {frame}-sample frames, \
+         or its delay {delay} is not; parts could not share boundaries"
+    )]
+    Misaligned {
+        /// Rendition name.
+        name: String,
+        /// Part target in samples.
+        part: u64,
+        /// Codec frame length.
+        frame: u32,
+        /// Encoder delay.
+        delay: u32,
+    },
+    /// The stream or a rendition name is not a safe object key segment.
+    #[error("name {0:?} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.'")]
+    BadName(String),
+    /// The multivariant playlist could not be built.
+    #[error("multivariant playlist: {0}")]
+    Multivariant(#[from] hls::MultivariantError),
+    /// The timeline refused a part (a packaging bug).
+    #[error("timeline: {0}")]
+    Timeline(#[from] hls::TimelineError),
+    /// A CMAF box could not be written.
+    #[error("CMAF: {0}")]
+    Cmaf(#[from] cmaf::Error),
+    /// Encoded units arrived out of order or overlapping (an encoder bug).
+    #[error("rendition {name}: unit at media time {got} does not follow {expected}")]
+    Discontiguous {
+        /// Rendition name.
+        name: String,
+        /// Expected media time.
+        expected: u64,
+        /// Media time received.
+        got: u64,
+    },
+}
+
+/// True if `name` is safe as one object key segment and one URL path segment.
+pub fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+#[derive(Debug)]
+struct Rendition {
+    spec: RenditionSpec,
+    queue: VecDeque<Packet>,
+    /// Media time the next unit must start at.
+    next_media: u64,
+    /// Bytes of the open segment's parts so far.
+    segment: BytesMut,
+}
+
+impl Rendition {
+    /// Media time up to which units are queued.
+    fn covered(&self) -> u64 {
+        self.next_media
+    }
+}
+
+/// The packager state machine. See the module docs.
+#[derive(Debug)]
+pub struct Packager {
+    stream: String,
+    mode: PlaylistMode,
+    timeline: Timeline,
+    names: RenditionNames,
+    renditions: Vec<Rendition>,
+    /// Program time where the next part starts.
+    next_start: u64,
+    /// Program end, once known.
+    end: Option<u64>,
+    /// `mfhd` sequence number of the next fragment (ISO/IEC 14496-12 §8.8.5),
+    /// counted per track, starting at 1.
+    sequence: u32,
+    part_target: u64,
+}
+
+impl Packager {
+    /// Checks the configuration and starts at program time 0.
+    pub fn new(cfg: PackagerConfig, specs: Vec<RenditionSpec>) -> Result<Self, PackagerError> {
+        if !valid_name(&cfg.stream) {
+            return Err(PackagerError::BadName(cfg.stream));
+        }
+        let part_target = cfg.timeline.part_target;
+        for s in &specs {
+            if !valid_name(&s.name) {
+                return Err(PackagerError::BadName(s.name.clone()));
+            }
+            let f = u64::from(s.frame_len);
+            if f == 0 || !part_target.is_multiple_of(f) || !u64::from(s.delay).is_multiple_of(f) {
+                return Err(PackagerError::Misaligned {
+                    name: s.name.clone(),
+                    part: part_target,
+                    frame: s.frame_len,
+                    delay: s.delay,
+                });
+            }
+        }
+        let mut timeline_cfg = cfg.timeline;
+        if cfg.mode == PlaylistMode::Vod {
+            timeline_cfg.window = None;
+        }
+        let renditions = specs
+            .into_iter()
+            .map(|spec| Rendition {
+                spec,
+                queue: VecDeque::new(),
+                next_media: 0,
+                segment: BytesMut::new(),
+            })
+            .collect();
+        Ok(Self {
+            stream: cfg.stream,
+            mode: cfg.mode,
+            timeline: timeline_cfg.build()?,
+            names: RenditionNames::standard(),
+            renditions,
+            next_start: 0,
+            end: None,
+            sequence: 1,
+            part_target,
+        })
+    }
+
+    /// How playlists are published.
+    pub fn mode(&self) -> PlaylistMode {
+        self.mode
+    }
+
+    /// The playlist state, for the origin and for tests.
+    pub fn timeline(&self) -> &Timeline {
+        &self.timeline
+    }
+
+    /// Key of an object of rendition `r`.
+    fn key(&self, r: usize, name: &str) -> String {
+        format!("{}/{}/{}", self.stream, self.renditions[r].spec.name, name)
+    }
+
+    /// Init segments of every rendition, then the multivariant playlist: the
+    /// first batch of a broadcast.
+    pub fn start(&self) -> Result<Batch, PackagerError> {
+        let inits = (0..self.renditions.len())
+            .map(|r| {
+                Ok(Op::Put(PutObject {
+                    key: self.key(r, self.names.init_uri()),
+                    body: init_segment(&self.renditions[r].spec)?,
+                    kind: ObjectKind::Init,
+                }))
+            })
+            .collect::<Result<_, PackagerError>>()?;
+        let variants: Vec<Variant> = self
+            .renditions
+            .iter()
+            .map(|r| {
+                let (bandwidth, average) = r.spec.bandwidth();
+                Variant {
+                    uri: format!("{}/live.m3u8", r.spec.name),
+                    codecs: r.spec.codecs().to_string(),
+                    bandwidth,
+                    average_bandwidth: Some(average),
+                    channels: r.spec.channels(),
+                }
+            })
+            .collect();
+        let index = hls::multivariant(&variants)?;
+        Ok(Batch {
+            stages: vec![
+                inits,
+                vec![Op::Put(PutObject {
+                    key: format!("{}/index.m3u8", self.stream),
+                    body: Bytes::from(index),
+                    kind: ObjectKind::Multivariant,
+                })],
+            ],
+        })
+    }
+
+    /// Queues units of rendition `r` (in media-time order), draining `units`.
+    pub fn push(&mut self, r: usize, units: &mut Vec<Packet>) -> Result<(), PackagerError> {
+        let rendition = &mut self.renditions[r];
+        for p in units.drain(..) {
+            if p.media_time != rendition.next_media {
+                return Err(PackagerError::Discontiguous {
+                    name: rendition.spec.name.clone(),
+                    expected: rendition.next_media,
+                    got: p.media_time,
+                });
+            }
+            rendition.next_media += u64::from(p.duration);
+            rendition.queue.push_back(p);
+        }
+        Ok(())
+    }
+
+    /// Cuts every part that all renditions have complete and returns the
+    /// objects to publish, or `None` if no part is complete. `now` is the
+    /// program time (for deleting segments that expired).
+    pub fn poll(&mut self, now: u64) -> Result<Option<Batch>, PackagerError> {
+        let mut media = Vec::new();
+        let mut at = Vec::new();
+        while let Some(end) = self.next_part_end() {
+            self.cut_part(end, &mut media, &mut at)?;
+        }
+        if media.is_empty() {
+            return Ok(None);
+        }
+        let mut stages = vec![media];
+        if self.mode == PlaylistMode::Live {
+            stages.push(at);
+            stages.push(self.playlists(ObjectKind::LivePlaylist, None));
+            let deletes = self.expired(now);
+            if !deletes.is_empty() {
+                stages.push(deletes);
+            }
+        }
+        Ok(Some(Batch { stages }))
+    }
+
+    /// Ends the broadcast at program time `end`: cuts the remaining parts
+    /// (the last one short) and writes the final playlists with
+    /// `EXT-X-ENDLIST`. The encoders must have been finished and their last
+    /// units pushed.
+    pub fn finish(&mut self, end: u64) -> Result<Batch, PackagerError> {
+        self.end = Some(end.max(self.next_start));
+        let mut media = Vec::new();
+        let mut at = Vec::new();
+        while let Some(part_end) = self.next_part_end() {
+            self.cut_part(part_end, &mut media, &mut at)?;
+        }
+        self.timeline.finish();
+        // `finish` closes a short open segment: store it too.
+        if self.renditions.iter().any(|r| !r.segment.is_empty())
+            && let Some(msn) = self.last_closed_msn()
+        {
+            for r in 0..self.renditions.len() {
+                media.push(self.segment_op(r, msn));
+            }
+        }
+        let mut stages = vec![media];
+        if self.mode == PlaylistMode::Live {
+            stages.push(at);
+        }
+        stages.push(self.playlists(ObjectKind::LivePlaylist, None));
+        stages.retain(|s| !s.is_empty());
+        Ok(Batch { stages })
+    }
+
+    fn last_closed_msn(&self) -> Option<u64> {
+        self.timeline.last_part().map(|p| p.msn)
+    }
+
+    /// Program end of the next part if every rendition has its units.
+    fn next_part_end(&self) -> Option<u64> {
+        if self.timeline.is_finished() {
+            return None;
+        }
+        let nominal = self.next_start + self.part_target;
+        let end = match self.end {
+            Some(e) if e <= self.next_start => return None,
+            Some(e) => nominal.min(e),
+            None => nominal,
+        };
+        let complete = self.renditions.iter().all(|r| {
+            let f = u64::from(r.spec.frame_len);
+            let needed = (end + u64::from(r.spec.delay)).div_ceil(f) * f;
+            r.covered() >= needed
+        });
+        complete.then_some(end)
+    }
+
+    fn cut_part(
+        &mut self,
+        end: u64,
+        media: &mut Vec<Op>,
+        at: &mut Vec<Op>,
+    ) -> Result<(), PackagerError> {
+        let id = self
+            .timeline
+            .next_part()
+            .ok_or(hls::TimelineError::Finished)?;
+        let duration = end - self.next_start;
+        let sequence = self.sequence;
+        let mut parts = Vec::with_capacity(self.renditions.len());
+        for rendition in &mut self.renditions {
+            let boundary = end + u64::from(rendition.spec.delay);
+            let mut samples = Vec::with_capacity(24);
+            let base = rendition.queue.front().map_or(0, |p| p.media_time);
+            while let Some(p) = rendition.queue.front() {
+                if p.media_time >= boundary {
+                    break;
+                }
+                let p = rendition.queue.pop_front().expect("front exists");
+                samples.push(cmaf::Sample {
+                    duration: p.duration,
+                    data: p.data,
+                });
+            }
+            let mut bytes = BytesMut::new();
+            if id.part == 0 {
+                bytes.extend_from_slice(&cmaf::styp());
+            }
+            bytes.extend_from_slice(&cmaf::fragment(sequence, TRACK_ID, base, &samples)?);
+            let bytes = bytes.freeze();
+            rendition.segment.extend_from_slice(&bytes);
+            parts.push(bytes);
+        }
+        self.sequence = self.sequence.wrapping_add(1);
+        let pushed = self.timeline.push_part(duration)?;
+        debug_assert_eq!(pushed, id);
+        self.next_start = end;
+        let closed = self
+            .timeline
+            .next_part()
+            .is_some_and(|next| next.msn != id.msn);
+        for (r, bytes) in parts.into_iter().enumerate() {
+            if self.mode == PlaylistMode::Live {
+                media.push(Op::Put(PutObject {
+                    key: self.key(r, &self.names.part_uri(id)),
+                    body: bytes,
+                    kind: ObjectKind::Media,
+                }));
+            }
+            if closed {
+                media.push(self.segment_op(r, id.msn));
+            }
+        }
+        if self.mode == PlaylistMode::Live {
+            at.extend(self.playlists(ObjectKind::PartPlaylist, Some(id)));
+        }
+        Ok(())
+    }
+
+    /// Takes the open segment's bytes of rendition `r` as segment `msn`.
+    fn segment_op(&mut self, r: usize, msn: u64) -> Op {
+        let body = std::mem::take(&mut self.renditions[r].segment).freeze();
+        Op::Put(PutObject {
+            key: self.key(r, &self.names.segment_uri(msn)),
+            body,
+            kind: ObjectKind::Media,
+        })
+    }
+
+    /// The media playlist of rendition `r` as it stands.
+    pub fn media_playlist(&self, r: usize) -> MediaPlaylist {
+        let reports: Vec<RenditionReport> = match self.timeline.last_part() {
+            Some(last) if self.mode == PlaylistMode::Live => self
+                .renditions
+                .iter()
+                .enumerate()
+                .filter(|(o, _)| *o != r)
+                .map(|(_, o)| RenditionReport::at(format!("../{}/live.m3u8", o.spec.name), last))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut playlist = self.timeline.media_playlist(&self.names, &reports);
+        if self.mode == PlaylistMode::Vod {
+            to_vod(&mut playlist);
+        }
+        playlist
+    }
+
+    /// Playlist objects of every rendition: `live.m3u8` or, with `at`, the
+    /// immutable `at/{msn}.{part}.m3u8`.
+    fn playlists(&self, kind: ObjectKind, at: Option<PartId>) -> Vec<Op> {
+        (0..self.renditions.len())
+            .map(|r| {
+                let name = match at {
+                    Some(id) => format!("at/{}.{}.m3u8", id.msn, id.part),
+                    None => "live.m3u8".to_string(),
+                };
+                Op::Put(PutObject {
+                    key: self.key(r, &name),
+                    body: Bytes::from(self.media_playlist(r).render()),
+                    kind,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletions for segments that left the window long enough ago.
+    fn expired(&mut self, now: u64) -> Vec<Op> {
+        let mut ops = Vec::new();
+        for seg in self.timeline.take_expired(now) {
+            for r in 0..self.renditions.len() {
+                ops.push(Op::Delete(self.key(r, &self.names.segment_uri(seg.msn))));
+                for part in 0..seg.parts {
+                    let id = PartId { msn: seg.msn, part };
+                    ops.push(Op::Delete(self.key(r, &self.names.part_uri(id))));
+                    ops.push(Op::Delete(
+                        self.key(r, &format!("at/{}.{}.m3u8", id.msn, id.part)),
+                    ));
+                }
+            }
+        }
+        ops
+    }
+}
+
+/// Strips the live-edge machinery from a finished recording's playlist.
+fn to_vod(p: &mut MediaPlaylist) {
+    p.playlist_type = Some(PlaylistType::Vod);
+    p.server_control = None;
+    p.part_target = None;
+    p.preload_hint = None;
+    p.rendition_reports.clear();
+    p.open = None;
+    for s in &mut p.segments {
+        s.parts.clear();
+    }
+}
+
+/// The CMAF header of a rendition.
+fn init_segment(spec: &RenditionSpec) -> Result<Bytes, cmaf::Error> {
+    let codec = match &spec.info {
+        // The delay doubles as the `dOps` PreSkip.
+        CodecInfo::Opus { channels, .. } => cmaf::Codec::Opus {
+            channels: *channels,
+            input_sample_rate: crate::time::SAMPLE_RATE,
+        },
+        CodecInfo::Aac {
+            channels,
+            audio_specific_config,
+            bitrate,
+        } => cmaf::Codec::Aac {
+            audio_specific_config: audio_specific_config.clone(),
+            channels: *channels,
+            avg_bitrate: *bitrate,
+            max_bitrate: *bitrate,
+        },
+    };
+    cmaf::init_segment(&cmaf::TrackConfig {
+        track_id: TRACK_ID,
+        timescale: crate::time::SAMPLE_RATE,
+        codec,
+        delay: spec.delay,
+        language: cmaf::Language::UNDETERMINED,
+    })
+}

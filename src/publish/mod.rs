@@ -1,0 +1,26 @@
+//! Publishing: every object of a broadcast goes to object storage.
+//!
+//! - [`store`]: opens a store from a URL (`file://`, `memory://`, `s3://`,
+//!   `gs://`, `az://` or a plain path) with client timeouts that keep one
+//!   attempt short.
+//! - [`retry`]: the retry policy and the transient/permanent split (pure).
+//! - [`publisher`]: typed puts (Content-Type, Cache-Control, conditional
+//!   create for immutable objects) and staged batches that keep media ahead
+//!   of the playlists naming it.
+//! - [`driver`]: the tokio task that applies batches in order behind a
+//!   bounded queue.
+//!
+//! Invariants the rest of onair relies on: an immutable object, once stored,
+//! never changes; a batch stage starts only after the previous stage is
+//! stored; a failed operation stops its batch before any later stage, and
+//! stops the driver before any later batch.
+
+pub mod driver;
+pub mod publisher;
+pub mod retry;
+pub mod store;
+
+pub use driver::{PublishHandle, PublishSummary, spawn};
+pub use publisher::{Batch, BatchStats, ObjectKind, Op, PublishError, Publisher, PutObject};
+pub use retry::RetryPolicy;
+pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};

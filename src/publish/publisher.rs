@@ -1,0 +1,720 @@
+//! Storing the objects of a broadcast: typed puts, staged batches, retries.
+//!
+//! Contract:
+//! - Every object carries an [`ObjectKind`] that fixes its `Content-Type`, its
+//!   `Cache-Control` and whether it is immutable. Where the store keeps
+//!   attributes ([`Capabilities::supports_attributes`](super::Capabilities))
+//!   both headers are stored with the object; elsewhere the origin derives
+//!   them from the key.
+//! - Immutable objects (init, media, `at/` playlists) are written with a
+//!   conditional create (`PutMode::Create`, `If-None-Match: *` on S3). If the
+//!   object already exists it is read back: identical bytes mean an earlier
+//!   attempt already stored it (a retry after a lost response) and count as
+//!   success; different bytes are refused with
+//!   [`PublishError::WouldOverwrite`] and the stored object stays as it was.
+//! - Overwritable objects (`live.m3u8`, the multivariant playlist, pages) are
+//!   plain overwrites; each put is atomic, so readers see the old or the new
+//!   object, never a mix.
+//! - A [`Batch`] is a list of stages. The operations of one stage run
+//!   concurrently (bounded by [`Publisher::with_concurrency`]); a stage starts
+//!   only after every operation of the previous stage has been stored. The
+//!   packager puts media in an earlier stage than any playlist naming it, so a
+//!   playlist never lists an object that is not there (RFC 8216bis 6.2.2).
+//! - Transient failures are retried with the [`RetryPolicy`]; configuration
+//!   failures (permissions, missing bucket, unsupported operation) are not.
+//!   Every error names the key, the store URL, the attempt count and the cause.
+
+use std::collections::HashSet;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMode, PutOptions, PutPayload,
+};
+
+use super::retry::{RetryPolicy, Retryable, classify};
+use super::store::Store;
+
+/// What an object is, which decides how it is stored and cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ObjectKind {
+    /// A CMAF header (`init.mp4`: `ftyp` + `moov`).
+    Init,
+    /// A media segment or a part (`{msn}.m4s`, `{msn}.{part}.m4s`).
+    Media,
+    /// A media playlist as it stood when one part completed
+    /// (`at/{msn}.{part}.m3u8`); the answer to a blocking playlist reload.
+    PartPlaylist,
+    /// The newest media playlist (`live.m3u8`), rewritten every part.
+    LivePlaylist,
+    /// The multivariant playlist (`index.m3u8`).
+    Multivariant,
+    /// A web page.
+    Page,
+}
+
+/// One year, the conventional "forever" of HTTP caching (RFC 9111 5.2.2.1).
+const ONE_YEAR_S: u32 = 31_536_000;
+
+/// How long a web page may be cached: long enough to absorb a burst of
+/// listeners arriving together, short enough that an edit shows within a minute.
+const PAGE_MAX_AGE_S: u32 = 60;
+
+impl ObjectKind {
+    /// The `Content-Type` to store and serve.
+    ///
+    /// - Playlists: `application/vnd.apple.mpegurl` (RFC 8216bis 4).
+    /// - Init and media: `audio/mp4` (RFC 4337 2: MPEG-4 files with audio
+    ///   and no visual content). A media segment on its own could also be
+    ///   labelled `video/iso.segment`, the type registered for ISO BMFF
+    ///   segments without their initialization (ISO/IEC 23009-1 / IANA), but
+    ///   for audio-only CMAF that label says "video", MSE and CDNs key their
+    ///   handling on `audio/mp4`, and Apple's HLS authoring guidance lists
+    ///   `audio/mp4` for audio fMP4, so one type serves both init and media.
+    /// - Pages: `text/html; charset=utf-8`.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Self::Init | Self::Media => "audio/mp4",
+            Self::PartPlaylist | Self::LivePlaylist | Self::Multivariant => {
+                "application/vnd.apple.mpegurl"
+            }
+            Self::Page => "text/html; charset=utf-8",
+        }
+    }
+
+    /// The `Cache-Control` to store and serve, given the playlist's
+    /// `EXT-X-TARGETDURATION` (seconds) and `PART-TARGET` (milliseconds).
+    ///
+    /// - Init and media never change: cached for a year, `immutable`.
+    /// - An `at/` playlist never changes either, but is only useful while its
+    ///   part is near the live edge: 6 target durations, the span of the
+    ///   CAN-SKIP-UNTIL window a delta update may refer back to.
+    /// - `live.m3u8` changes every part: half a part target. `max-age` counts
+    ///   whole seconds (RFC 9111 1.2.2), so sub-second halves round down to 0,
+    ///   that is "revalidate every time"; blocking reloads are answered from
+    ///   the cacheable `at/` objects instead.
+    /// - The multivariant playlist rarely changes: one target duration.
+    /// - Pages: one minute.
+    pub fn cache_control(&self, target_duration_s: u32, part_target_ms: u32) -> String {
+        match self {
+            Self::Init | Self::Media => format!("public, max-age={ONE_YEAR_S}, immutable"),
+            Self::PartPlaylist => {
+                format!("public, max-age={}", target_duration_s.saturating_mul(6))
+            }
+            Self::LivePlaylist => format!("public, max-age={}", part_target_ms / 2 / 1000),
+            Self::Multivariant => format!("public, max-age={target_duration_s}"),
+            Self::Page => format!("public, max-age={PAGE_MAX_AGE_S}"),
+        }
+    }
+
+    /// Whether an object of this kind, once stored, must never change.
+    pub fn immutable(&self) -> bool {
+        matches!(self, Self::Init | Self::Media | Self::PartPlaylist)
+    }
+}
+
+/// One object to store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutObject {
+    /// The key relative to the store root, e.g. `demo/opus/12.3.m4s`.
+    pub key: String,
+    /// The complete object.
+    pub body: Bytes,
+    /// What the object is.
+    pub kind: ObjectKind,
+}
+
+/// One store operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store an object.
+    Put(PutObject),
+    /// Remove the object with this key (relative to the store root). A key
+    /// that does not exist is not an error.
+    Delete(String),
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Self::Put(obj) => &obj.key,
+            Self::Delete(key) => key,
+        }
+    }
+}
+
+/// Ops of one stage go concurrently (bounded), stages run in order: a stage
+/// starts only when every op of the previous stage is stored. The packager
+/// uses this to store media before any playlist that names it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// The stages, in the order they are applied. A key may appear at most
+    /// once per stage (two operations on one key would race).
+    pub stages: Vec<Vec<Op>>,
+}
+
+/// What applying a batch (or many) did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Objects stored (including immutable objects found already stored).
+    pub puts: u64,
+    /// Immutable objects that were already stored with identical bytes.
+    pub already_present: u64,
+    /// Delete operations done (including keys that did not exist).
+    pub deletes: u64,
+    /// Body bytes of the objects stored.
+    pub bytes: u64,
+    /// Attempts beyond the first, over all operations.
+    pub retries: u64,
+}
+
+impl BatchStats {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: &BatchStats) {
+        self.puts += other.puts;
+        self.already_present += other.already_present;
+        self.deletes += other.deletes;
+        self.bytes += other.bytes;
+        self.retries += other.retries;
+    }
+}
+
+/// Why publishing failed. Each variant says what the operator should do.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// An immutable object exists with different bytes. Nothing was
+    /// overwritten. A broadcast is reusing names: a restarted broadcast must
+    /// continue the media sequence (or use a new stream name).
+    #[error(
+        "refusing to overwrite immutable object {key:?} in {store} with different bytes \
+         ({stored_len} bytes stored, {new_len} bytes offered); the stored object is unchanged. \
+         Media names are never reused: continue the sequence or publish under a new stream name"
+    )]
+    WouldOverwrite {
+        /// The object key.
+        key: String,
+        /// The store URL.
+        store: String,
+        /// Size of the object already stored.
+        stored_len: usize,
+        /// Size of the object offered.
+        new_len: usize,
+    },
+    /// The store kept failing with errors that may be temporary (network,
+    /// timeouts, server errors) until the retry policy gave up. Check that the
+    /// store is reachable and healthy.
+    #[error(
+        "could not {op} {key:?} in {store}: gave up after {attempts} attempts; last error: {}",
+        full_cause(.source)
+    )]
+    Unavailable {
+        /// The operation: `put` or `delete`.
+        op: &'static str,
+        /// The object key.
+        key: String,
+        /// The store URL.
+        store: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last error.
+        source: Box<object_store::Error>,
+    },
+    /// The store refused the operation for a reason retrying cannot fix
+    /// (credentials, permissions, missing bucket, unsupported feature). Fix
+    /// the store configuration.
+    #[error(
+        "could not {op} {key:?} in {store}: {reason} (attempt {attempts}, not retried); error: {}",
+        full_cause(.source)
+    )]
+    Rejected {
+        /// The operation: `put`, `delete` or `read back`.
+        op: &'static str,
+        /// The object key.
+        key: String,
+        /// The store URL.
+        store: String,
+        /// Attempts made.
+        attempts: u32,
+        /// Why retrying cannot help.
+        reason: &'static str,
+        /// The store's error.
+        source: Box<object_store::Error>,
+    },
+    /// A key is not a valid object path (empty segment, `.` or `..`, ...).
+    /// This is a bug in whatever built the key; nothing of the batch was stored.
+    #[error(
+        "object key {key:?} is not a valid store path (nothing of this batch was stored): {source}"
+    )]
+    InvalidKey {
+        /// The key as given.
+        key: String,
+        /// Why it is invalid.
+        source: object_store::path::Error,
+    },
+    /// One stage names a key twice, so the two operations would race. A bug
+    /// in whatever built the batch; nothing of the batch was stored.
+    #[error(
+        "stage {stage} of a batch names {key:?} twice, so the operations would race (nothing of this batch was stored)"
+    )]
+    DuplicateKey {
+        /// The stage index (0-based).
+        stage: usize,
+        /// The key.
+        key: String,
+    },
+    /// The publish driver has stopped after an error; its join handle returns
+    /// that error. Nothing more can be published through it.
+    #[error("the publish driver has stopped; its join handle holds the error that stopped it")]
+    DriverStopped,
+}
+
+/// Stores objects in one [`Store`] with one [`RetryPolicy`].
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    store: Store,
+    retry: RetryPolicy,
+    concurrency: usize,
+    target_duration_s: u32,
+    part_target_ms: u32,
+}
+
+/// What one operation did, before being summed into [`BatchStats`].
+struct OpOutcome {
+    attempts: u32,
+    stats: BatchStats,
+}
+
+impl Publisher {
+    /// Operations in flight per stage by default: enough to put a part of
+    /// every rendition and their playlists at once without flooding the store.
+    pub const DEFAULT_CONCURRENCY: usize = 16;
+
+    /// A publisher for `store` retrying with `retry`.
+    pub fn new(store: Store, retry: RetryPolicy) -> Self {
+        Self {
+            store,
+            retry,
+            concurrency: Self::DEFAULT_CONCURRENCY,
+            target_duration_s: DEFAULT_TARGET_DURATION_S,
+            part_target_ms: DEFAULT_PART_TARGET_MS,
+        }
+    }
+
+    /// Sets the playlist timing that [`ObjectKind::cache_control`] derives
+    /// playlist lifetimes from: `EXT-X-TARGETDURATION` in seconds and
+    /// `PART-TARGET` in milliseconds. Defaults: 2 s and 320 ms (DESIGN.md).
+    pub fn with_playlist_timing(mut self, target_duration_s: u32, part_target_ms: u32) -> Self {
+        self.target_duration_s = target_duration_s;
+        self.part_target_ms = part_target_ms;
+        self
+    }
+
+    /// Sets how many operations of one stage may be in flight at once
+    /// (at least 1).
+    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency.max(1);
+        self
+    }
+
+    /// The store objects go to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The retry policy.
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
+    /// Applies the stages of `batch` in order, the operations of each stage
+    /// concurrently. Stops at the first operation that fails for good:
+    /// later stages are not started (so no playlist names a missing object),
+    /// and operations of the failing stage still in flight are abandoned.
+    pub async fn apply(&self, batch: Batch) -> Result<BatchStats, PublishError> {
+        validate(&batch)?;
+        let mut total = BatchStats::default();
+        for stage in batch.stages {
+            let mut running = futures::stream::iter(stage)
+                .map(|op| self.run(op))
+                .buffer_unordered(self.concurrency);
+            while let Some(outcome) = running.next().await {
+                let outcome = outcome?;
+                total.add(&outcome.stats);
+                total.retries += u64::from(outcome.attempts.saturating_sub(1));
+            }
+        }
+        Ok(total)
+    }
+
+    /// Stores one object (see the module docs for immutable kinds).
+    pub async fn put(&self, obj: PutObject) -> Result<(), PublishError> {
+        let path = parse_key(&obj.key)?;
+        self.put_path(&path, &obj).await.map(|_| ())
+    }
+
+    /// Deletes one object; a key that does not exist is success.
+    pub async fn delete(&self, key: &str) -> Result<(), PublishError> {
+        let path = parse_key(key)?;
+        self.delete_path(&path, key).await.map(|_| ())
+    }
+
+    async fn run(&self, op: Op) -> Result<OpOutcome, PublishError> {
+        // Keys were validated by `validate`; parsing again is cheap and keeps
+        // this free of assumptions.
+        let path = parse_key(op.key())?;
+        match &op {
+            Op::Put(obj) => self.put_path(&path, obj).await,
+            Op::Delete(key) => self.delete_path(&path, key).await,
+        }
+    }
+
+    fn put_options(&self, obj: &PutObject) -> PutOptions {
+        let mode = if obj.kind.immutable() {
+            PutMode::Create
+        } else {
+            PutMode::Overwrite
+        };
+        let mut options = PutOptions::from(mode);
+        if self.store.capabilities().supports_attributes {
+            let cache = obj
+                .kind
+                .cache_control(self.target_duration_s, self.part_target_ms);
+            options.attributes = Attributes::from_iter([
+                (
+                    Attribute::ContentType,
+                    AttributeValue::from(obj.kind.content_type()),
+                ),
+                (Attribute::CacheControl, AttributeValue::from(cache)),
+            ]);
+        }
+        options
+    }
+
+    async fn put_path(&self, path: &Path, obj: &PutObject) -> Result<OpOutcome, PublishError> {
+        let options = self.put_options(obj);
+        let max = self.retry.attempts();
+        let mut attempt = 1;
+        loop {
+            let payload = PutPayload::from_bytes(obj.body.clone());
+            let result = self
+                .store
+                .object_store()
+                .put_opts(path, payload, options.clone())
+                .await;
+            let error = match result {
+                Ok(_) => return Ok(self.put_outcome(attempt, obj, false)),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) if obj.kind.immutable() => match self.compare_stored(path, obj).await {
+                    Ok(()) => return Ok(self.put_outcome(attempt, obj, true)),
+                    Err(CompareError::Different { stored_len }) => {
+                        return Err(PublishError::WouldOverwrite {
+                            key: obj.key.clone(),
+                            store: self.store.url().to_owned(),
+                            stored_len,
+                            new_len: obj.body.len(),
+                        });
+                    }
+                    // Deleted between our create and our read: create again.
+                    Err(CompareError::Store(object_store::Error::NotFound { path, source })) => {
+                        object_store::Error::Generic {
+                            store: "publish",
+                            source: format!(
+                                "object {path} existed on create but was gone on read back: {source}"
+                            )
+                            .into(),
+                        }
+                    }
+                    Err(CompareError::Store(error)) => error,
+                },
+                Err(error) => error,
+            };
+            attempt = self
+                .after_failure("put", &obj.key, attempt, max, error)
+                .await?;
+        }
+    }
+
+    fn put_outcome(&self, attempts: u32, obj: &PutObject, already_present: bool) -> OpOutcome {
+        if already_present {
+            tracing::debug!(key = %obj.key, store = %self.store.url(), "immutable object already stored with identical bytes");
+        }
+        OpOutcome {
+            attempts,
+            stats: BatchStats {
+                puts: 1,
+                already_present: u64::from(already_present),
+                bytes: u64::try_from(obj.body.len()).unwrap_or(u64::MAX),
+                ..BatchStats::default()
+            },
+        }
+    }
+
+    /// Reads the stored object back and compares it with `obj`.
+    async fn compare_stored(&self, path: &Path, obj: &PutObject) -> Result<(), CompareError> {
+        let stored = self
+            .store
+            .object_store()
+            .get(path)
+            .await
+            .map_err(CompareError::Store)?
+            .bytes()
+            .await
+            .map_err(CompareError::Store)?;
+        if stored == obj.body {
+            Ok(())
+        } else {
+            Err(CompareError::Different {
+                stored_len: stored.len(),
+            })
+        }
+    }
+
+    async fn delete_path(&self, path: &Path, key: &str) -> Result<OpOutcome, PublishError> {
+        let max = self.retry.attempts();
+        let mut attempt = 1;
+        loop {
+            match self.store.object_store().delete(path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                    return Ok(OpOutcome {
+                        attempts: attempt,
+                        stats: BatchStats {
+                            deletes: 1,
+                            ..BatchStats::default()
+                        },
+                    });
+                }
+                Err(error) => {
+                    attempt = self
+                        .after_failure("delete", key, attempt, max, error)
+                        .await?;
+                }
+            }
+        }
+    }
+
+    /// Decides what follows failed attempt `attempt`: an error if the failure
+    /// is permanent or the attempts are used up, otherwise a wait and the
+    /// number of the next attempt.
+    async fn after_failure(
+        &self,
+        op: &'static str,
+        key: &str,
+        attempt: u32,
+        max: u32,
+        error: object_store::Error,
+    ) -> Result<u32, PublishError> {
+        match classify(&error) {
+            Retryable::Permanent(reason) => Err(PublishError::Rejected {
+                op,
+                key: key.to_owned(),
+                store: self.store.url().to_owned(),
+                attempts: attempt,
+                reason,
+                source: Box::new(error),
+            }),
+            Retryable::Transient if attempt >= max => Err(PublishError::Unavailable {
+                op,
+                key: key.to_owned(),
+                store: self.store.url().to_owned(),
+                attempts: attempt,
+                source: Box::new(error),
+            }),
+            Retryable::Transient => {
+                let wait = self.retry.backoff(attempt, key);
+                tracing::warn!(
+                    op, key, store = %self.store.url(), attempt, max, wait = ?wait,
+                    error = %error, "store operation failed; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                Ok(attempt + 1)
+            }
+        }
+    }
+}
+
+/// `EXT-X-TARGETDURATION` of the default timing (DESIGN.md: 1.92 s segments).
+const DEFAULT_TARGET_DURATION_S: u32 = 2;
+/// `PART-TARGET` of the default timing (DESIGN.md: 320 ms parts).
+const DEFAULT_PART_TARGET_MS: u32 = 320;
+
+/// An error and its sources on one line. `object_store` errors put the root
+/// cause (such as "Connection refused") only in their source chain, and an
+/// operator needs it.
+fn full_cause(error: &object_store::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = std::error::Error::source(error);
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+enum CompareError {
+    Different { stored_len: usize },
+    Store(object_store::Error),
+}
+
+fn parse_key(key: &str) -> Result<Path, PublishError> {
+    if key.trim_matches('/').is_empty() {
+        // `Path::parse` accepts this as the store root, which is no object.
+        return Err(PublishError::InvalidKey {
+            key: key.to_owned(),
+            source: object_store::path::Error::EmptySegment {
+                path: key.to_owned(),
+            },
+        });
+    }
+    Path::parse(key).map_err(|source| PublishError::InvalidKey {
+        key: key.to_owned(),
+        source,
+    })
+}
+
+/// Checks every key before anything is stored, so that a malformed batch
+/// stores nothing rather than its first stages.
+fn validate(batch: &Batch) -> Result<(), PublishError> {
+    for (stage, ops) in batch.stages.iter().enumerate() {
+        let mut seen = HashSet::with_capacity(ops.len());
+        for op in ops {
+            let key = op.key();
+            parse_key(key)?;
+            if !seen.insert(key) {
+                return Err(PublishError::DuplicateKey {
+                    stage,
+                    key: key.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types_follow_the_hls_and_mp4_registrations() {
+        assert_eq!(ObjectKind::Init.content_type(), "audio/mp4");
+        assert_eq!(ObjectKind::Media.content_type(), "audio/mp4");
+        for kind in [
+            ObjectKind::PartPlaylist,
+            ObjectKind::LivePlaylist,
+            ObjectKind::Multivariant,
+        ] {
+            assert_eq!(kind.content_type(), "application/vnd.apple.mpegurl");
+        }
+        assert_eq!(ObjectKind::Page.content_type(), "text/html; charset=utf-8");
+    }
+
+    #[test]
+    fn cache_control_for_default_timing() {
+        let cc = |kind: ObjectKind| kind.cache_control(2, 320);
+        assert_eq!(cc(ObjectKind::Init), "public, max-age=31536000, immutable");
+        assert_eq!(cc(ObjectKind::Media), "public, max-age=31536000, immutable");
+        assert_eq!(cc(ObjectKind::PartPlaylist), "public, max-age=12");
+        assert_eq!(cc(ObjectKind::LivePlaylist), "public, max-age=0");
+        assert_eq!(cc(ObjectKind::Multivariant), "public, max-age=2");
+        assert_eq!(cc(ObjectKind::Page), "public, max-age=60");
+    }
+
+    #[test]
+    fn cache_control_scales_with_timing() {
+        assert_eq!(
+            ObjectKind::PartPlaylist.cache_control(6, 2000),
+            "public, max-age=36"
+        );
+        assert_eq!(
+            ObjectKind::LivePlaylist.cache_control(6, 2000),
+            "public, max-age=1"
+        );
+        assert_eq!(
+            ObjectKind::LivePlaylist.cache_control(6, 1999),
+            "public, max-age=0"
+        );
+        assert_eq!(
+            ObjectKind::PartPlaylist.cache_control(u32::MAX, 0),
+            format!("public, max-age={}", u32::MAX)
+        );
+    }
+
+    #[test]
+    fn only_media_init_and_part_playlists_are_immutable() {
+        assert!(ObjectKind::Init.immutable());
+        assert!(ObjectKind::Media.immutable());
+        assert!(ObjectKind::PartPlaylist.immutable());
+        assert!(!ObjectKind::LivePlaylist.immutable());
+        assert!(!ObjectKind::Multivariant.immutable());
+        assert!(!ObjectKind::Page.immutable());
+    }
+
+    fn put(key: &str) -> Op {
+        Op::Put(PutObject {
+            key: key.to_owned(),
+            body: Bytes::from_static(b"x"),
+            kind: ObjectKind::Media,
+        })
+    }
+
+    #[test]
+    fn duplicate_keys_within_a_stage_are_rejected() {
+        let batch = Batch {
+            stages: vec![
+                vec![put("a/1.m4s")],
+                vec![put("a/2.m4s"), Op::Delete("a/2.m4s".into())],
+            ],
+        };
+        match validate(&batch) {
+            Err(PublishError::DuplicateKey { stage, key }) => {
+                assert_eq!(stage, 1);
+                assert_eq!(key, "a/2.m4s");
+            }
+            other => panic!("expected DuplicateKey, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_key_in_different_stages_is_fine() {
+        let batch = Batch {
+            stages: vec![vec![put("a/live.m3u8")], vec![put("a/live.m3u8")]],
+        };
+        assert!(validate(&batch).is_ok());
+    }
+
+    #[test]
+    fn malformed_keys_are_rejected_before_anything_is_stored() {
+        for key in ["", "/", "a//b.m4s", "a/../b.m4s"] {
+            let batch = Batch {
+                stages: vec![vec![put("ok/1.m4s")], vec![put(key)]],
+            };
+            assert!(
+                matches!(validate(&batch), Err(PublishError::InvalidKey { .. })),
+                "key {key:?} was accepted"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_batch_stores_nothing() {
+        let store = crate::publish::open_store("memory://").expect("memory store");
+        let publisher = Publisher::new(store.clone(), RetryPolicy::default());
+        let batch = Batch {
+            stages: vec![vec![put("ok/1.m4s")], vec![put("bad//key")]],
+        };
+        let err = publisher.apply(batch).await.expect_err("must fail");
+        assert!(err.to_string().contains("bad//key"), "{err}");
+        let found = store.object_store().head(&Path::from("ok/1.m4s")).await;
+        assert!(
+            matches!(found, Err(object_store::Error::NotFound { .. })),
+            "{found:?}"
+        );
+    }
+}

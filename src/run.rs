@@ -1,0 +1,238 @@
+//! Drivers that run the [`Pipeline`] against a real store: as fast as the CPU
+//! allows (`onair package`) or paced by the wall clock (`onair live`).
+//!
+//! The pipeline runs on a blocking thread (it is CPU work: decoding,
+//! resampling, encoding); batches cross to the publish driver over its bounded
+//! queue, so a slow store slows the pipeline down instead of growing memory.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use tokio::runtime::Handle;
+
+use crate::hls::MediaPlaylist;
+use crate::pipeline::{Pipeline, PipelineError, RENDITIONS};
+use crate::publish::{self, Batch, PublishError, PublishHandle, PublishSummary, Publisher, Store};
+use crate::time::{SAMPLE_RATE, rescale};
+
+/// Batches queued between the pipeline and the store.
+const QUEUE: usize = 16;
+
+/// Program time a `package` run advances between progress updates: 10 parts.
+const PACKAGE_STEP: u64 = 10 * 15_360;
+
+/// Pacing step of a live run: one Opus frame, 20 ms.
+const LIVE_TICK: Duration = Duration::from_millis(20);
+
+/// A run that failed. Says which stage failed; the inner error says why.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The media pipeline failed (a source, an encoder, the packager).
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// Publishing failed after its retries.
+    #[error(transparent)]
+    Publish(#[from] PublishError),
+    /// The stream's previous playlist could not be read to continue its
+    /// numbering. Check the store's reachability and permissions.
+    #[error("cannot read {key} from {store} to continue the stream: {source}")]
+    Resume {
+        /// Object key.
+        key: String,
+        /// Store URL.
+        store: String,
+        /// The store's error.
+        source: object_store::Error,
+    },
+    /// A task of the run panicked or was cancelled.
+    #[error("internal task failed: {0}")]
+    Task(String),
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Copy)]
+pub struct RunSummary {
+    /// Program samples produced.
+    pub program_samples: u64,
+    /// Store operations.
+    pub publish: PublishSummary,
+}
+
+/// Progress reports from a `package` run: program samples done.
+pub type Progress = Box<dyn Fn(u64) + Send>;
+
+/// Starts the publish driver for `store`, with playlist cache lifetimes taken
+/// from the pipeline's timing.
+fn start_publisher(
+    store: Store,
+    pipeline: &Pipeline,
+) -> (
+    PublishHandle,
+    tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
+) {
+    let timeline = pipeline.packager().timeline();
+    let part_ms = rescale(timeline.config().part_target, SAMPLE_RATE, 1000);
+    let publisher = Publisher::new(store, publish::RetryPolicy::default()).with_playlist_timing(
+        u32::try_from(timeline.target_duration()).unwrap_or(u32::MAX),
+        u32::try_from(part_ms).unwrap_or(u32::MAX),
+    );
+    publish::spawn(publisher, QUEUE)
+}
+
+/// Sends `batch` from the pipeline thread.
+fn send(handle: &PublishHandle, rt: &Handle, batch: Batch) -> Result<(), PublishError> {
+    rt.block_on(handle.send(batch))
+}
+
+/// Waits for the publish driver; its error wins over a send failure, since
+/// it is the cause.
+async fn join_publisher(
+    task: tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
+) -> Result<PublishSummary, RunError> {
+    task.await
+        .map_err(|e| RunError::Task(e.to_string()))?
+        .map_err(RunError::from)
+}
+
+/// Packages every host to the end of the longest file as fast as possible
+/// and leaves a finished stream (`EXT-X-ENDLIST`).
+pub async fn package(
+    mut pipeline: Pipeline,
+    store: Store,
+    progress: Option<Progress>,
+) -> Result<RunSummary, RunError> {
+    let (handle, task) = start_publisher(store, &pipeline);
+    let rt = Handle::current();
+    let work = tokio::task::spawn_blocking(move || -> Result<u64, RunError> {
+        send(&handle, &rt, pipeline.start()?)?;
+        loop {
+            let until = pipeline.clock() + PACKAGE_STEP;
+            if let Some(batch) = pipeline.advance(until)? {
+                send(&handle, &rt, batch)?;
+            }
+            if let Some(p) = &progress {
+                p(pipeline.clock());
+            }
+            if pipeline
+                .content_end()
+                .is_some_and(|end| pipeline.clock() >= end)
+            {
+                break;
+            }
+        }
+        send(&handle, &rt, pipeline.finish()?)?;
+        Ok(pipeline.clock())
+    });
+    finish_run(work, task).await
+}
+
+/// Waits for the pipeline thread and the publisher; reports the publisher's
+/// error when the pipeline only failed because the publisher had stopped.
+async fn finish_run(
+    work: tokio::task::JoinHandle<Result<u64, RunError>>,
+    task: tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
+) -> Result<RunSummary, RunError> {
+    let worked = work.await.map_err(|e| RunError::Task(e.to_string()))?;
+    let published = join_publisher(task).await;
+    match (worked, published) {
+        (Ok(program_samples), Ok(publish)) => Ok(RunSummary {
+            program_samples,
+            publish,
+        }),
+        (Err(RunError::Publish(PublishError::DriverStopped)), Err(cause)) => Err(cause),
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(e)) => Err(e),
+    }
+}
+
+/// Runs the pipeline paced by the wall clock, like a live broadcast, until
+/// `stop` is set; then flushes everything and writes `EXT-X-ENDLIST`.
+pub async fn live(
+    mut pipeline: Pipeline,
+    store: Store,
+    stop: Arc<AtomicBool>,
+) -> Result<RunSummary, RunError> {
+    let (handle, task) = start_publisher(store, &pipeline);
+    let rt = Handle::current();
+    let work = tokio::task::spawn_blocking(move || -> Result<u64, RunError> {
+        send(&handle, &rt, pipeline.start()?)?;
+        let start = Instant::now();
+        let mut tick = start;
+        while !stop.load(Ordering::Relaxed) {
+            tick += LIVE_TICK;
+            let now = Instant::now();
+            if tick > now {
+                std::thread::sleep(tick - now);
+            } else if now - tick > Duration::from_secs(1) {
+                // Far behind (the machine stalled): catch up in one go rather
+                // than tick by tick.
+                tracing::warn!(
+                    behind_ms = (now - tick).as_millis() as u64,
+                    "pipeline is behind the wall clock"
+                );
+                tick = now;
+            }
+            let due = rescale(
+                start.elapsed().as_nanos() as u64,
+                1_000_000_000,
+                SAMPLE_RATE,
+            );
+            if let Some(batch) = pipeline.advance(due)? {
+                send(&handle, &rt, batch)?;
+            }
+        }
+        send(&handle, &rt, pipeline.finish()?)?;
+        Ok(pipeline.clock())
+    });
+    finish_run(work, task).await
+}
+
+/// Where a stream that was published before left off: the next Media
+/// Sequence Number and discontinuity sequence, so a restarted broadcast
+/// continues the numbering instead of reusing object names (DESIGN: media
+/// objects are immutable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resume {
+    /// First MSN of the new broadcast.
+    pub next_msn: u64,
+    /// Discontinuity sequence of the new broadcast's first segment.
+    pub discontinuity_sequence: u64,
+}
+
+/// Reads the stream's last media playlist from the store, if any.
+pub async fn resume_point(store: &Store, stream: &str) -> Result<Option<Resume>, RunError> {
+    let mut next: Option<Resume> = None;
+    for r in RENDITIONS {
+        let path = object_store::path::Path::from(format!("{stream}/{r}/live.m3u8"));
+        let bytes = match store.object_store().get(&path).await {
+            Ok(got) => got.bytes().await,
+            Err(object_store::Error::NotFound { .. }) => continue,
+            Err(e) => Err(e),
+        };
+        let bytes = bytes.map_err(|source| RunError::Resume {
+            key: path.to_string(),
+            store: store.url().to_string(),
+            source,
+        })?;
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            continue;
+        };
+        let Ok(playlist) = MediaPlaylist::parse(text) else {
+            continue;
+        };
+        let open_has_parts = playlist.open.as_ref().is_some_and(|o| !o.parts.is_empty());
+        let candidate = Resume {
+            next_msn: playlist.open_msn() + u64::from(open_has_parts),
+            discontinuity_sequence: playlist.discontinuity_sequence
+                + playlist.segments.iter().filter(|s| s.discontinuity).count() as u64
+                + 1,
+        };
+        next = Some(match next {
+            Some(n) if n.next_msn >= candidate.next_msn => n,
+            _ => candidate,
+        });
+    }
+    Ok(next)
+}

@@ -1,0 +1,1057 @@
+//! Storage conformance: one suite, run against every backend the publisher
+//! supports (in-memory, local filesystem, and a real S3-compatible server).
+//!
+//! The S3 tests need a running server. Start one with
+//! `eval "$(scripts/s3-server.sh start)"`, which exports `AWS_ENDPOINT` (or
+//! `ONAIR_TEST_S3_ENDPOINT`) and credentials; without it those tests fail.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use object_store::path::Path;
+use object_store::{
+    Attribute, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
+use onair::publish::{
+    Batch, Capabilities, ObjectKind, Op, PublishError, Publisher, PutObject, RetryPolicy, Store,
+    StoreOptions, open_store, open_store_with, spawn,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------------------
+// The suite
+// ---------------------------------------------------------------------------
+
+/// A retry policy with short waits so that retry tests run fast.
+fn quick_retry() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 4,
+        initial_backoff: Duration::from_millis(2),
+        max_backoff: Duration::from_millis(10),
+    }
+}
+
+fn object(key: &str, body: &'static [u8], kind: ObjectKind) -> PutObject {
+    PutObject {
+        key: key.to_owned(),
+        body: Bytes::from_static(body),
+        kind,
+    }
+}
+
+async fn read(store: &Store, key: &str) -> Option<GetResult> {
+    match store.object_store().get(&Path::from(key)).await {
+        Ok(result) => Some(result),
+        Err(object_store::Error::NotFound { .. }) => None,
+        Err(error) => panic!("reading {key} from {}: {error}", store.url()),
+    }
+}
+
+async fn read_bytes(store: &Store, key: &str) -> Option<Bytes> {
+    match read(store, key).await {
+        Some(result) => Some(result.bytes().await.expect("read body")),
+        None => None,
+    }
+}
+
+/// Runs every conformance check against `store`.
+async fn conformance(store: Store) {
+    put_then_get_returns_the_bytes(&store).await;
+    immutable_put_twice_with_same_bytes_succeeds(&store).await;
+    immutable_put_with_different_bytes_fails_and_keeps_the_original(&store).await;
+    live_playlist_is_overwritten(&store).await;
+    attributes_are_stored_where_supported(&store).await;
+    stages_run_in_order_and_ops_within_a_stage_concurrently(&store).await;
+    delete_removes_and_deleting_a_missing_key_succeeds(&store).await;
+    transient_failures_are_retried(&store).await;
+    permanent_failures_are_not_retried(&store).await;
+    driver_returns_the_first_error_and_stops(&store).await;
+    driver_applies_batches_in_order(&store).await;
+}
+
+async fn put_then_get_returns_the_bytes(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    let body: &'static [u8] = b"\x00\x00\x00\x18styp and more media bytes";
+    publisher
+        .put(object("demo/opus/12.3.m4s", body, ObjectKind::Media))
+        .await
+        .expect("put media");
+    assert_eq!(
+        read_bytes(store, "demo/opus/12.3.m4s").await.as_deref(),
+        Some(body)
+    );
+}
+
+async fn immutable_put_twice_with_same_bytes_succeeds(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    let init = object("demo/opus/init.mp4", b"ftyp-moov", ObjectKind::Init);
+    publisher.put(init.clone()).await.expect("first put");
+    let stats = publisher
+        .apply(Batch {
+            stages: vec![vec![Op::Put(init)]],
+        })
+        .await
+        .expect("second put of identical bytes is an idempotent success");
+    assert_eq!(stats.puts, 1);
+    assert_eq!(
+        stats.already_present, 1,
+        "the second put must find the object stored"
+    );
+    assert_eq!(
+        read_bytes(store, "demo/opus/init.mp4").await.as_deref(),
+        Some(&b"ftyp-moov"[..])
+    );
+}
+
+async fn immutable_put_with_different_bytes_fails_and_keeps_the_original(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    publisher
+        .put(object("demo/aac/7.0.m4s", b"original", ObjectKind::Media))
+        .await
+        .expect("first put");
+    let err = publisher
+        .put(object(
+            "demo/aac/7.0.m4s",
+            b"a different part",
+            ObjectKind::Media,
+        ))
+        .await
+        .expect_err("overwriting media with different bytes must fail");
+    match &err {
+        PublishError::WouldOverwrite {
+            key,
+            store: url,
+            stored_len,
+            new_len,
+        } => {
+            assert_eq!(key, "demo/aac/7.0.m4s");
+            assert_eq!(url, store.url());
+            assert_eq!((*stored_len, *new_len), (8, 16));
+        }
+        other => panic!("expected WouldOverwrite, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("demo/aac/7.0.m4s") && text.contains(store.url()),
+        "{text}"
+    );
+    assert_eq!(
+        read_bytes(store, "demo/aac/7.0.m4s").await.as_deref(),
+        Some(&b"original"[..]),
+        "the stored object must be unchanged"
+    );
+    // The `at/` playlists are immutable too.
+    publisher
+        .put(object(
+            "demo/aac/at/7.0.m3u8",
+            b"#EXTM3U\n1",
+            ObjectKind::PartPlaylist,
+        ))
+        .await
+        .expect("put at/ playlist");
+    let err = publisher
+        .put(object(
+            "demo/aac/at/7.0.m3u8",
+            b"#EXTM3U\n2",
+            ObjectKind::PartPlaylist,
+        ))
+        .await
+        .expect_err("at/ playlists are immutable");
+    assert!(matches!(err, PublishError::WouldOverwrite { .. }), "{err}");
+}
+
+async fn live_playlist_is_overwritten(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    for version in [&b"#EXTM3U\nv1"[..], &b"#EXTM3U\nversion 2"[..]] {
+        publisher
+            .put(PutObject {
+                key: "demo/opus/live.m3u8".into(),
+                body: Bytes::copy_from_slice(version),
+                kind: ObjectKind::LivePlaylist,
+            })
+            .await
+            .expect("put live playlist");
+        assert_eq!(
+            read_bytes(store, "demo/opus/live.m3u8").await.as_deref(),
+            Some(version)
+        );
+    }
+}
+
+async fn attributes_are_stored_where_supported(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry()).with_playlist_timing(4, 1000);
+    let cases = [
+        (
+            "attrs/opus/init.mp4",
+            ObjectKind::Init,
+            "audio/mp4",
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            "attrs/opus/3.1.m4s",
+            ObjectKind::Media,
+            "audio/mp4",
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            "attrs/opus/at/3.1.m3u8",
+            ObjectKind::PartPlaylist,
+            "application/vnd.apple.mpegurl",
+            "public, max-age=24",
+        ),
+        (
+            "attrs/opus/live.m3u8",
+            ObjectKind::LivePlaylist,
+            "application/vnd.apple.mpegurl",
+            "public, max-age=0",
+        ),
+        (
+            "attrs/index.m3u8",
+            ObjectKind::Multivariant,
+            "application/vnd.apple.mpegurl",
+            "public, max-age=4",
+        ),
+        (
+            "attrs/index.html",
+            ObjectKind::Page,
+            "text/html; charset=utf-8",
+            "public, max-age=60",
+        ),
+    ];
+    for (key, kind, content_type, cache_control) in cases {
+        publisher
+            .put(object(key, b"body", kind))
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e}"));
+        let got = read(store, key)
+            .await
+            .unwrap_or_else(|| panic!("{key} missing"));
+        let attrs = &got.attributes;
+        if store.capabilities().supports_attributes {
+            assert_eq!(
+                attrs.get(&Attribute::ContentType).map(|v| v.as_ref()),
+                Some(content_type),
+                "{key} Content-Type"
+            );
+            assert_eq!(
+                attrs.get(&Attribute::CacheControl).map(|v| v.as_ref()),
+                Some(cache_control),
+                "{key} Cache-Control"
+            );
+        } else {
+            // Nothing was sent (the store would have refused it); the origin
+            // derives the headers from the key.
+            assert!(attrs.is_empty(), "{key}: unexpected attributes {attrs:?}");
+        }
+    }
+}
+
+async fn stages_run_in_order_and_ops_within_a_stage_concurrently(store: &Store) {
+    let observed = ObservedStore::wrap(store);
+    // The first op of stage 0 is the slowest, so a stage 1 that started after
+    // the first completion, rather than after all, would be caught.
+    observed.set_delay("order/opus/5.0.m4s", Duration::from_millis(300));
+    observed.set_delay("order/aac/5.0.m4s", Duration::from_millis(100));
+    let publisher = Publisher::new(observed.store(), quick_retry());
+    let stage0 = [
+        "order/opus/5.0.m4s",
+        "order/aac/5.0.m4s",
+        "order/opus/5.m4s",
+    ];
+    let stage1 = ["order/opus/live.m3u8", "order/aac/live.m3u8"];
+    let stage2 = ["order/opus/1.0.m4s"];
+    let batch = Batch {
+        stages: vec![
+            stage0
+                .iter()
+                .map(|k| Op::Put(object(k, b"media", ObjectKind::Media)))
+                .collect(),
+            stage1
+                .iter()
+                .map(|k| Op::Put(object(k, b"#EXTM3U", ObjectKind::LivePlaylist)))
+                .collect(),
+            stage2.iter().map(|k| Op::Delete((*k).to_owned())).collect(),
+        ],
+    };
+    let stats = publisher.apply(batch).await.expect("apply");
+    assert_eq!((stats.puts, stats.deletes, stats.retries), (5, 1, 0));
+
+    let events = observed.events();
+    let position = |kind: EventKind, key: &str| {
+        events
+            .iter()
+            .position(|e| e.kind == kind && e.key == key)
+            .unwrap_or_else(|| panic!("no {kind:?} event for {key} in {events:?}"))
+    };
+    for (earlier, later) in [(&stage0[..], &stage1[..]), (&stage1[..], &stage2[..])] {
+        let last_done = earlier
+            .iter()
+            .map(|k| position(EventKind::Done, k))
+            .max()
+            .expect("non-empty stage");
+        for key in later {
+            let started = position(EventKind::Start, key);
+            assert!(
+                started > last_done,
+                "{key} started before the previous stage was stored: {events:?}"
+            );
+        }
+    }
+    // Within stage 0 every op started before the slowest one finished.
+    let slowest_done = position(EventKind::Done, "order/opus/5.0.m4s");
+    for key in stage0 {
+        assert!(
+            position(EventKind::Start, key) < slowest_done,
+            "stage 0 ran serially: {events:?}"
+        );
+    }
+}
+
+async fn delete_removes_and_deleting_a_missing_key_succeeds(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    publisher
+        .put(object("demo/opus/1.m4s", b"old segment", ObjectKind::Media))
+        .await
+        .expect("put");
+    publisher.delete("demo/opus/1.m4s").await.expect("delete");
+    assert!(
+        read(store, "demo/opus/1.m4s").await.is_none(),
+        "object still there"
+    );
+    publisher
+        .delete("demo/opus/1.m4s")
+        .await
+        .expect("deleting a missing key is success");
+    publisher
+        .delete("never/existed/at/all.m4s")
+        .await
+        .expect("deleting a missing key is success");
+}
+
+async fn transient_failures_are_retried(store: &Store) {
+    let observed = ObservedStore::wrap(store);
+    observed.fail_next_puts("retry/opus/9.0.m4s", 2, FailureKind::Transient);
+    let publisher = Publisher::new(observed.store(), quick_retry());
+    let stats = publisher
+        .apply(Batch {
+            stages: vec![vec![Op::Put(object(
+                "retry/opus/9.0.m4s",
+                b"part",
+                ObjectKind::Media,
+            ))]],
+        })
+        .await
+        .expect("two transient failures are within four attempts");
+    assert_eq!(stats.retries, 2);
+    assert_eq!(
+        read_bytes(store, "retry/opus/9.0.m4s").await.as_deref(),
+        Some(&b"part"[..])
+    );
+
+    // More failures than attempts: the error names key, store, attempts, cause.
+    observed.fail_next_puts("retry/opus/9.1.m4s", 10, FailureKind::Transient);
+    let err = publisher
+        .put(object("retry/opus/9.1.m4s", b"part", ObjectKind::Media))
+        .await
+        .expect_err("must give up");
+    match &err {
+        PublishError::Unavailable { key, attempts, .. } => {
+            assert_eq!(key, "retry/opus/9.1.m4s");
+            assert_eq!(*attempts, 4);
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    let text = err.to_string();
+    for needle in [
+        "retry/opus/9.1.m4s",
+        store.url(),
+        "4 attempts",
+        "injected transient failure",
+    ] {
+        assert!(text.contains(needle), "{needle:?} missing from: {text}");
+    }
+    assert_eq!(observed.put_attempts("retry/opus/9.1.m4s"), 4);
+}
+
+async fn permanent_failures_are_not_retried(store: &Store) {
+    let observed = ObservedStore::wrap(store);
+    observed.fail_next_puts("denied/opus/1.0.m4s", 10, FailureKind::PermissionDenied);
+    let publisher = Publisher::new(observed.store(), quick_retry());
+    let err = publisher
+        .put(object("denied/opus/1.0.m4s", b"part", ObjectKind::Media))
+        .await
+        .expect_err("permission denied must fail");
+    assert!(
+        matches!(&err, PublishError::Rejected { attempts: 1, .. }),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("permission"), "{err}");
+    assert_eq!(
+        observed.put_attempts("denied/opus/1.0.m4s"),
+        1,
+        "must not retry"
+    );
+}
+
+async fn driver_returns_the_first_error_and_stops(store: &Store) {
+    let publisher = Publisher::new(store.clone(), quick_retry());
+    publisher
+        .put(object("driver/opus/1.0.m4s", b"first", ObjectKind::Media))
+        .await
+        .expect("seed");
+    let (handle, task) = spawn(publisher, 4);
+    let batch = |key: &str, body: &'static [u8]| Batch {
+        stages: vec![vec![Op::Put(object(key, body, ObjectKind::Media))]],
+    };
+    handle
+        .send(batch("driver/opus/1.1.m4s", b"ok"))
+        .await
+        .expect("send 1");
+    handle
+        .send(batch("driver/opus/1.0.m4s", b"conflicting"))
+        .await
+        .expect("send 2");
+    // Queued behind the failing batch: must never be applied.
+    let _ = handle.send(batch("driver/opus/1.2.m4s", b"after")).await;
+    let result = task.await.expect("driver task panicked");
+    match result {
+        Err(PublishError::WouldOverwrite { key, .. }) => assert_eq!(key, "driver/opus/1.0.m4s"),
+        other => panic!("expected the first error (WouldOverwrite), got {other:?}"),
+    }
+    assert!(handle.is_stopped());
+    let err = handle
+        .send(batch("driver/opus/1.3.m4s", b"late"))
+        .await
+        .expect_err("send after the driver stopped must fail");
+    assert!(matches!(err, PublishError::DriverStopped), "{err:?}");
+    assert!(
+        read(store, "driver/opus/1.1.m4s").await.is_some(),
+        "batch before the error lost"
+    );
+    assert!(
+        read(store, "driver/opus/1.2.m4s").await.is_none(),
+        "batch after the error applied"
+    );
+}
+
+async fn driver_applies_batches_in_order(store: &Store) {
+    let observed = ObservedStore::wrap(store);
+    // An early, slow batch: a driver that overlapped batches would finish the
+    // later ones first.
+    observed.set_delay("seq/opus/0.m4s", Duration::from_millis(80));
+    let (handle, task) = spawn(Publisher::new(observed.store(), quick_retry()), 1);
+    let keys: Vec<String> = (0..5).map(|i| format!("seq/opus/{i}.m4s")).collect();
+    for key in &keys {
+        handle
+            .send(Batch {
+                stages: vec![vec![Op::Put(PutObject {
+                    key: key.clone(),
+                    body: Bytes::from(key.clone()),
+                    kind: ObjectKind::Media,
+                })]],
+            })
+            .await
+            .expect("send");
+    }
+    drop(handle);
+    let summary = task
+        .await
+        .expect("driver task panicked")
+        .expect("driver result");
+    assert_eq!(summary.batches, 5);
+    assert_eq!(summary.totals.puts, 5);
+    let done: Vec<String> = observed
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::Done)
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(done, keys, "batches completed out of order");
+}
+
+// ---------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn conformance_in_memory() {
+    let store = open_store("memory://").expect("open memory store");
+    assert!(store.capabilities().supports_attributes);
+    conformance(store).await;
+}
+
+#[tokio::test]
+async fn conformance_local_filesystem() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("onair-data");
+    let store = open_store(root.to_str().expect("utf-8 temp path")).expect("open local store");
+    assert!(!store.capabilities().supports_attributes);
+    conformance(store).await;
+    // The keys are relative to the directory given.
+    assert!(root.join("demo/opus/12.3.m4s").is_file());
+}
+
+#[tokio::test]
+async fn conformance_s3() {
+    let server = S3Server::from_env();
+    let bucket = server.create_bucket("conformance").await;
+    let url = format!("s3://{bucket}/broadcasts");
+    let store = open_store(&url).expect("open S3 store");
+    assert!(store.capabilities().supports_attributes);
+    conformance(store).await;
+
+    // What an HTTP client (the origin, a CDN) sees: the prefix from the URL is
+    // applied and the headers are stored with the object.
+    let response = server
+        .request(
+            "GET",
+            &format!("/{bucket}/broadcasts/attrs/opus/3.1.m4s"),
+            &[],
+        )
+        .await;
+    assert_eq!(response.status, 200, "{response:?}");
+    assert_eq!(response.header("content-type"), Some("audio/mp4"));
+    assert_eq!(
+        response.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_eq!(&response.body[..], b"body");
+}
+
+/// The server really refuses a conditional create over an existing object
+/// (so `PutMode::Create` is a guarantee there, not emulated by us).
+#[tokio::test]
+async fn s3_server_enforces_if_none_match() {
+    let server = S3Server::from_env();
+    let bucket = server.create_bucket("ifnonematch").await;
+    let put = |body: &'static [u8]| {
+        let server = &server;
+        let bucket = &bucket;
+        async move {
+            server
+                .request_with_body(
+                    "PUT",
+                    &format!("/{bucket}/k.m4s"),
+                    &[("If-None-Match", "*")],
+                    body,
+                )
+                .await
+        }
+    };
+    assert_eq!(put(b"one").await.status, 200);
+    assert_eq!(put(b"two").await.status, 412);
+    let store = open_store(&format!("s3://{bucket}")).expect("open");
+    assert_eq!(
+        read_bytes(&store, "k.m4s").await.as_deref(),
+        Some(&b"one"[..])
+    );
+}
+
+#[tokio::test]
+async fn s3_missing_bucket_is_a_permanent_error_naming_the_store() {
+    let _server = S3Server::from_env();
+    let url = "s3://onair-no-such-bucket-anywhere/x";
+    let store = open_store(url).expect("open");
+    let started = Instant::now();
+    let err = Publisher::new(store, RetryPolicy::default())
+        .put(object("a/1.m4s", b"x", ObjectKind::Media))
+        .await
+        .expect_err("missing bucket must fail");
+    assert!(
+        matches!(&err, PublishError::Rejected { attempts: 1, .. }),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains(url) && text.contains("a/1.m4s") && text.contains("bucket"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn s3_wrong_credentials_are_rejected_without_retry() {
+    let server = S3Server::from_env();
+    let bucket = server.create_bucket("badcreds").await;
+    let options = StoreOptions {
+        config: vec![
+            ("aws_access_key_id".into(), "onair-test".into()),
+            ("aws_secret_access_key".into(), "not-the-secret".into()),
+        ],
+        ..StoreOptions::default()
+    };
+    let store = open_store_with(&format!("s3://{bucket}"), &options).expect("open");
+    let err = Publisher::new(store, RetryPolicy::default())
+        .put(object("a/1.m4s", b"x", ObjectKind::Media))
+        .await
+        .expect_err("a wrong secret must fail");
+    assert!(
+        matches!(&err, PublishError::Rejected { attempts: 1, .. }),
+        "{err:?}"
+    );
+}
+
+/// Nothing listens on the port: every attempt is refused at once, and the
+/// publisher gives up after its attempts, well within a few seconds.
+#[tokio::test]
+async fn unreachable_s3_endpoint_fails_after_bounded_retries() {
+    let port = unused_port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let store = open_store_with(
+        "s3://onair-unreachable/prefix",
+        &s3_options(&endpoint, None),
+    )
+    .expect("open");
+    let started = Instant::now();
+    let err = Publisher::new(store, RetryPolicy::default())
+        .put(object("demo/opus/1.0.m4s", b"x", ObjectKind::Media))
+        .await
+        .expect_err("an unreachable store must fail");
+    let elapsed = started.elapsed();
+    let attempts = RetryPolicy::default().max_attempts;
+    assert!(
+        matches!(&err, PublishError::Unavailable { attempts: a, .. } if *a == attempts),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    for needle in [
+        "demo/opus/1.0.m4s".to_owned(),
+        "s3://onair-unreachable/prefix".to_owned(),
+        format!("after {attempts} attempts"),
+        format!("127.0.0.1:{port}"),
+        // The root cause from the source chain, not only "error sending request".
+        "refused".to_owned(),
+    ] {
+        assert!(text.contains(&needle), "{needle:?} missing from: {text}");
+    }
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "giving up took {elapsed:?}"
+    );
+}
+
+/// The port accepts connections but never answers: the request timeout, not
+/// the operating system, bounds every attempt.
+#[tokio::test]
+async fn hanging_s3_endpoint_fails_within_the_request_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let options = s3_options(&endpoint, Some(Duration::from_millis(300)));
+    let store = open_store_with("s3://onair-hanging", &options).expect("open");
+    let retry = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+    };
+    let started = Instant::now();
+    let err = Publisher::new(store, retry)
+        .put(object("demo/opus/1.0.m4s", b"x", ObjectKind::Media))
+        .await
+        .expect_err("a hanging store must fail");
+    let elapsed = started.elapsed();
+    assert!(
+        matches!(&err, PublishError::Unavailable { attempts: 3, .. }),
+        "{err:?}"
+    );
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "timeouts not applied? {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(4),
+        "giving up took {elapsed:?}"
+    );
+    drop(listener);
+}
+
+fn s3_options(endpoint: &str, request_timeout: Option<Duration>) -> StoreOptions {
+    let defaults = StoreOptions::default();
+    StoreOptions {
+        request_timeout: request_timeout.unwrap_or(defaults.request_timeout),
+        config: vec![
+            ("aws_endpoint".into(), endpoint.into()),
+            ("aws_allow_http".into(), "true".into()),
+            ("aws_access_key_id".into(), "unused".into()),
+            ("aws_secret_access_key".into(), "unused".into()),
+            ("aws_region".into(), "us-east-1".into()),
+        ],
+        ..defaults
+    }
+}
+
+fn unused_port() -> u16 {
+    // Bind, note the port, release it: nothing listens there afterwards.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+// ---------------------------------------------------------------------------
+// The S3 test server
+// ---------------------------------------------------------------------------
+
+struct S3Server {
+    host_port: String,
+}
+
+#[derive(Debug)]
+struct HttpResponse {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl HttpResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl S3Server {
+    /// The server started by `scripts/s3-server.sh start`. Panics (the test
+    /// fails) when it is not configured: these tests are never skipped.
+    fn from_env() -> Self {
+        let endpoint = std::env::var("ONAIR_TEST_S3_ENDPOINT")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no S3 test server: neither ONAIR_TEST_S3_ENDPOINT nor AWS_ENDPOINT is set. \
+                     Start one with `eval \"$(scripts/s3-server.sh start)\"` before `cargo test`, \
+                     and stop it with `scripts/s3-server.sh stop \"$ONAIR_TEST_S3_PID\"`"
+                )
+            });
+        assert!(
+            std::env::var("AWS_ENDPOINT").is_ok(),
+            "AWS_ENDPOINT must be set for s3:// stores; `eval \"$(scripts/s3-server.sh start)\"` sets it"
+        );
+        let parsed = url::Url::parse(&endpoint).expect("S3 endpoint is a URL");
+        assert_eq!(
+            parsed.scheme(),
+            "http",
+            "the S3 test server speaks plain HTTP"
+        );
+        let host = parsed.host_str().expect("endpoint host");
+        let port = parsed.port_or_known_default().expect("endpoint port");
+        Self {
+            host_port: format!("{host}:{port}"),
+        }
+    }
+
+    /// Creates a fresh bucket named after `test` with an unsigned
+    /// `PUT /BUCKET` (the server grants anonymous admin rights; see
+    /// scripts/s3-server.sh) and returns its name.
+    async fn create_bucket(&self, test: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_nanos();
+        let bucket = format!("onair-{test}-{}-{nanos}", std::process::id());
+        let response = self.request("PUT", &format!("/{bucket}"), &[]).await;
+        assert_eq!(
+            response.status, 200,
+            "creating bucket {bucket}: {response:?}"
+        );
+        bucket
+    }
+
+    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+        self.request_with_body(method, path, headers, b"").await
+    }
+
+    /// One HTTP/1.1 request on its own connection, read until the server
+    /// closes it.
+    async fn request_with_body(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
+        let mut stream = tokio::net::TcpStream::connect(&self.host_port)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to the S3 test server at {}: {e}",
+                    self.host_port
+                )
+            });
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.host_port,
+            body.len()
+        );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .expect("write request");
+        stream.write_all(body).await.expect("write body");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
+            .await
+            .expect("S3 test server answered within 10 s")
+            .expect("read response");
+        parse_response(&raw)
+    }
+}
+
+fn parse_response(raw: &[u8]) -> HttpResponse {
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
+    let head = std::str::from_utf8(&raw[..split]).expect("ASCII headers");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    HttpResponse {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A store wrapper that records operation order and injects failures
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EventKind {
+    Start,
+    Done,
+}
+
+#[derive(Debug, Clone)]
+struct Event {
+    kind: EventKind,
+    key: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum FailureKind {
+    Transient,
+    PermissionDenied,
+}
+
+#[derive(Debug, Default)]
+struct Observations {
+    events: Vec<Event>,
+    delays: HashMap<String, Duration>,
+    failures: HashMap<String, (u32, FailureKind)>,
+    put_attempts: HashMap<String, u32>,
+}
+
+/// Wraps a backend: records when each put and delete starts and completes,
+/// delays chosen keys, and fails chosen puts.
+#[derive(Debug, Clone)]
+struct ObservedStore {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    capabilities: Capabilities,
+    state: Arc<Mutex<Observations>>,
+}
+
+impl fmt::Display for ObservedStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Observed({})", self.inner)
+    }
+}
+
+impl ObservedStore {
+    fn wrap(store: &Store) -> Self {
+        Self {
+            inner: Arc::clone(store.object_store()),
+            url: store.url().to_owned(),
+            capabilities: store.capabilities(),
+            state: Arc::default(),
+        }
+    }
+
+    fn store(&self) -> Store {
+        Store::new(Arc::new(self.clone()), self.url.clone(), self.capabilities)
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, Observations> {
+        self.state.lock().expect("observation lock")
+    }
+
+    fn set_delay(&self, key: &str, delay: Duration) {
+        self.state().delays.insert(key.to_owned(), delay);
+    }
+
+    fn fail_next_puts(&self, key: &str, count: u32, kind: FailureKind) {
+        self.state().failures.insert(key.to_owned(), (count, kind));
+    }
+
+    fn put_attempts(&self, key: &str) -> u32 {
+        self.state().put_attempts.get(key).copied().unwrap_or(0)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.state().events.clone()
+    }
+
+    fn record(state: &Mutex<Observations>, kind: EventKind, key: &str) {
+        state.lock().expect("observation lock").events.push(Event {
+            kind,
+            key: key.to_owned(),
+        });
+    }
+}
+
+// `ObjectStore` is declared with `#[async_trait]`; these are the signatures
+// that macro generates, written out.
+impl ObjectStore for ObservedStore {
+    fn put_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> BoxFuture<'c, object_store::Result<PutResult>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        Box::pin(async move {
+            let key = location.to_string();
+            let (delay, failure) = {
+                let mut state = self.state();
+                *state.put_attempts.entry(key.clone()).or_default() += 1;
+                let delay = state.delays.get(&key).copied();
+                let failure = match state.failures.get_mut(&key) {
+                    Some((remaining, kind)) if *remaining > 0 => {
+                        *remaining -= 1;
+                        Some(*kind)
+                    }
+                    _ => None,
+                };
+                state.events.push(Event {
+                    kind: EventKind::Start,
+                    key: key.clone(),
+                });
+                (delay, failure)
+            };
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            let result = match failure {
+                Some(FailureKind::Transient) => Err(object_store::Error::Generic {
+                    store: "Observed",
+                    source: "injected transient failure".into(),
+                }),
+                Some(FailureKind::PermissionDenied) => Err(object_store::Error::PermissionDenied {
+                    path: key.clone(),
+                    source: "injected 403".into(),
+                }),
+                None => self.inner.put_opts(location, payload, opts).await,
+            };
+            Self::record(&self.state, EventKind::Done, &key);
+            result
+        })
+    }
+
+    fn put_multipart_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        opts: PutMultipartOptions,
+    ) -> BoxFuture<'c, object_store::Result<Box<dyn MultipartUpload>>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.put_multipart_opts(location, opts)
+    }
+
+    fn get_opts<'a, 'b, 'c>(
+        &'a self,
+        location: &'b Path,
+        options: GetOptions,
+    ) -> BoxFuture<'c, object_store::Result<GetResult>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.get_opts(location, options)
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, object_store::Result<Path>>,
+    ) -> BoxStream<'static, object_store::Result<Path>> {
+        let on_start = Arc::clone(&self.state);
+        let on_done = Arc::clone(&self.state);
+        let locations = locations
+            .inspect(move |p| {
+                if let Ok(p) = p {
+                    Self::record(&on_start, EventKind::Start, p.as_ref());
+                }
+            })
+            .boxed();
+        self.inner
+            .delete_stream(locations)
+            .inspect(move |p| {
+                if let Ok(p) = p {
+                    Self::record(&on_done, EventKind::Done, p.as_ref());
+                }
+            })
+            .boxed()
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'a, 'b, 'c>(
+        &'a self,
+        prefix: Option<&'b Path>,
+    ) -> BoxFuture<'c, object_store::Result<ListResult>>
+    where
+        'a: 'c,
+        'b: 'c,
+        Self: 'c,
+    {
+        self.inner.list_with_delimiter(prefix)
+    }
+
+    fn copy_opts<'a, 'b, 'c, 'd>(
+        &'a self,
+        from: &'b Path,
+        to: &'c Path,
+        options: CopyOptions,
+    ) -> BoxFuture<'d, object_store::Result<()>>
+    where
+        'a: 'd,
+        'b: 'd,
+        'c: 'd,
+        Self: 'd,
+    {
+        self.inner.copy_opts(from, to, options)
+    }
+}
