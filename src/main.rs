@@ -67,8 +67,8 @@ struct Common {
     /// Object store URL: a path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
     #[arg(long, default_value = "./onair-data")]
     store: String,
-    /// Stream name: the prefix of every object of the broadcast.
-    #[arg(long)]
+    /// Stream name: the prefix of every object of the broadcast (1-64 of A-Z a-z 0-9 . _ -).
+    #[arg(long, value_parser = parse_stream_name)]
     stream: String,
     /// Opus bitrate in bits per second.
     #[arg(long, default_value_t = 64_000, value_parser = clap::value_parser!(u32).range(6_000..=510_000))]
@@ -85,6 +85,17 @@ struct Common {
     /// Parts per segment (a part is 320 ms, the shortest span that is a whole number of both Opus and AAC frames).
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=30))]
     parts_per_segment: u32,
+}
+
+/// Checks `--stream`: it becomes a key prefix and a URL path segment.
+fn parse_stream_name(s: &str) -> Result<String, String> {
+    if onair::packager::valid_name(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "stream name {s:?} must be 1-64 characters of A-Z, a-z, 0-9, '.', '_', '-', and not \".\" or \"..\""
+        ))
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -123,6 +134,7 @@ impl Common {
                 },
                 mode,
             },
+            parallel: mode == PlaylistMode::Vod,
         }
     }
 
@@ -184,8 +196,8 @@ async fn run_command(command: Command) -> Result<()> {
 }
 
 async fn package(args: PackageArgs) -> Result<()> {
-    let store = args.common.store()?;
     let hosts = open_hosts(&args.inputs, false)?;
+    let store = args.common.store()?;
     let total = hosts
         .iter()
         .filter_map(|h| h.source.native_duration().map(|d| d.program_frames()))
@@ -209,7 +221,6 @@ async fn package(args: PackageArgs) -> Result<()> {
 }
 
 async fn live(args: LiveArgs) -> Result<()> {
-    let store = args.common.store()?;
     let mut inputs = args.inputs.clone();
     if args.demo {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
@@ -223,6 +234,7 @@ async fn live(args: LiveArgs) -> Result<()> {
     }
     let looping = args.looping || args.demo;
     let hosts = open_hosts(&inputs, looping)?;
+    let store = args.common.store()?;
     let mut cfg = args.common.pipeline_config(
         PlaylistMode::Live,
         Some(args.window * u64::from(SAMPLE_RATE)),
@@ -283,6 +295,10 @@ fn report(stream: &str, store: &Store, summary: &RunSummary, elapsed: std::time:
         wall_s = format!("{:.3}", elapsed.as_secs_f64()),
         realtime = format!("{:.1}x", secs / elapsed.as_secs_f64().max(1e-9)),
         objects = summary.publish.totals.puts,
+        decode_s = format!("{:.3}", summary.stages.decode.0.as_secs_f64()),
+        mix_s = format!("{:.3}", summary.stages.mix.0.as_secs_f64()),
+        encode_s = format!("{:.3}", summary.stages.encode.0.as_secs_f64()),
+        package_s = format!("{:.3}", summary.stages.package.0.as_secs_f64()),
         bytes = summary.publish.totals.bytes,
         "finished {}/{}/index.m3u8",
         store.url().trim_end_matches('/'),

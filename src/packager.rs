@@ -132,7 +132,9 @@ pub enum PackagerError {
         delay: u32,
     },
     /// The stream or a rendition name is not a safe object key segment.
-    #[error("name {0:?} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.'")]
+    #[error(
+        "name {0:?} must be 1-64 characters of a-z, A-Z, 0-9, '-', '_' or '.', and not \".\" or \"..\""
+    )]
     BadName(String),
     /// The multivariant playlist could not be built.
     #[error("multivariant playlist: {0}")]
@@ -198,6 +200,8 @@ pub struct Packager {
     /// counted per track, starting at 1.
     sequence: u32,
     part_target: u64,
+    /// The multivariant playlist until it is published.
+    index: Option<Bytes>,
 }
 
 impl Packager {
@@ -225,6 +229,20 @@ impl Packager {
         if cfg.mode == PlaylistMode::Vod {
             timeline_cfg.window = None;
         }
+        let variants: Vec<Variant> = specs
+            .iter()
+            .map(|spec| {
+                let (bandwidth, average) = spec.bandwidth();
+                Variant {
+                    uri: format!("{}/live.m3u8", spec.name),
+                    codecs: spec.codecs().to_string(),
+                    bandwidth,
+                    average_bandwidth: Some(average),
+                    channels: spec.channels(),
+                }
+            })
+            .collect();
+        let index = Some(Bytes::from(hls::multivariant(&variants)?));
         let renditions = specs
             .into_iter()
             .map(|spec| Rendition {
@@ -244,6 +262,7 @@ impl Packager {
             end: None,
             sequence: 1,
             part_target,
+            index,
         })
     }
 
@@ -262,8 +281,9 @@ impl Packager {
         format!("{}/{}/{}", self.stream, self.renditions[r].spec.name, name)
     }
 
-    /// Init segments of every rendition, then the multivariant playlist: the
-    /// first batch of a broadcast.
+    /// Init segments of every rendition: the first batch of a broadcast. The
+    /// multivariant playlist follows the first media playlists, so it never
+    /// names a playlist that is not stored.
     pub fn start(&self) -> Result<Batch, PackagerError> {
         let inits = (0..self.renditions.len())
             .map(|r| {
@@ -274,31 +294,21 @@ impl Packager {
                 }))
             })
             .collect::<Result<_, PackagerError>>()?;
-        let variants: Vec<Variant> = self
-            .renditions
-            .iter()
-            .map(|r| {
-                let (bandwidth, average) = r.spec.bandwidth();
-                Variant {
-                    uri: format!("{}/live.m3u8", r.spec.name),
-                    codecs: r.spec.codecs().to_string(),
-                    bandwidth,
-                    average_bandwidth: Some(average),
-                    channels: r.spec.channels(),
-                }
-            })
-            .collect();
-        let index = hls::multivariant(&variants)?;
         Ok(Batch {
-            stages: vec![
-                inits,
-                vec![Op::Put(PutObject {
-                    key: format!("{}/index.m3u8", self.stream),
-                    body: Bytes::from(index),
-                    kind: ObjectKind::Multivariant,
-                })],
-            ],
+            stages: vec![inits],
         })
+    }
+
+    /// Appends the multivariant playlist as a last stage, once: after the
+    /// media playlists it names are stored.
+    fn announce(&mut self, stages: &mut Vec<Vec<Op>>) {
+        if let Some(index) = self.index.take() {
+            stages.push(vec![Op::Put(PutObject {
+                key: format!("{}/index.m3u8", self.stream),
+                body: index,
+                kind: ObjectKind::Multivariant,
+            })]);
+        }
     }
 
     /// Queues units of rendition `r` (in media-time order), draining `units`.
@@ -334,6 +344,7 @@ impl Packager {
         if self.mode == PlaylistMode::Live {
             stages.push(at);
             stages.push(self.playlists(ObjectKind::LivePlaylist, None));
+            self.announce(&mut stages);
             let deletes = self.expired(now);
             if !deletes.is_empty() {
                 stages.push(deletes);
@@ -367,6 +378,7 @@ impl Packager {
             stages.push(at);
         }
         stages.push(self.playlists(ObjectKind::LivePlaylist, None));
+        self.announce(&mut stages);
         stages.retain(|s| !s.is_empty());
         Ok(Batch { stages })
     }
@@ -406,6 +418,7 @@ impl Packager {
             .ok_or(hls::TimelineError::Finished)?;
         let duration = end - self.next_start;
         let sequence = self.sequence;
+        let last = self.end == Some(end);
         let mut parts = Vec::with_capacity(self.renditions.len());
         for rendition in &mut self.renditions {
             let boundary = end + u64::from(rendition.spec.delay);
@@ -416,8 +429,16 @@ impl Packager {
                     break;
                 }
                 let p = rendition.queue.pop_front().expect("front exists");
+                // The program's last unit decodes past the end: its sample
+                // duration stops at the end (ISO/IEC 14496-12 §8.8.8), so a
+                // player that trims to sample durations ends exactly there.
+                let duration = if last {
+                    (boundary - p.media_time).min(u64::from(p.duration)) as u32
+                } else {
+                    p.duration
+                };
                 samples.push(cmaf::Sample {
-                    duration: p.duration,
+                    duration,
                     data: p.data,
                 });
             }

@@ -4,6 +4,8 @@
 //! drivers in [`crate::run`] pace it by the CPU (`onair package`) or by the
 //! wall clock (`onair live`).
 
+use std::time::{Duration, Instant};
+
 use crate::audio::{FeedConfig, FeedId, FileSource, Mixer, MixerConfig, SourceError};
 use crate::encode::{
     AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet,
@@ -26,6 +28,9 @@ pub struct PipelineConfig {
     pub mixer: MixerConfig,
     /// Stream, timing and publishing mode.
     pub packager: PackagerConfig,
+    /// Encode the renditions on parallel threads (for `package`, where wall
+    /// time matters; a live run has time to spare and keeps one thread).
+    pub parallel: bool,
 }
 
 /// A file host: a decoded source feeding one mixer input.
@@ -65,7 +70,37 @@ pub struct Pipeline {
     encoders: Vec<Box<dyn AudioEncoder>>,
     packager: Packager,
     mix: Vec<f32>,
-    units: Vec<Packet>,
+    /// Units each encoder produced for the block being packaged.
+    rendition_units: Vec<Vec<Packet>>,
+    parallel: bool,
+    times: StageTimes,
+}
+
+/// Time the pipeline thread spent per stage (wall time on that thread,
+/// which is its CPU time unless the machine is oversubscribed).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StageTimes {
+    /// Decoding and resampling host files.
+    pub decode: Lap,
+    /// Mixing and limiting.
+    pub mix: Lap,
+    /// Encoding (all renditions; in parallel mode, the longest).
+    pub encode: Lap,
+    /// CMAF fragments, playlists, publish batches.
+    pub package: Lap,
+}
+
+/// An accumulated duration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Lap(pub Duration);
+
+impl Lap {
+    /// Adds the time since `since` and returns now, for the next lap.
+    fn lap(&mut self, since: Instant) -> Instant {
+        let now = Instant::now();
+        self.0 += now - since;
+        now
+    }
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -105,7 +140,9 @@ impl Pipeline {
             encoders: vec![Box::new(aac), Box::new(opus)],
             packager,
             mix: Vec::with_capacity(MAX_BLOCK as usize * 2),
-            units: Vec::with_capacity(32),
+            rendition_units: vec![Vec::with_capacity(32); 2],
+            parallel: cfg.parallel,
+            times: StageTimes::default(),
         })
     }
 
@@ -141,6 +178,7 @@ impl Pipeline {
     /// Decodes ahead so every host has `n` samples queued past the clock, or
     /// has ended.
     fn feed(&mut self, n: u64) -> Result<(), PipelineError> {
+        let t = Instant::now();
         for host in &mut self.hosts {
             while host.ended_at.is_none() && self.mixer.buffered(host.feed) < n {
                 match host.source.next_block()? {
@@ -152,6 +190,7 @@ impl Pipeline {
                 }
             }
         }
+        self.times.decode.lap(t);
         Ok(())
     }
 
@@ -168,28 +207,74 @@ impl Pipeline {
                     break;
                 }
             }
+            let t = Instant::now();
             self.mix.clear();
             self.mixer.mix(n as usize, &mut self.mix);
-            for (r, enc) in self.encoders.iter_mut().enumerate() {
-                enc.push(&self.mix, &mut self.units)?;
-                self.packager.push(r, &mut self.units)?;
-            }
+            let t = self.times.mix.lap(t);
+            self.encode()?;
+            let t = self.times.encode.lap(t);
             if let Some(batch) = self.packager.poll(self.mixer.clock())? {
                 match &mut out {
                     Some(o) => merge(o, batch, self.packager.mode()),
                     None => out = Some(batch),
                 }
             }
+            self.times.package.lap(t);
         }
         Ok(out)
+    }
+
+    /// Encodes the mixed block in every rendition and queues the units for
+    /// the packager. With [`PipelineConfig::parallel`] the renditions encode
+    /// on their own threads: the codecs are nearly all of the work.
+    fn encode(&mut self) -> Result<(), PipelineError> {
+        let mix = &self.mix;
+        if self.parallel && self.encoders.len() > 1 {
+            let results: Vec<Result<(), EncodeError>> = std::thread::scope(|scope| {
+                let (first, rest) = self.encoders.split_at_mut(1);
+                let (first_units, rest_units) = self.rendition_units.split_at_mut(1);
+                let handles: Vec<_> = rest
+                    .iter_mut()
+                    .zip(rest_units.iter_mut())
+                    .map(|(enc, units)| scope.spawn(move || enc.push(mix, units)))
+                    .collect();
+                let mut results = vec![first[0].push(mix, &mut first_units[0])];
+                for h in handles {
+                    results.push(h.join().unwrap_or_else(|_| {
+                        Err(EncodeError::Encode {
+                            codec: "unknown",
+                            media_time: 0,
+                            reason: "encoder thread panicked".into(),
+                        })
+                    }));
+                }
+                results
+            });
+            for r in results {
+                r?;
+            }
+        } else {
+            for (enc, units) in self.encoders.iter_mut().zip(&mut self.rendition_units) {
+                enc.push(mix, units)?;
+            }
+        }
+        for (r, units) in self.rendition_units.iter_mut().enumerate() {
+            self.packager.push(r, units)?;
+        }
+        Ok(())
+    }
+
+    /// Where the pipeline thread spent its time so far.
+    pub fn stage_times(&self) -> StageTimes {
+        self.times
     }
 
     /// Ends the program at the current clock: flushes the encoders and
     /// returns the last media and the final playlists.
     pub fn finish(&mut self) -> Result<Batch, PipelineError> {
         for (r, enc) in self.encoders.iter_mut().enumerate() {
-            enc.finish(&mut self.units)?;
-            self.packager.push(r, &mut self.units)?;
+            enc.finish(&mut self.rendition_units[r])?;
+            self.packager.push(r, &mut self.rendition_units[r])?;
         }
         Ok(self.packager.finish(self.mixer.clock())?)
     }

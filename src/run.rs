@@ -13,7 +13,7 @@ use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 
 use crate::hls::MediaPlaylist;
-use crate::pipeline::{Pipeline, PipelineError, RENDITIONS};
+use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
 use crate::publish::{self, Batch, PublishError, PublishHandle, PublishSummary, Publisher, Store};
 use crate::time::{SAMPLE_RATE, rescale};
 
@@ -58,6 +58,8 @@ pub struct RunSummary {
     pub program_samples: u64,
     /// Store operations.
     pub publish: PublishSummary,
+    /// Where the pipeline thread spent its time.
+    pub stages: StageTimes,
 }
 
 /// Progress reports from a `package` run: program samples done.
@@ -105,7 +107,7 @@ pub async fn package(
 ) -> Result<RunSummary, RunError> {
     let (handle, task) = start_publisher(store, &pipeline);
     let rt = Handle::current();
-    let work = tokio::task::spawn_blocking(move || -> Result<u64, RunError> {
+    let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
         loop {
             let until = pipeline.clock() + PACKAGE_STEP;
@@ -123,7 +125,7 @@ pub async fn package(
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
-        Ok(pipeline.clock())
+        Ok((pipeline.clock(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }
@@ -131,15 +133,16 @@ pub async fn package(
 /// Waits for the pipeline thread and the publisher; reports the publisher's
 /// error when the pipeline only failed because the publisher had stopped.
 async fn finish_run(
-    work: tokio::task::JoinHandle<Result<u64, RunError>>,
+    work: tokio::task::JoinHandle<Result<(u64, StageTimes), RunError>>,
     task: tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
 ) -> Result<RunSummary, RunError> {
     let worked = work.await.map_err(|e| RunError::Task(e.to_string()))?;
     let published = join_publisher(task).await;
     match (worked, published) {
-        (Ok(program_samples), Ok(publish)) => Ok(RunSummary {
+        (Ok((program_samples, stages)), Ok(publish)) => Ok(RunSummary {
             program_samples,
             publish,
+            stages,
         }),
         (Err(RunError::Publish(PublishError::DriverStopped)), Err(cause)) => Err(cause),
         (Err(e), _) => Err(e),
@@ -156,7 +159,7 @@ pub async fn live(
 ) -> Result<RunSummary, RunError> {
     let (handle, task) = start_publisher(store, &pipeline);
     let rt = Handle::current();
-    let work = tokio::task::spawn_blocking(move || -> Result<u64, RunError> {
+    let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
         let start = Instant::now();
         let mut tick = start;
@@ -184,7 +187,7 @@ pub async fn live(
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
-        Ok(pipeline.clock())
+        Ok((pipeline.clock(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }

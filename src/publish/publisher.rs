@@ -206,7 +206,7 @@ pub enum PublishError {
     /// store is reachable and healthy.
     #[error(
         "could not {op} {key:?} in {store}: gave up after {attempts} attempts; last error: {}",
-        full_cause(.source)
+        full_cause(.cause)
     )]
     Unavailable {
         /// The operation: `put` or `delete`.
@@ -217,15 +217,16 @@ pub enum PublishError {
         store: String,
         /// Attempts made.
         attempts: u32,
-        /// The last error.
-        source: Box<object_store::Error>,
+        /// The last error, with its whole cause chain already in the
+        /// message (so it is not also reported as the error's source).
+        cause: Box<object_store::Error>,
     },
     /// The store refused the operation for a reason retrying cannot fix
     /// (credentials, permissions, missing bucket, unsupported feature). Fix
     /// the store configuration.
     #[error(
         "could not {op} {key:?} in {store}: {reason} (attempt {attempts}, not retried); error: {}",
-        full_cause(.source)
+        full_cause(.cause)
     )]
     Rejected {
         /// The operation: `put`, `delete` or `read back`.
@@ -238,8 +239,9 @@ pub enum PublishError {
         attempts: u32,
         /// Why retrying cannot help.
         reason: &'static str,
-        /// The store's error.
-        source: Box<object_store::Error>,
+        /// The store's error, with its whole cause chain already in the
+        /// message.
+        cause: Box<object_store::Error>,
     },
     /// A key is not a valid object path (empty segment, `.` or `..`, ...).
     /// This is a bug in whatever built the key; nothing of the batch was stored.
@@ -513,14 +515,14 @@ impl Publisher {
                 store: self.store.url().to_owned(),
                 attempts: attempt,
                 reason,
-                source: Box::new(error),
+                cause: Box::new(error),
             }),
             Retryable::Transient if attempt >= max => Err(PublishError::Unavailable {
                 op,
                 key: key.to_owned(),
                 store: self.store.url().to_owned(),
                 attempts: attempt,
-                source: Box::new(error),
+                cause: Box::new(error),
             }),
             Retryable::Transient => {
                 let wait = self.retry.backoff(attempt, key);
