@@ -140,7 +140,7 @@ impl Pipeline {
             encoders: vec![Box::new(aac), Box::new(opus)],
             packager,
             mix: Vec::with_capacity(MAX_BLOCK as usize * 2),
-            rendition_units: vec![Vec::with_capacity(32); 2],
+            rendition_units: (0..2).map(|_| Vec::with_capacity(32)).collect(),
             parallel: cfg.parallel,
             times: StageTimes::default(),
         })
