@@ -365,6 +365,15 @@ impl Packager {
             self.cut_part(part_end, &mut media, &mut at)?;
         }
         self.timeline.finish();
+        // The last part's `at/` playlist is the final state: render it again
+        // now that the timeline is finished (EXT-X-ENDLIST, no preload hint).
+        if self.mode == PlaylistMode::Live
+            && !at.is_empty()
+            && let Some(last) = self.timeline.last_part()
+        {
+            at.truncate(at.len() - self.renditions.len());
+            at.extend(self.playlists(ObjectKind::PartPlaylist, Some(last)));
+        }
         // `finish` closes a short open segment: store it too.
         if self.renditions.iter().any(|r| !r.segment.is_empty())
             && let Some(msn) = self.last_closed_msn()
@@ -487,10 +496,12 @@ impl Packager {
         })
     }
 
-    /// The media playlist of rendition `r` as it stands.
+    /// The media playlist of rendition `r` as it stands. Rendition reports
+    /// appear once every `live.m3u8` they name is stored (that is, once the
+    /// multivariant playlist, which follows them, has been published).
     pub fn media_playlist(&self, r: usize) -> MediaPlaylist {
         let reports: Vec<RenditionReport> = match self.timeline.last_part() {
-            Some(last) if self.mode == PlaylistMode::Live => self
+            Some(last) if self.mode == PlaylistMode::Live && self.index.is_none() => self
                 .renditions
                 .iter()
                 .enumerate()
