@@ -297,7 +297,7 @@ fn report(stream: &str, store: &Store, summary: &RunSummary, elapsed: std::time:
         objects = summary.publish.totals.puts,
         decode_s = format!("{:.3}", summary.stages.decode.0.as_secs_f64()),
         mix_s = format!("{:.3}", summary.stages.mix.0.as_secs_f64()),
-        encode_s = format!("{:.3}", summary.stages.encode.0.as_secs_f64()),
+        encode_s = format!("{:.3}", summary.stages.encode_all.0.as_secs_f64()),
         package_s = format!("{:.3}", summary.stages.package.0.as_secs_f64()),
         bytes = summary.publish.totals.bytes,
         "finished {}/{}/index.m3u8",

@@ -84,8 +84,11 @@ pub struct StageTimes {
     pub decode: Lap,
     /// Mixing and limiting.
     pub mix: Lap,
-    /// Encoding (all renditions; in parallel mode, the longest).
+    /// Encoding, wall time on the pipeline thread (with parallel encoders,
+    /// the slower rendition).
     pub encode: Lap,
+    /// Encoding, summed over every rendition's encoder.
+    pub encode_all: Lap,
     /// CMAF fragments, playlists, publish batches.
     pub package: Lap,
 }
@@ -230,32 +233,38 @@ impl Pipeline {
     fn encode(&mut self) -> Result<(), PipelineError> {
         let mix = &self.mix;
         if self.parallel && self.encoders.len() > 1 {
-            let results: Vec<Result<(), EncodeError>> = std::thread::scope(|scope| {
+            let results: Vec<(Result<(), EncodeError>, Duration)> = std::thread::scope(|scope| {
                 let (first, rest) = self.encoders.split_at_mut(1);
                 let (first_units, rest_units) = self.rendition_units.split_at_mut(1);
                 let handles: Vec<_> = rest
                     .iter_mut()
                     .zip(rest_units.iter_mut())
-                    .map(|(enc, units)| scope.spawn(move || enc.push(mix, units)))
+                    .map(|(enc, units)| scope.spawn(move || timed_push(enc.as_mut(), mix, units)))
                     .collect();
-                let mut results = vec![first[0].push(mix, &mut first_units[0])];
+                let mut results = vec![timed_push(first[0].as_mut(), mix, &mut first_units[0])];
                 for h in handles {
                     results.push(h.join().unwrap_or_else(|_| {
-                        Err(EncodeError::Encode {
-                            codec: "unknown",
-                            media_time: 0,
-                            reason: "encoder thread panicked".into(),
-                        })
+                        (
+                            Err(EncodeError::Encode {
+                                codec: "unknown",
+                                media_time: 0,
+                                reason: "encoder thread panicked".into(),
+                            }),
+                            Duration::ZERO,
+                        )
                     }));
                 }
                 results
             });
-            for r in results {
+            for (r, spent) in results {
+                self.times.encode_all.0 += spent;
                 r?;
             }
         } else {
             for (enc, units) in self.encoders.iter_mut().zip(&mut self.rendition_units) {
-                enc.push(mix, units)?;
+                let (r, spent) = timed_push(enc.as_mut(), mix, units);
+                self.times.encode_all.0 += spent;
+                r?;
             }
         }
         for (r, units) in self.rendition_units.iter_mut().enumerate() {
@@ -278,6 +287,17 @@ impl Pipeline {
         }
         Ok(self.packager.finish(self.mixer.clock())?)
     }
+}
+
+/// Runs one encoder on a block and measures how long it took.
+fn timed_push(
+    enc: &mut dyn AudioEncoder,
+    pcm: &[f32],
+    units: &mut Vec<Packet>,
+) -> (Result<(), EncodeError>, Duration) {
+    let t = Instant::now();
+    let r = enc.push(pcm, units);
+    (r, t.elapsed())
 }
 
 /// Appends `next` to `into` so that it runs after it. Live batches keep their
