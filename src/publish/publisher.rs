@@ -279,6 +279,7 @@ pub struct Publisher {
     concurrency: usize,
     target_duration_s: u32,
     part_target_ms: u32,
+    observer: Option<tokio::sync::broadcast::Sender<Op>>,
 }
 
 /// What one operation did, before being summed into [`BatchStats`].
@@ -300,7 +301,17 @@ impl Publisher {
             concurrency: Self::DEFAULT_CONCURRENCY,
             target_duration_s: DEFAULT_TARGET_DURATION_S,
             part_target_ms: DEFAULT_PART_TARGET_MS,
+            observer: None,
         }
+    }
+
+    /// Announces every operation on `observer` once its whole stage is
+    /// done, so an in-process origin learns of a part or playlist the moment
+    /// it is stored (and never before). A lagging receiver misses messages
+    /// and must resynchronise from the store.
+    pub fn with_observer(mut self, observer: tokio::sync::broadcast::Sender<Op>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     /// Sets the playlist timing that [`ObjectKind::cache_control`] derives
@@ -337,6 +348,7 @@ impl Publisher {
         validate(&batch)?;
         let mut total = BatchStats::default();
         for stage in batch.stages {
+            let announce = self.observer.as_ref().map(|o| (o, stage.clone()));
             let mut running = futures::stream::iter(stage)
                 .map(|op| self.run(op))
                 .buffer_unordered(self.concurrency);
@@ -344,6 +356,12 @@ impl Publisher {
                 let outcome = outcome?;
                 total.add(&outcome.stats);
                 total.retries += u64::from(outcome.attempts.saturating_sub(1));
+            }
+            if let Some((observer, ops)) = announce {
+                for op in ops {
+                    // No receiver is not an error: nobody is listening yet.
+                    let _ = observer.send(op);
+                }
             }
         }
         Ok(total)
