@@ -41,7 +41,7 @@ for i in $(seq "$runs"); do
   rm -rf "$work/onair-out"
   measure onair "$onair" package --input "$work/host-a-${minutes}m.flac" --input "$work/host-b-${minutes}m.flac:gain=-3" \
     --store "$work/onair-out" --stream bench
-  grep -o 'decode_s=[^ ]* mix_s=[^ ]* encode_s=[^ ]* package_s=[^ ]*' "$work/out.log" | sed 's/\x1b\[[0-9;]*m//g; s/"//g' >>"$work/stages.txt" || true
+  sed 's/\x1b\[[0-9;]*m//g; s/"//g' "$work/out.log" | grep -o 'decode_s=[^ ]* mix_s=[^ ]* encode_s=[^ ]* package_s=[^ ]*' >>"$work/stages.txt"
   rm -rf "$work/ffmpeg-out"; mkdir -p "$work/ffmpeg-out/opus" "$work/ffmpeg-out/aac"
   measure ffmpeg ffmpeg -v error -i "$work/host-a-${minutes}m.flac" -i "$work/host-b-${minutes}m.flac" \
     -filter_complex "[1:a]volume=-3dB[b];[0:a][b]amix=inputs=2,asplit=2[o][a]" \

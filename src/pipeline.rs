@@ -17,6 +17,10 @@ use crate::publish::Batch;
 /// follow the caller's pacing (20 ms in a live run).
 const MAX_BLOCK: u64 = 15_360;
 
+/// Block size with parallel encoders: ten parts (3.2 s), so handing a block to
+/// the encoder threads costs next to nothing against encoding it.
+const PARALLEL_BLOCK: u64 = 10 * MAX_BLOCK;
+
 /// Settings of a [`Pipeline`].
 #[derive(Debug, Clone)]
 pub struct PipelineConfig {
@@ -70,6 +74,8 @@ pub struct Pipeline {
     encoders: Vec<Box<dyn AudioEncoder>>,
     packager: Packager,
     mix: Vec<f32>,
+    /// Most samples mixed and encoded at once.
+    block: u64,
     /// Units each encoder produced for the block being packaged.
     rendition_units: Vec<Vec<Packet>>,
     parallel: bool,
@@ -143,6 +149,7 @@ impl Pipeline {
             encoders: vec![Box::new(aac), Box::new(opus)],
             packager,
             mix: Vec::with_capacity(MAX_BLOCK as usize * 2),
+            block: if cfg.parallel { PARALLEL_BLOCK } else { MAX_BLOCK },
             rendition_units: (0..2).map(|_| Vec::with_capacity(32)).collect(),
             parallel: cfg.parallel,
             times: StageTimes::default(),
@@ -202,7 +209,7 @@ impl Pipeline {
     pub fn advance(&mut self, until: u64) -> Result<Option<Batch>, PipelineError> {
         let mut out: Option<Batch> = None;
         while self.mixer.clock() < until {
-            let mut n = (until - self.mixer.clock()).min(MAX_BLOCK);
+            let mut n = (until - self.mixer.clock()).min(self.block);
             self.feed(n)?;
             if let Some(end) = self.content_end() {
                 n = n.min(end.saturating_sub(self.mixer.clock()));
