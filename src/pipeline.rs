@@ -149,7 +149,11 @@ impl Pipeline {
             encoders: vec![Box::new(aac), Box::new(opus)],
             packager,
             mix: Vec::with_capacity(MAX_BLOCK as usize * 2),
-            block: if cfg.parallel { PARALLEL_BLOCK } else { MAX_BLOCK },
+            block: if cfg.parallel {
+                PARALLEL_BLOCK
+            } else {
+                MAX_BLOCK
+            },
             rendition_units: (0..2).map(|_| Vec::with_capacity(32)).collect(),
             parallel: cfg.parallel,
             times: StageTimes::default(),
