@@ -234,6 +234,10 @@ impl Packager {
             .map(|spec| {
                 let (bandwidth, average) = spec.bandwidth();
                 Variant {
+                    name: match spec.info {
+                        CodecInfo::Aac { .. } => "AAC".into(),
+                        CodecInfo::Opus { .. } => "Opus".into(),
+                    },
                     uri: format!("{}/live.m3u8", spec.name),
                     codecs: spec.codecs().to_string(),
                     bandwidth,

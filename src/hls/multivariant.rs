@@ -1,29 +1,45 @@
 //! The multivariant playlist (`index.m3u8`, RFC 8216bis 4.4.6).
 //!
-//! One `EXT-X-STREAM-INF` per audio rendition, each pointing at that
-//! rendition's media playlist, written with m3u8-rs (whose multivariant
-//! model covers everything needed here). `EXT-X-INDEPENDENT-SEGMENTS` is
-//! set: every Opus and AAC frame decodes on its own.
+//! All renditions of a broadcast are one audio program, so the playlist
+//! offers them as one group of alternative audio renditions (`EXT-X-MEDIA`,
+//! 4.4.6.1) behind a single `EXT-X-STREAM-INF` (4.4.6.2):
 //!
-//! Order matters: the first variant is the default for many players, and
-//! Apple's HLS authoring rules require a stereo AAC-LC rendition, so a stereo
-//! AAC variant comes first, then other AAC variants, then the rest, each group
-//! in the order given.
+//! ```text
+//! #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="AAC",DEFAULT=YES,AUTOSELECT=YES,CHANNELS="2"
+//! #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="audio",NAME="Opus",AUTOSELECT=YES,CHANNELS="2",URI="opus/live.m3u8"
+//! #EXT-X-STREAM-INF:BANDWIDTH=…,CODECS="mp4a.40.2,opus",AUDIO="audio"
+//! aac/live.m3u8
+//! ```
 //!
-//! Known player limitation: PEERS.md records Chromium's native HLS player
-//! (Chromium 156) failing with `MEDIA_ERR_DECODE` on a multivariant playlist
-//! that offers both an Opus and an AAC variant (in either order, as
-//! `EXT-X-STREAM-INF` or `EXT-X-MEDIA`), while it plays each media playlist
-//! alone, and a multivariant playlist with one variant; hls.js plays the
-//! combination. Offer a single-variant playlist to such clients if they matter.
+//! The default rendition has no URI: its media is the variant's own media
+//! playlist (4.4.6.1, URI). `CODECS` lists every codec of the group and
+//! `BANDWIDTH` covers the largest rendition, as 4.4.6.2 requires.
+//!
+//! Why not one `EXT-X-STREAM-INF` per codec: Chromium's native HLS player
+//! (Chromium 156) switches between variants for bandwidth and refuses to
+//! switch codecs ("Audio codec changes not allowed"), failing with
+//! `MEDIA_ERR_DECODE` on an Opus and an AAC variant in any order or form.
+//! With a single variant it plays the default (AAC) rendition and never
+//! switches; hls.js plays the default and offers Opus as an audio track;
+//! ffmpeg reads both. `tests/browser.rs` plays this playlist natively.
+//!
+//! Order: Apple's HLS authoring rules require a stereo AAC-LC rendition, and
+//! the default rendition is what most players play, so stereo AAC comes
+//! first, then other AAC renditions, then the rest, each group in the order
+//! given. The playlist is written with m3u8-rs.
 
-use m3u8_rs::{MasterPlaylist, VariantStream};
+use m3u8_rs::{AlternativeMedia, AlternativeMediaType, MasterPlaylist, VariantStream};
 
 use crate::hls::timeline::uri_is_writable;
+
+/// The `GROUP-ID` of the audio renditions.
+const AUDIO_GROUP: &str = "audio";
 
 /// One rendition offered in the multivariant playlist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Variant {
+    /// `NAME` shown by players that let a listener pick a rendition.
+    pub name: String,
     /// URI of the rendition's media playlist, relative to `index.m3u8`.
     pub uri: String,
     /// RFC 6381 codec string: `"opus"` or `"mp4a.40.2"` (AAC-LC).
@@ -76,7 +92,14 @@ pub fn multivariant(variants: &[Variant]) -> Result<String, MultivariantError> {
         return Err(MultivariantError::NoVariants);
     }
     for (index, v) in variants.iter().enumerate() {
-        for (field, value) in [("URI", &v.uri), ("CODECS", &v.codecs)] {
+        if variants[..index].iter().any(|o| o.name == v.name) {
+            return Err(MultivariantError::Unwritable {
+                index,
+                field: "NAME (not unique)",
+                value: v.name.clone(),
+            });
+        }
+        for (field, value) in [("URI", &v.uri), ("CODECS", &v.codecs), ("NAME", &v.name)] {
             if !uri_is_writable(value) {
                 return Err(MultivariantError::Unwritable {
                     index,
@@ -100,18 +123,44 @@ pub fn multivariant(variants: &[Variant]) -> Result<String, MultivariantError> {
         (true, _) => 1,
         _ => 2,
     });
+    let mut codecs: Vec<&str> = Vec::new();
+    for v in &ordered {
+        for c in v.codecs.split(',') {
+            if !codecs.contains(&c) {
+                codecs.push(c);
+            }
+        }
+    }
+    let first = ordered[0];
     let playlist = MasterPlaylist {
         independent_segments: true,
-        variants: ordered
-            .into_iter()
-            .map(|v| VariantStream {
-                uri: v.uri.clone(),
-                bandwidth: v.bandwidth,
-                average_bandwidth: v.average_bandwidth,
-                codecs: Some(v.codecs.clone()),
-                ..VariantStream::default()
+        alternatives: ordered
+            .iter()
+            .enumerate()
+            .map(|(i, v)| AlternativeMedia {
+                media_type: AlternativeMediaType::Audio,
+                // The default rendition is the variant's own media playlist.
+                uri: (i > 0).then(|| v.uri.clone()),
+                group_id: AUDIO_GROUP.into(),
+                name: v.name.clone(),
+                default: i == 0,
+                autoselect: true,
+                channels: Some(v.channels.to_string()),
+                ..AlternativeMedia::default()
             })
             .collect(),
+        variants: vec![VariantStream {
+            uri: first.uri.clone(),
+            bandwidth: ordered
+                .iter()
+                .map(|v| v.bandwidth)
+                .max()
+                .unwrap_or(first.bandwidth),
+            average_bandwidth: ordered.iter().filter_map(|v| v.average_bandwidth).max(),
+            codecs: Some(codecs.join(",")),
+            audio: Some(AUDIO_GROUP.into()),
+            ..VariantStream::default()
+        }],
         ..MasterPlaylist::default()
     };
     let mut bytes = Vec::new();
@@ -133,6 +182,7 @@ mod tests {
 
     fn variant(uri: &str, codecs: &str, bandwidth: u64, channels: u32) -> Variant {
         Variant {
+            name: uri.split('/').next().unwrap_or(uri).to_uppercase(),
             uri: uri.into(),
             codecs: codecs.into(),
             bandwidth,
@@ -152,19 +202,20 @@ mod tests {
         let expected = "\
 #EXTM3U
 #EXT-X-INDEPENDENT-SEGMENTS
-#EXT-X-STREAM-INF:BANDWIDTH=104000,AVERAGE-BANDWIDTH=93600,CODECS=\"mp4a.40.2\"
+#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"audio\",NAME=\"AAC\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\"
+#EXT-X-MEDIA:TYPE=AUDIO,URI=\"aac-mono/live.m3u8\",GROUP-ID=\"audio\",NAME=\"AAC-MONO\",AUTOSELECT=YES,CHANNELS=\"1\"
+#EXT-X-MEDIA:TYPE=AUDIO,URI=\"opus/live.m3u8\",GROUP-ID=\"audio\",NAME=\"OPUS\",AUTOSELECT=YES,CHANNELS=\"2\"
+#EXT-X-STREAM-INF:BANDWIDTH=104000,AVERAGE-BANDWIDTH=93600,CODECS=\"mp4a.40.2,opus\",AUDIO=\"audio\"
 aac/live.m3u8
-#EXT-X-STREAM-INF:BANDWIDTH=60000,AVERAGE-BANDWIDTH=54000,CODECS=\"mp4a.40.2\"
-aac-mono/live.m3u8
-#EXT-X-STREAM-INF:BANDWIDTH=70000,AVERAGE-BANDWIDTH=63000,CODECS=\"opus\"
-opus/live.m3u8
 ";
         assert_eq!(text, expected);
         // m3u8-rs reads back what it wrote.
         match m3u8_rs::parse_playlist_res(text.as_bytes()) {
             Ok(m3u8_rs::Playlist::MasterPlaylist(m)) => {
-                assert_eq!(m.variants.len(), 3);
+                assert_eq!(m.variants.len(), 1);
                 assert_eq!(m.variants[0].uri, "aac/live.m3u8");
+                assert_eq!(m.alternatives.len(), 3);
+                assert_eq!(m.alternatives[2].uri.as_deref(), Some("opus/live.m3u8"));
             }
             other => panic!("not a multivariant playlist: {other:?}"),
         }
