@@ -19,11 +19,15 @@ use object_store::{
     Attribute, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
     ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
+#[path = "common/s3.rs"]
+mod s3;
+
+use s3::S3Server;
+
 use onair::publish::{
     Batch, Capabilities, ObjectKind, Op, PublishError, Publisher, PutObject, RetryPolicy, Store,
     StoreOptions, open_store, open_store_with, spawn,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
 // The suite
@@ -501,7 +505,7 @@ async fn conformance_local_filesystem() {
 #[tokio::test]
 async fn conformance_s3() {
     let server = S3Server::from_env();
-    let bucket = server.create_bucket("conformance").await;
+    let bucket = server.create_bucket("conformance");
     let url = format!("s3://{bucket}/broadcasts");
     let store = open_store(&url).expect("open S3 store");
     assert!(store.capabilities().supports_attributes);
@@ -509,13 +513,7 @@ async fn conformance_s3() {
 
     // What an HTTP client (the origin, a CDN) sees: the prefix from the URL is
     // applied and the headers are stored with the object.
-    let response = server
-        .request(
-            "GET",
-            &format!("/{bucket}/broadcasts/attrs/opus/3.1.m4s"),
-            &[],
-        )
-        .await;
+    let response = server.request("GET", &format!("/{bucket}/broadcasts/attrs/opus/3.1.m4s"));
     assert_eq!(response.status, 200, "{response:?}");
     assert_eq!(response.header("content-type"), Some("audio/mp4"));
     assert_eq!(
@@ -530,23 +528,17 @@ async fn conformance_s3() {
 #[tokio::test]
 async fn s3_server_enforces_if_none_match() {
     let server = S3Server::from_env();
-    let bucket = server.create_bucket("ifnonematch").await;
-    let put = |body: &'static [u8]| {
-        let server = &server;
-        let bucket = &bucket;
-        async move {
-            server
-                .request_with_body(
-                    "PUT",
-                    &format!("/{bucket}/k.m4s"),
-                    &[("If-None-Match", "*")],
-                    body,
-                )
-                .await
-        }
+    let bucket = server.create_bucket("ifnonematch");
+    let put = |body: &[u8]| {
+        server.request_with(
+            "PUT",
+            &format!("/{bucket}/k.m4s"),
+            &[("If-None-Match", "*")],
+            body,
+        )
     };
-    assert_eq!(put(b"one").await.status, 200);
-    assert_eq!(put(b"two").await.status, 412);
+    assert_eq!(put(b"one").status, 200);
+    assert_eq!(put(b"two").status, 412);
     let store = open_store(&format!("s3://{bucket}")).expect("open");
     assert_eq!(
         read_bytes(&store, "k.m4s").await.as_deref(),
@@ -583,7 +575,7 @@ async fn s3_missing_bucket_is_a_permanent_error_naming_the_store() {
 #[tokio::test]
 async fn s3_wrong_credentials_are_rejected_without_retry() {
     let server = S3Server::from_env();
-    let bucket = server.create_bucket("badcreds").await;
+    let bucket = server.create_bucket("badcreds");
     let options = StoreOptions {
         config: vec![
             ("aws_access_key_id".into(), "onair-test".into()),
@@ -694,145 +686,6 @@ fn unused_port() -> u16 {
     // Bind, note the port, release it: nothing listens there afterwards.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
-}
-
-// ---------------------------------------------------------------------------
-// The S3 test server
-// ---------------------------------------------------------------------------
-
-struct S3Server {
-    host_port: String,
-}
-
-#[derive(Debug)]
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl S3Server {
-    /// The server started by `scripts/s3-server.sh start`. Panics (the test
-    /// fails) when it is not configured: these tests are never skipped.
-    fn from_env() -> Self {
-        let endpoint = std::env::var("ONAIR_TEST_S3_ENDPOINT")
-            .or_else(|_| std::env::var("AWS_ENDPOINT"))
-            .unwrap_or_else(|_| {
-                panic!(
-                    "no S3 test server: neither ONAIR_TEST_S3_ENDPOINT nor AWS_ENDPOINT is set. \
-                     Start one with `eval \"$(scripts/s3-server.sh start)\"` before `cargo test`, \
-                     and stop it with `scripts/s3-server.sh stop \"$ONAIR_TEST_S3_PID\"`"
-                )
-            });
-        assert!(
-            std::env::var("AWS_ENDPOINT").is_ok(),
-            "AWS_ENDPOINT must be set for s3:// stores; `eval \"$(scripts/s3-server.sh start)\"` sets it"
-        );
-        let parsed = url::Url::parse(&endpoint).expect("S3 endpoint is a URL");
-        assert_eq!(
-            parsed.scheme(),
-            "http",
-            "the S3 test server speaks plain HTTP"
-        );
-        let host = parsed.host_str().expect("endpoint host");
-        let port = parsed.port_or_known_default().expect("endpoint port");
-        Self {
-            host_port: format!("{host}:{port}"),
-        }
-    }
-
-    /// Creates a fresh bucket named after `test` with an unsigned
-    /// `PUT /BUCKET` (the server grants anonymous admin rights; see
-    /// scripts/s3-server.sh) and returns its name.
-    async fn create_bucket(&self, test: &str) -> String {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock after 1970")
-            .as_nanos();
-        let bucket = format!("onair-{test}-{}-{nanos}", std::process::id());
-        let response = self.request("PUT", &format!("/{bucket}"), &[]).await;
-        assert_eq!(
-            response.status, 200,
-            "creating bucket {bucket}: {response:?}"
-        );
-        bucket
-    }
-
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
-        self.request_with_body(method, path, headers, b"").await
-    }
-
-    /// One HTTP/1.1 request on its own connection, read until the server
-    /// closes it.
-    async fn request_with_body(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> HttpResponse {
-        let mut stream = tokio::net::TcpStream::connect(&self.host_port)
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "connecting to the S3 test server at {}: {e}",
-                    self.host_port
-                )
-            });
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
-            self.host_port,
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .expect("write request");
-        stream.write_all(body).await.expect("write body");
-        let mut raw = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut raw))
-            .await
-            .expect("S3 test server answered within 10 s")
-            .expect("read response");
-        parse_response(&raw)
-    }
-}
-
-fn parse_response(raw: &[u8]) -> HttpResponse {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("no header end in {:?}", String::from_utf8_lossy(raw)));
-    let head = std::str::from_utf8(&raw[..split]).expect("ASCII headers");
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().expect("status line");
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
-    let headers = lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    HttpResponse {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
 }
 
 // ---------------------------------------------------------------------------

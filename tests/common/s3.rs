@@ -8,6 +8,9 @@
 //! with an unsigned `PUT /BUCKET` and reads objects the way a CDN or a player
 //! would, without signing.
 
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -105,6 +108,18 @@ impl S3Server {
     /// One unsigned request without a body on its own connection, read until
     /// the server closes it.
     pub fn request(&self, method: &str, path: &str) -> HttpResponse {
+        self.request_with(method, path, &[], b"")
+    }
+
+    /// One unsigned request with extra headers and a body on its own
+    /// connection, read until the server closes it.
+    pub fn request_with(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> HttpResponse {
         let mut stream = TcpStream::connect(&self.host_port).unwrap_or_else(|e| {
             panic!(
                 "connecting to the S3 test server at {}: {e}",
@@ -114,11 +129,17 @@ impl S3Server {
         stream
             .set_read_timeout(Some(REQUEST_TIMEOUT))
             .expect("set read timeout");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.host_port
+        let mut head = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+            self.host_port,
+            body.len()
         );
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        head.push_str("\r\n");
         stream.write_all(head.as_bytes()).expect("write request");
+        stream.write_all(body).expect("write body");
         let mut raw = Vec::new();
         stream
             .read_to_end(&mut raw)
