@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 test_deps
+scripts/browser-deps.sh
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -33,6 +33,8 @@ enum Command {
     Package(PackageArgs),
     /// Run a live broadcast paced by the wall clock until SIGINT/SIGTERM.
     Live(LiveArgs),
+    /// Serve the streams of a store to listeners: an LL-HLS origin with listener pages.
+    Origin(OriginArgs),
 }
 
 #[derive(Args, Debug)]
@@ -58,8 +60,35 @@ struct LiveArgs {
     /// Live window in seconds: how much of the past the playlist lists.
     #[arg(long, default_value_t = 60)]
     window: u64,
+    /// Also serve the stream over HTTP on this address (an in-process origin), e.g. 127.0.0.1:8080.
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    #[command(flatten)]
+    page: PageArgs,
     #[command(flatten)]
     common: Common,
+}
+
+#[derive(Args, Debug)]
+struct OriginArgs {
+    /// Object store URL: a path, file:///abs/path, memory://, s3://bucket/prefix, gs://bucket/prefix, az://container/prefix.
+    #[arg(long, default_value = "./onair-data")]
+    store: String,
+    /// Address to serve HTTP/1.1 and h2c on; port 0 picks a free port (the log says which).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    http: String,
+    #[command(flatten)]
+    page: PageArgs,
+}
+
+#[derive(Args, Debug)]
+struct PageArgs {
+    /// URL of hls.js for the listener page (browsers without native HLS).
+    #[arg(long, value_name = "URL", default_value = onair::origin::DEFAULT_HLSJS_URL)]
+    hlsjs_url: String,
+    /// Serve this copy of hls.js at /_onair/hls.min.js and have the listener page use it.
+    #[arg(long, value_name = "PATH")]
+    hlsjs_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -192,6 +221,7 @@ async fn run_command(command: Command) -> Result<()> {
     match command {
         Command::Package(args) => package(args).await,
         Command::Live(args) => live(args).await,
+        Command::Origin(args) => origin(args).await,
     }
 }
 
@@ -249,6 +279,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         cfg.packager.timeline.start_discontinuity = true;
     }
     let pipeline = Pipeline::new(cfg, hosts)?;
+    let observer = match &args.http {
+        Some(addr) => Some(start_origin(addr, &store, &args.page, &args.common.stream).await?),
+        None => None,
+    };
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
     tracing::info!(
@@ -259,13 +293,85 @@ async fn live(args: LiveArgs) -> Result<()> {
         args.common.stream
     );
     let started = std::time::Instant::now();
-    let summary = run::live(pipeline, store.clone(), stop).await?;
+    let summary = run::live_observed(pipeline, store.clone(), stop, observer).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
+    Ok(())
+}
+
+/// Announcements queued for the in-process origin: a part of both
+/// renditions with its playlists and deletions is a few dozen operations,
+/// so this is many parts of slack before the origin must resynchronise.
+const ORIGIN_ANNOUNCEMENTS: usize = 4096;
+
+/// Binds the origin's listener and builds the origin; logs the address.
+async fn bind_origin(
+    addr: &str,
+    store: &Store,
+    page: &PageArgs,
+) -> Result<(onair::origin::Origin, tokio::net::TcpListener)> {
+    let hlsjs_file = match &page.hlsjs_file {
+        Some(path) => Some(bytes::Bytes::from(
+            std::fs::read(path).with_context(|| format!("cannot read --hlsjs-file {path:?}"))?,
+        )),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr().context("listener address")?;
+    let config = onair::origin::OriginConfig {
+        hlsjs_url: page.hlsjs_url.clone(),
+        hlsjs_file,
+        ..onair::origin::OriginConfig::default()
+    };
+    tracing::info!(store = %store.url(), "origin listening on http://{local}/");
+    Ok((onair::origin::Origin::new(store, config), listener))
+}
+
+/// Starts an in-process origin for `onair live --http` and returns the
+/// sender the publisher announces stored operations on.
+async fn start_origin(
+    addr: &str,
+    store: &Store,
+    page: &PageArgs,
+    stream: &str,
+) -> Result<tokio::sync::broadcast::Sender<onair::publish::Op>> {
+    let (origin, listener) = bind_origin(addr, store, page).await?;
+    let local = listener.local_addr().context("listener address")?;
+    let (tx, rx) = tokio::sync::broadcast::channel(ORIGIN_ANNOUNCEMENTS);
+    let observing = origin.clone();
+    tokio::spawn(async move { observing.observe(rx).await });
+    tokio::spawn(async move {
+        if let Err(error) = origin.serve(listener).await {
+            tracing::error!(%error, "origin stopped");
+        }
+    });
+    tracing::info!(
+        "listen: http://{local}/{stream}/ (playlist http://{local}/{stream}/index.m3u8)"
+    );
+    Ok(tx)
+}
+
+async fn origin(args: OriginArgs) -> Result<()> {
+    let store =
+        open_store(&args.store).with_context(|| format!("cannot open store {:?}", args.store))?;
+    let (origin, listener) = bind_origin(&args.http, &store, &args.page).await?;
+    tokio::select! {
+        served = origin.serve(listener) => served.context("origin stopped")?,
+        () = shutdown_signal() => tracing::info!("stopping the origin"),
+    }
     Ok(())
 }
 
 /// Sets `stop` on SIGINT or SIGTERM.
 async fn stop_on_signal(stop: Arc<AtomicBool>) {
+    shutdown_signal().await;
+    tracing::info!("stopping: flushing and ending the stream");
+    stop.store(true, Ordering::Relaxed);
+}
+
+/// Returns on SIGINT or SIGTERM.
+async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -284,8 +390,6 @@ async fn stop_on_signal(stop: Arc<AtomicBool>) {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-    tracing::info!("stopping: flushing and ending the stream");
-    stop.store(true, Ordering::Relaxed);
 }
 
 fn report(stream: &str, store: &Store, summary: &RunSummary, elapsed: std::time::Duration) {

@@ -11,10 +11,13 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
+use tokio::sync::broadcast;
 
 use crate::hls::MediaPlaylist;
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
-use crate::publish::{self, Batch, PublishError, PublishHandle, PublishSummary, Publisher, Store};
+use crate::publish::{
+    self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
+};
 use crate::time::{SAMPLE_RATE, rescale};
 
 /// Batches queued between the pipeline and the store.
@@ -66,20 +69,25 @@ pub struct RunSummary {
 pub type Progress = Box<dyn Fn(u64) + Send>;
 
 /// Starts the publish driver for `store`, with playlist cache lifetimes taken
-/// from the pipeline's timing.
+/// from the pipeline's timing, announcing stored operations on `observer`.
 fn start_publisher(
     store: Store,
     pipeline: &Pipeline,
+    observer: Option<broadcast::Sender<Op>>,
 ) -> (
     PublishHandle,
     tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
 ) {
     let timeline = pipeline.packager().timeline();
     let part_ms = rescale(timeline.config().part_target, SAMPLE_RATE, 1000);
-    let publisher = Publisher::new(store, publish::RetryPolicy::default()).with_playlist_timing(
-        u32::try_from(timeline.target_duration()).unwrap_or(u32::MAX),
-        u32::try_from(part_ms).unwrap_or(u32::MAX),
-    );
+    let mut publisher = Publisher::new(store, publish::RetryPolicy::default())
+        .with_playlist_timing(
+            u32::try_from(timeline.target_duration()).unwrap_or(u32::MAX),
+            u32::try_from(part_ms).unwrap_or(u32::MAX),
+        );
+    if let Some(observer) = observer {
+        publisher = publisher.with_observer(observer);
+    }
     publish::spawn(publisher, QUEUE)
 }
 
@@ -105,7 +113,7 @@ pub async fn package(
     store: Store,
     progress: Option<Progress>,
 ) -> Result<RunSummary, RunError> {
-    let (handle, task) = start_publisher(store, &pipeline);
+    let (handle, task) = start_publisher(store, &pipeline, None);
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
@@ -153,11 +161,24 @@ async fn finish_run(
 /// Runs the pipeline paced by the wall clock, like a live broadcast, until
 /// `stop` is set; then flushes everything and writes `EXT-X-ENDLIST`.
 pub async fn live(
-    mut pipeline: Pipeline,
+    pipeline: Pipeline,
     store: Store,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, RunError> {
-    let (handle, task) = start_publisher(store, &pipeline);
+    live_observed(pipeline, store, stop, None).await
+}
+
+/// [`live`], announcing every stored operation on `observer` (see
+/// [`Publisher::with_observer`]): how an in-process origin
+/// ([`crate::origin::Origin::observe`]) learns of each part the moment it is
+/// stored.
+pub async fn live_observed(
+    mut pipeline: Pipeline,
+    store: Store,
+    stop: Arc<AtomicBool>,
+    observer: Option<broadcast::Sender<Op>>,
+) -> Result<RunSummary, RunError> {
+    let (handle, task) = start_publisher(store, &pipeline, observer);
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;

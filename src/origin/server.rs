@@ -1,0 +1,718 @@
+//! The HTTP side of the origin: the accept loop, the hyper service, and
+//! every header a player, a browser or a CDN relies on.
+//!
+//! Contract:
+//! - HTTP/1.1 and HTTP/2 over cleartext (h2c, prior knowledge) on one port;
+//!   request headers must arrive within the configured time (slowloris).
+//! - `GET` and `HEAD` serve, `OPTIONS` answers CORS preflights, anything
+//!   else is 405. Every response carries `Access-Control-Allow-Origin: *`.
+//! - `Content-Type` comes from [`ObjectKind`]; `Cache-Control` too: media
+//!   and init immutable for a year; answers to blocking reloads and `at/`
+//!   playlists six target durations; a plain `live.m3u8` half a part (0 s);
+//!   the multivariant playlist one target duration; errors `no-store`.
+//! - Playlists are gzip-encoded when the client accepts it, each body
+//!   compressed once; every served body has a strong ETag and
+//!   `If-None-Match` answers 304. No redirects.
+//! - Waiting (blocking reloads, hinted parts) ends after three target
+//!   durations with 503; at most `max_waiting` requests wait at once, beyond
+//!   that 503 with `Retry-After`. No request can make the origin panic or
+//!   read outside the requested stream's prefix.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::hls::PartId;
+use crate::publish::ObjectKind;
+use crate::time::millis;
+
+use super::blocking::{
+    MediaDecision, PlaylistAnswer, PlaylistDecision, decide_media, decide_playlist,
+};
+use super::cache::{Document, LoadError};
+use super::request::{self, Directives, HLSJS_PATH, MediaName, Rejection, RenditionPath, Route};
+use super::state::StreamState;
+use super::tracker::{Live, TrackState};
+use super::{Origin, Shared, page};
+
+type Body = Full<Bytes>;
+
+/// How long the multivariant playlist and the store listing are reused
+/// before the store is asked again (standalone origins).
+const INDEX_TTL: Duration = Duration::from_secs(1);
+const LISTING_TTL: Duration = Duration::from_secs(10);
+
+/// Longest wait for a tracker's first read of a playlist.
+const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `Cache-Control` of errors: never store (a 404 for a hinted part would
+/// otherwise outlive the part's arrival in a CDN).
+const NO_STORE: &str = "no-store";
+
+impl Origin {
+    /// Serves HTTP on `listener` until the task is dropped. Each connection
+    /// runs on its own task; connection errors are logged, never fatal.
+    pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.shared.config.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let builder = Arc::new(builder);
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors and the like: pause rather
+                    // than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let shared = self.shared.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| handle(shared.clone(), req));
+                if let Err(error) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+/// What the service needs of a request; the rest (and the body) is dropped
+/// before any waiting, to keep waiting requests small.
+struct Head {
+    method: Method,
+    uri: Uri,
+    gzip: bool,
+    if_none_match: Option<HeaderValue>,
+    preflight_headers: Option<HeaderValue>,
+}
+
+impl Head {
+    fn of(req: Request<Incoming>) -> Head {
+        let (parts, _body) = req.into_parts();
+        let headers = &parts.headers;
+        Head {
+            gzip: accepts_gzip(headers),
+            if_none_match: headers.get(header::IF_NONE_MATCH).cloned(),
+            preflight_headers: headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS).cloned(),
+            method: parts.method,
+            uri: parts.uri,
+        }
+    }
+}
+
+/// What to send, before the representation is chosen.
+enum Reply {
+    /// A stored object or a playlist.
+    Doc {
+        doc: Arc<Document>,
+        kind: ObjectKind,
+        cache_control: String,
+    },
+    /// A page or script made by the origin.
+    Text {
+        body: Bytes,
+        content_type: &'static str,
+        cache_control: &'static str,
+    },
+    /// An error with a one-line reason.
+    Error {
+        status: StatusCode,
+        reason: &'static str,
+        retry_after: Option<u32>,
+    },
+}
+
+impl Reply {
+    fn error(status: StatusCode, reason: &'static str) -> Reply {
+        Reply::Error {
+            status,
+            reason,
+            retry_after: None,
+        }
+    }
+
+    fn not_found() -> Reply {
+        Reply::error(StatusCode::NOT_FOUND, "not found")
+    }
+
+    fn bad_request(reason: &'static str) -> Reply {
+        Reply::error(StatusCode::BAD_REQUEST, reason)
+    }
+
+    fn unavailable(reason: &'static str) -> Reply {
+        Reply::Error {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason,
+            retry_after: Some(1),
+        }
+    }
+
+    fn busy() -> Reply {
+        Reply::unavailable("too many requests are waiting; retry shortly")
+    }
+}
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let head = Head::of(req);
+    let reply = match head.method {
+        Method::GET | Method::HEAD => dispatch(&shared, &head).await,
+        Method::OPTIONS => return Ok(preflight(&head)),
+        _ => {
+            let mut response = respond(
+                &head,
+                Reply::error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            );
+            response.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            return Ok(response);
+        }
+    };
+    Ok(respond(&head, reply))
+}
+
+async fn dispatch(shared: &Arc<Shared>, head: &Head) -> Reply {
+    let route = match request::route(head.uri.path(), head.uri.query()) {
+        Ok(route) => route,
+        Err(Rejection::BadRequest(reason)) => return Reply::bad_request(reason),
+        Err(Rejection::NotFound) => return Reply::not_found(),
+    };
+    match route {
+        Route::Home => {
+            let streams = live_streams(shared).await;
+            html(page::index_page(&streams))
+        }
+        Route::HlsJs => match &shared.config.hlsjs_file {
+            Some(script) => Reply::Text {
+                body: script.clone(),
+                content_type: "text/javascript; charset=utf-8",
+                cache_control: "public, max-age=86400",
+            },
+            None => Reply::not_found(),
+        },
+        Route::ListenerPage { stream } => match index(shared, &stream).await {
+            Ok(_) => {
+                let hlsjs = match shared.config.hlsjs_file {
+                    Some(_) => HLSJS_PATH,
+                    None => shared.config.hlsjs_url.as_str(),
+                };
+                html(page::listener_page(&stream, hlsjs))
+            }
+            Err(reply) => reply,
+        },
+        Route::Multivariant { stream } => match index(shared, &stream).await {
+            Ok(doc) => Reply::Doc {
+                doc,
+                kind: ObjectKind::Multivariant,
+                cache_control: ObjectKind::Multivariant
+                    .cache_control(stream_target_duration(shared, &stream), 0),
+            },
+            Err(reply) => reply,
+        },
+        Route::MediaPlaylist {
+            rendition,
+            directives,
+        } => playlist(shared, &rendition, directives).await,
+        Route::Media { rendition, name } => media(shared, &rendition, name).await,
+    }
+}
+
+fn html(page: String) -> Reply {
+    Reply::Text {
+        body: Bytes::from(page),
+        content_type: "text/html; charset=utf-8",
+        // Short: the home page lists streams that come and go.
+        cache_control: "public, max-age=10",
+    }
+}
+
+/// A media playlist request: plain, blocking and/or delta.
+async fn playlist(
+    shared: &Arc<Shared>,
+    rendition: &RenditionPath,
+    directives: Directives,
+) -> Reply {
+    let mut rx = match shared.trackers.subscribe(rendition) {
+        Ok(rx) => rx,
+        Err(_) => return Reply::busy(),
+    };
+    let mut live = match first_state(&mut rx).await {
+        Ok(live) => live,
+        Err(reply) => return reply,
+    };
+    let target = directives.block;
+    let mut decision = decide_playlist(&live.state, target);
+    if decision == PlaylistDecision::Wait {
+        live = match wait(shared, &mut rx, &live.state, |s| {
+            decide_playlist(s, target) != PlaylistDecision::Wait
+        })
+        .await
+        {
+            Ok(live) => live,
+            Err(reply) => return reply,
+        };
+        decision = decide_playlist(&live.state, target);
+    }
+    let state = &live.state;
+    let blocking = target.is_some() && state.blocks();
+    let cache_control = if blocking {
+        ObjectKind::PartPlaylist.cache_control(td_seconds(state), part_target_ms(state))
+    } else {
+        ObjectKind::LivePlaylist.cache_control(td_seconds(state), part_target_ms(state))
+    };
+    let doc = match decision {
+        PlaylistDecision::Reject(reason) => return Reply::bad_request(reason),
+        PlaylistDecision::Wait => return Reply::unavailable("the playlist did not advance"),
+        PlaylistDecision::Serve(PlaylistAnswer::Live) => live.playlist.clone(),
+        PlaylistDecision::Serve(PlaylistAnswer::At(id)) => {
+            at_playlist(shared, rendition, id, &live).await
+        }
+    };
+    // Directives, skip included, are ignored once the stream has ended.
+    let doc = match directives.skip {
+        Some(skip) if !state.ended() => doc.delta(skip),
+        _ => doc,
+    };
+    Reply::Doc {
+        doc,
+        kind: if blocking {
+            ObjectKind::PartPlaylist
+        } else {
+            ObjectKind::LivePlaylist
+        },
+        cache_control,
+    }
+}
+
+/// The immutable playlist of part `id`, or (if it cannot be read) the
+/// newest playlist, which contains that part too.
+async fn at_playlist(
+    shared: &Shared,
+    rendition: &RenditionPath,
+    id: PartId,
+    live: &Live,
+) -> Arc<Document> {
+    match object(shared, rendition.at_key(id)).await {
+        Ok(doc) => doc,
+        Err(error) => {
+            tracing::debug!(key = %rendition.at_key(id), %error, "serving live.m3u8 instead");
+            live.playlist.clone()
+        }
+    }
+}
+
+/// A media request: init, segment or part.
+async fn media(shared: &Arc<Shared>, rendition: &RenditionPath, name: MediaName) -> Reply {
+    let mut rx = match shared.trackers.subscribe(rendition) {
+        Ok(rx) => rx,
+        Err(_) => return Reply::busy(),
+    };
+    let live = match first_state(&mut rx).await {
+        Ok(live) => live,
+        Err(reply) => return reply,
+    };
+    let mut decision = decide_media(&live.state, name);
+    if decision == MediaDecision::Wait {
+        let live = match wait(shared, &mut rx, &live.state, |s| {
+            decide_media(s, name) != MediaDecision::Wait
+        })
+        .await
+        {
+            Ok(live) => live,
+            Err(reply) => return reply,
+        };
+        decision = decide_media(&live.state, name);
+    }
+    drop(rx);
+    match decision {
+        MediaDecision::Fetch => match object(shared, rendition.key(&name.file_name())).await {
+            Ok(doc) => {
+                let kind = match name {
+                    MediaName::Init => ObjectKind::Init,
+                    _ => ObjectKind::Media,
+                };
+                Reply::Doc {
+                    doc,
+                    kind,
+                    cache_control: kind.cache_control(0, 0),
+                }
+            }
+            Err(LoadError::NotFound) => Reply::not_found(),
+            Err(LoadError::Store(_)) => Reply::unavailable("the store is unavailable"),
+        },
+        MediaDecision::NotFound | MediaDecision::Wait => Reply::not_found(),
+    }
+}
+
+/// The tracker's first playlist: 404 if the rendition has none.
+async fn first_state(rx: &mut watch::Receiver<TrackState>) -> Result<Arc<Live>, Reply> {
+    let state = tokio::time::timeout(
+        FIRST_READ_TIMEOUT,
+        rx.wait_for(|s| !matches!(s, TrackState::Loading)),
+    )
+    .await;
+    match state {
+        Ok(Ok(state)) => match &*state {
+            TrackState::Ready(live) => Ok(live.clone()),
+            TrackState::Missing => Err(Reply::not_found()),
+            _ => Err(Reply::unavailable("the store is unavailable")),
+        },
+        _ => Err(Reply::unavailable("the store is unavailable")),
+    }
+}
+
+/// Counts a waiting request; the count drops when this does.
+struct WaitPermit<'a>(&'a AtomicUsize);
+
+impl<'a> WaitPermit<'a> {
+    fn acquire(waiting: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if waiting.fetch_add(1, Ordering::Relaxed) >= max {
+            waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        Some(WaitPermit(waiting))
+    }
+}
+
+impl Drop for WaitPermit<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Waits until `ready` holds for the tracker's state, for at most three
+/// target durations (RFC 8216bis 6.2.5.2), holding a [`WaitPermit`].
+async fn wait(
+    shared: &Shared,
+    rx: &mut watch::Receiver<TrackState>,
+    now: &StreamState,
+    ready: impl Fn(&StreamState) -> bool,
+) -> Result<Arc<Live>, Reply> {
+    let Some(_permit) = WaitPermit::acquire(&shared.waiting, shared.config.max_waiting) else {
+        return Err(Reply::busy());
+    };
+    let deadline = Duration::from_secs(3 * td_seconds(now).max(1) as u64);
+    let woken = tokio::time::timeout(
+        deadline,
+        rx.wait_for(|s| match s {
+            TrackState::Ready(live) => ready(&live.state),
+            _ => true,
+        }),
+    )
+    .await;
+    match woken {
+        Ok(Ok(state)) => match &*state {
+            TrackState::Ready(live) => Ok(live.clone()),
+            TrackState::Missing => Err(Reply::not_found()),
+            _ => Err(Reply::unavailable("the store is unavailable")),
+        },
+        Ok(Err(_)) => Err(Reply::unavailable("the stream's tracker stopped")),
+        Err(_) => Err(Reply::Error {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "not available within three target durations",
+            retry_after: None,
+        }),
+    }
+}
+
+/// An immutable object from the cache, or from the store into the cache.
+async fn object(shared: &Shared, key: String) -> Result<Arc<Document>, LoadError> {
+    if let Some(doc) = shared.cache.get(&key) {
+        return Ok(doc);
+    }
+    let bytes = shared.loader.get(&key).await?;
+    let doc = Arc::new(Document::new(bytes));
+    shared.cache.insert(key, doc.clone());
+    Ok(doc)
+}
+
+/// The stream's multivariant playlist: as announced, or read from the store
+/// at most once per [`INDEX_TTL`] (missing ones too).
+async fn index(shared: &Shared, stream: &str) -> Result<Arc<Document>, Reply> {
+    let now = Instant::now();
+    let known = match shared.indexes.get(stream, now) {
+        Some(known) => known,
+        None => {
+            let read = match shared.loader.get(&format!("{stream}/index.m3u8")).await {
+                Ok(bytes) => Some(Arc::new(Document::new(bytes))),
+                Err(LoadError::NotFound) => None,
+                Err(LoadError::Store(_)) => {
+                    return Err(Reply::unavailable("the store is unavailable"));
+                }
+            };
+            shared
+                .indexes
+                .put(stream, read.clone(), now, Some(INDEX_TTL));
+            read
+        }
+    };
+    known.ok_or_else(Reply::not_found)
+}
+
+/// Streams to list on the home page: the store's, plus those announced,
+/// less those whose playlists say they have ended.
+async fn live_streams(shared: &Shared) -> Vec<String> {
+    let now = Instant::now();
+    let mut names: Vec<String> = match shared.listing.get("", now) {
+        Some(listing) => listing.to_vec(),
+        None => {
+            let listing = Arc::new(shared.loader.list_root().await.unwrap_or_default());
+            shared
+                .listing
+                .put("", listing.clone(), now, Some(LISTING_TTL));
+            listing.to_vec()
+        }
+    };
+    let states = shared.trackers.states();
+    names.extend(states.iter().map(|(r, _)| r.stream.clone()));
+    names.retain(|n| crate::packager::valid_name(n));
+    names.sort();
+    names.dedup();
+    names.retain(|name| {
+        !states.iter().any(|(r, s)| {
+            &r.stream == name && matches!(s, TrackState::Ready(live) if live.state.ended())
+        })
+    });
+    names
+}
+
+/// A tracked stream's target duration, or 1 s if none is tracked yet.
+fn stream_target_duration(shared: &Shared, stream: &str) -> u32 {
+    shared
+        .trackers
+        .states()
+        .iter()
+        .find_map(|(r, s)| match s {
+            TrackState::Ready(live) if r.stream == stream => Some(td_seconds(&live.state)),
+            _ => None,
+        })
+        .unwrap_or(1)
+}
+
+fn td_seconds(state: &StreamState) -> u32 {
+    u32::try_from(state.target_duration()).unwrap_or(u32::MAX)
+}
+
+fn part_target_ms(state: &StreamState) -> u32 {
+    let ms = state.part_target().map_or(0, millis);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+/// Whether `Accept-Encoding` allows gzip (RFC 9110 12.5.3): listed, or
+/// covered by `*`, with a non-zero quality.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut gzip: Option<bool> = None;
+    let mut any: Option<bool> = None;
+    for value in headers.get_all(header::ACCEPT_ENCODING) {
+        let Ok(text) = value.to_str() else { continue };
+        for item in text.split(',') {
+            let mut fields = item.split(';');
+            let coding = fields.next().unwrap_or("").trim();
+            let allowed = fields
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .all(|q| q.trim().parse::<f32>().is_ok_and(|q| q > 0.0));
+            if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                gzip = Some(allowed);
+            } else if coding == "*" {
+                any = Some(allowed);
+            }
+        }
+    }
+    gzip.or(any).unwrap_or(false)
+}
+
+/// Whether `If-None-Match` matches `etag` (weak comparison, RFC 9110
+/// 13.1.2).
+fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
+    let Some(text) = if_none_match.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let etag = etag.trim_start_matches("W/");
+    text.split(',')
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
+}
+
+fn respond(head: &Head, reply: Reply) -> Response<Body> {
+    let mut builder = Response::builder().header(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    let (status, body) = match reply {
+        Reply::Doc {
+            doc,
+            kind,
+            cache_control,
+        } => {
+            let compressible = matches!(
+                kind,
+                ObjectKind::LivePlaylist | ObjectKind::PartPlaylist | ObjectKind::Multivariant
+            );
+            let gzip = compressible && head.gzip;
+            let (body, etag) = if gzip {
+                (doc.gzip().clone(), doc.gzip_etag())
+            } else {
+                (doc.bytes().clone(), doc.etag())
+            };
+            builder = builder
+                .header(header::CONTENT_TYPE, kind.content_type())
+                .header(header::CACHE_CONTROL, cache_control);
+            if compressible {
+                builder = builder.header(header::VARY, "Accept-Encoding");
+            }
+            if gzip {
+                builder = builder.header(header::CONTENT_ENCODING, "gzip");
+            }
+            let matched = etag_matches(head.if_none_match.as_ref(), &etag);
+            builder = builder.header(header::ETAG, etag);
+            if matched {
+                (StatusCode::NOT_MODIFIED, Bytes::new())
+            } else {
+                (StatusCode::OK, body)
+            }
+        }
+        Reply::Text {
+            body,
+            content_type,
+            cache_control,
+        } => {
+            builder = builder
+                .header(header::CONTENT_TYPE, content_type)
+                .header(header::CACHE_CONTROL, cache_control);
+            (StatusCode::OK, body)
+        }
+        Reply::Error {
+            status,
+            reason,
+            retry_after,
+        } => {
+            builder = builder
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .header(header::CACHE_CONTROL, NO_STORE);
+            if let Some(seconds) = retry_after {
+                builder = builder.header(header::RETRY_AFTER, seconds);
+            }
+            (status, Bytes::from(format!("{reason}\n")))
+        }
+    };
+    builder
+        .status(status)
+        .body(Full::new(body))
+        .unwrap_or_else(|_| internal_error())
+}
+
+/// Answers a CORS preflight (Fetch standard, CORS protocol): any origin,
+/// the read methods, and the request headers asked for if they are plain
+/// header names.
+fn preflight(head: &Head) -> Response<Body> {
+    let mut builder = Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")
+        .header(header::ACCESS_CONTROL_ALLOW_METHODS, "GET, HEAD, OPTIONS")
+        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
+        .header(header::CACHE_CONTROL, "public, max-age=86400");
+    if let Some(asked) = &head.preflight_headers {
+        let plain = asked.len() <= 256
+            && asked
+                .as_bytes()
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b',' | b' '));
+        if plain {
+            builder = builder.header(header::ACCESS_CONTROL_ALLOW_HEADERS, asked.clone());
+        }
+    }
+    builder
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| internal_error())
+}
+
+fn internal_error() -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from_static(b"internal error\n")));
+    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    http::HeaderName::from_static(n),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gzip_is_used_only_when_accepted() {
+        let yes = [
+            "gzip",
+            "gzip, deflate, br",
+            "br;q=1.0, gzip;q=0.5",
+            "*",
+            "identity, *;q=0.1",
+        ];
+        for value in yes {
+            assert!(
+                accepts_gzip(&headers(&[("accept-encoding", value)])),
+                "{value}"
+            );
+        }
+        let no = [
+            "",
+            "br",
+            "identity",
+            "gzip;q=0",
+            "gzip;q=0.0, *",
+            "*;q=0",
+            "gzip;q=x",
+        ];
+        for value in no {
+            assert!(
+                !accepts_gzip(&headers(&[("accept-encoding", value)])),
+                "{value}"
+            );
+        }
+        assert!(!accepts_gzip(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison() {
+        let tag = "\"1a-00ff\"";
+        let m = |v: &'static str| etag_matches(Some(&HeaderValue::from_static(v)), tag);
+        assert!(m("\"1a-00ff\""));
+        assert!(m("W/\"1a-00ff\""));
+        assert!(m("\"x\", \"1a-00ff\""));
+        assert!(m("*"));
+        assert!(!m("\"1a-00fe\""));
+        assert!(!etag_matches(None, tag));
+    }
+}
