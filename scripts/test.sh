@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 source scripts/deps.sh
 test_deps
 scripts/browser-deps.sh
+source scripts/cdn-deps.sh
+cdn_deps
 
 echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check

@@ -10,6 +10,7 @@ use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
 use onair::cli::InputSpec;
 use onair::encode::{AacConfig, OpusApplication, OpusConfig};
 use onair::hls::TimelineConfig;
+use onair::loadtest::{self, LoadtestArgs};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
 use onair::publish::{Store, open_store};
@@ -35,6 +36,8 @@ enum Command {
     Live(LiveArgs),
     /// Serve the streams of a store to listeners: an LL-HLS origin with listener pages.
     Origin(OriginArgs),
+    /// Simulate LL-HLS listeners against a playlist URL and report requests/s, errors and delays.
+    Loadtest(LoadtestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -222,6 +225,11 @@ async fn run_command(command: Command) -> Result<()> {
         Command::Package(args) => package(args).await,
         Command::Live(args) => live(args).await,
         Command::Origin(args) => origin(args).await,
+        Command::Loadtest(args) => {
+            let report = loadtest::run(&args).await?;
+            println!("{report}");
+            Ok(())
+        }
     }
 }
 
