@@ -4,7 +4,9 @@
 //! drivers in [`crate::run`] pace it by the CPU (`onair package`) or by the
 //! wall clock (`onair live`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use cpu_time::ThreadTime;
 
 use crate::audio::{FeedConfig, FeedId, FileSource, Mixer, MixerConfig, SourceError};
 use crate::encode::{
@@ -82,16 +84,16 @@ pub struct Pipeline {
     times: StageTimes,
 }
 
-/// Time the pipeline thread spent per stage (wall time on that thread,
-/// which is its CPU time unless the machine is oversubscribed).
+/// CPU time spent per stage (thread CPU time, so the figures hold on a busy
+/// machine).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct StageTimes {
     /// Decoding and resampling host files.
     pub decode: Lap,
     /// Mixing and limiting.
     pub mix: Lap,
-    /// Encoding, wall time on the pipeline thread (with parallel encoders,
-    /// the slower rendition).
+    /// Encoding, CPU time of the pipeline thread (with parallel encoders it
+    /// encodes one rendition; the others run on their own threads).
     pub encode: Lap,
     /// Encoding, summed over every rendition's encoder.
     pub encode_all: Lap,
@@ -104,10 +106,11 @@ pub struct StageTimes {
 pub struct Lap(pub Duration);
 
 impl Lap {
-    /// Adds the time since `since` and returns now, for the next lap.
-    fn lap(&mut self, since: Instant) -> Instant {
-        let now = Instant::now();
-        self.0 += now - since;
+    /// Adds the thread CPU time since `since` and returns now, for the next
+    /// lap.
+    fn lap(&mut self, since: ThreadTime) -> ThreadTime {
+        let now = ThreadTime::now();
+        self.0 += now.duration_since(since);
         now
     }
 }
@@ -192,7 +195,7 @@ impl Pipeline {
     /// Decodes ahead so every host has `n` samples queued past the clock, or
     /// has ended.
     fn feed(&mut self, n: u64) -> Result<(), PipelineError> {
-        let t = Instant::now();
+        let t = ThreadTime::now();
         for host in &mut self.hosts {
             while host.ended_at.is_none() && self.mixer.buffered(host.feed) < n {
                 match host.source.next_block()? {
@@ -221,7 +224,7 @@ impl Pipeline {
                     break;
                 }
             }
-            let t = Instant::now();
+            let t = ThreadTime::now();
             self.mix.clear();
             self.mixer.mix(n as usize, &mut self.mix);
             let t = self.times.mix.lap(t);
@@ -306,7 +309,7 @@ fn timed_push(
     pcm: &[f32],
     units: &mut Vec<Packet>,
 ) -> (Result<(), EncodeError>, Duration) {
-    let t = Instant::now();
+    let t = ThreadTime::now();
     let r = enc.push(pcm, units);
     (r, t.elapsed())
 }

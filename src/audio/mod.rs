@@ -12,12 +12,16 @@
 //! Program format everywhere: interleaved `f32` stereo at
 //! [`SAMPLE_RATE`](crate::time::SAMPLE_RATE), time as `u64` frames.
 
+pub mod decode;
 pub mod limiter;
+pub mod live;
 pub mod mix;
 pub mod resample;
 pub mod source;
 
+pub use decode::{AacConfig, DecodeError, Decoded, PacketDecoder};
 pub use limiter::{Limiter, LimiterConfig};
+pub use live::{Anchor, FeedState, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
 pub use mix::{Dropped, FeedConfig, FeedId, Level, Mixer, MixerConfig};
 pub use resample::{ChannelLayout, ConvertError, Converter, Speaker};
 pub use source::{FileSource, NativeDuration, PcmBlock, SourceError, SourceOptions};
