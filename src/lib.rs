@@ -11,6 +11,7 @@ pub mod cli;
 pub mod cmaf;
 pub mod encode;
 pub mod hls;
+pub mod ingest;
 pub mod loadtest;
 pub mod origin;
 pub mod packager;

@@ -1,0 +1,268 @@
+//! The tokio driver for RTMP ingest: accepts connections and runs one
+//! [`Session`] per connection. The only file of the RTMP ingest that does IO.
+//!
+//! Contract: [`serve`] accepts until its listener fails or its task is
+//! dropped. At most [`ServerConfig::max_connections`] connections run at
+//! once; one more is closed at once with a warning. Each connection reads
+//! into its session, writes the session's output, asks the caller's
+//! [`Authorizer`] about a publish, and forwards every session event, tagged
+//! with its [`ConnectionId`], to the caller's channel (waiting when it is
+//! full, so a slow consumer slows the publisher through TCP). A connection
+//! that breaks the protocol, exceeds a bound, is rejected or is silent for
+//! longer than its timeout ends alone, with its reason in a `tracing`
+//! warning and in its last event, [`Event::Closed`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::{Instant, timeout, timeout_at};
+
+use super::session::{CloseReason, Event, Session, SessionConfig};
+
+/// Identifies one accepted connection for the life of a [`serve`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+impl std::fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "rtmp#{}", self.0)
+    }
+}
+
+/// A publisher asking to publish, as the [`Authorizer`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishRequest {
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The application (first URL path segment), e.g. "live".
+    pub app: String,
+    /// The stream key.
+    pub key: String,
+}
+
+/// Decides publishes: `Ok(())` accepts, `Err(reason)` rejects with that
+/// reason (sent to the client in NetStream.Publish.BadName).
+pub type Authorizer = Arc<dyn Fn(&PublishRequest) -> Result<(), String> + Send + Sync>;
+
+/// An event of one connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionEvent {
+    /// The connection.
+    pub connection: ConnectionId,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// What happened.
+    pub event: Event,
+}
+
+/// Bounds and timeouts of the server.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long a connection may be silent (and how long one write may
+    /// take) before it is closed.
+    pub read_timeout: Duration,
+    /// How long a connection may take from accept to its publish request.
+    pub setup_timeout: Duration,
+    /// Session settings; the handshake seed is varied per connection.
+    pub session: SessionConfig,
+}
+
+impl Default for ServerConfig {
+    /// 32 connections, 10 s silence, 10 s to reach `publish`.
+    fn default() -> Self {
+        Self {
+            max_connections: 32,
+            read_timeout: Duration::from_secs(10),
+            setup_timeout: Duration::from_secs(10),
+            session: SessionConfig::default(),
+        }
+    }
+}
+
+/// Accepts RTMP connections on `listener` until it fails; see the module
+/// docs. Stop it by aborting its task.
+pub async fn serve(
+    listener: TcpListener,
+    config: ServerConfig,
+    authorize: Authorizer,
+    events: mpsc::Sender<ConnectionEvent>,
+) -> std::io::Result<()> {
+    let config = Arc::new(config);
+    let permits = Arc::new(Semaphore::new(config.max_connections));
+    let next_id = AtomicU64::new(1);
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Per-connection failures (reset before accept, out of file
+            // descriptors): back off briefly and go on.
+            Err(error) if is_transient(&error) => {
+                tracing::warn!(%error, "RTMP accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(error) => return Err(error),
+        };
+        let id = ConnectionId(next_id.fetch_add(1, Ordering::Relaxed));
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(
+                connection = %id,
+                %peer,
+                limit = config.max_connections,
+                "RTMP connection refused: connection limit reached"
+            );
+            continue;
+        };
+        let connection = Connection {
+            id,
+            peer,
+            config: config.clone(),
+            authorize: authorize.clone(),
+            events: events.clone(),
+        };
+        tokio::spawn(async move {
+            connection.run(stream).await;
+            drop(permit);
+        });
+    }
+}
+
+fn is_transient(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+    ) || error
+        .raw_os_error()
+        .is_some_and(|code| code == 23 || code == 24) // ENFILE, EMFILE
+}
+
+struct Connection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    config: Arc<ServerConfig>,
+    authorize: Authorizer,
+    events: mpsc::Sender<ConnectionEvent>,
+}
+
+impl Connection {
+    async fn run(self, mut stream: TcpStream) {
+        // Audio frames are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
+        let mut session_config = self.config.session.clone();
+        session_config.handshake_seed ^= self.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut session = Session::new(session_config);
+        let setup_deadline = Instant::now() + self.config.setup_timeout;
+        let mut buffer = vec![0; 64 * 1024];
+        while !session.is_closed() {
+            let mut deadline = Instant::now() + self.config.read_timeout;
+            if !session.is_publishing() {
+                deadline = deadline.min(setup_deadline);
+            }
+            match timeout_at(deadline, stream.read(&mut buffer)).await {
+                Err(_) => session.close(CloseReason::TimedOut),
+                Ok(Err(error)) => session.close(CloseReason::Io(format!("read failed: {error}"))),
+                Ok(Ok(0)) => session.peer_closed(),
+                Ok(Ok(n)) => {
+                    // An error closes the session and is reported by its
+                    // Closed event below.
+                    let _ = session.feed(&buffer[..n]);
+                }
+            }
+            if !self.drain(&mut session).await {
+                session.close(CloseReason::Io("event receiver is gone".into()));
+            }
+            let output = session.take_output();
+            if !output.is_empty() {
+                match timeout(self.config.read_timeout, stream.write_all(&output)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => {
+                        session.close(CloseReason::Io(format!("write failed: {error}")));
+                    }
+                    Err(_) => session.close(CloseReason::TimedOut),
+                }
+            }
+        }
+        // Events queued by a close after the last drain.
+        self.drain(&mut session).await;
+        let _ = stream.shutdown().await;
+    }
+
+    /// Forwards the session's events, answering publish requests on the way.
+    /// Returns false when the receiver is gone.
+    async fn drain(&self, session: &mut Session) -> bool {
+        while let Some(event) = session.poll_event() {
+            match &event {
+                Event::PublishRequested { app, key } => {
+                    let request = PublishRequest {
+                        connection: self.id,
+                        peer: self.peer,
+                        app: app.clone(),
+                        key: key.clone(),
+                    };
+                    // Forward the request first so the consumer sees it
+                    // before the audio that follows an accept.
+                    if !self.forward(event.clone()).await {
+                        return false;
+                    }
+                    match (self.authorize)(&request) {
+                        Ok(()) => {
+                            tracing::info!(connection = %self.id, peer = %self.peer, app, key, "RTMP publish accepted");
+                            let _ = session.accept();
+                        }
+                        Err(reason) => session.reject(&reason),
+                    }
+                    continue;
+                }
+                Event::Closed(reason) => self.log_close(reason, session),
+                _ => {}
+            }
+            if !self.forward(event).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn forward(&self, event: Event) -> bool {
+        let event = ConnectionEvent {
+            connection: self.id,
+            peer: self.peer,
+            event,
+        };
+        self.events.send(event).await.is_ok()
+    }
+
+    fn log_close(&self, reason: &CloseReason, session: &Session) {
+        let stats = session.stats();
+        let (id, peer) = (self.id, self.peer);
+        match reason {
+            CloseReason::PeerClosed => tracing::info!(
+                connection = %id, %peer, bytes = stats.bytes_received,
+                audio_messages = stats.audio_messages,
+                video_dropped = stats.video_messages_dropped,
+                "RTMP connection closed by the peer"
+            ),
+            CloseReason::Rejected(reason) => {
+                tracing::warn!(connection = %id, %peer, reason, "RTMP publish rejected")
+            }
+            CloseReason::Error(error) => {
+                tracing::warn!(connection = %id, %peer, %error, "RTMP connection ended")
+            }
+            CloseReason::TimedOut => {
+                tracing::warn!(connection = %id, %peer, "RTMP connection timed out")
+            }
+            CloseReason::Io(error) => {
+                tracing::warn!(connection = %id, %peer, error, "RTMP connection failed")
+            }
+        }
+    }
+}
