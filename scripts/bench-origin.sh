@@ -15,14 +15,19 @@
 #     LISTENERS requests adds; target p99 <= 20 ms), and the origin's memory
 #     per waiting request (RSS at steady state minus RSS before, / LISTENERS).
 #     Each run starts a fresh origin so that the memory baseline is clean.
+#     The origin also measures its own share (log target onair::origin::wake,
+#     one line per woken part): from the tracker's state update to each woken
+#     request's response being handed to hyper, p50/p99 per part; reported as
+#     the median over the parts that woke at least half the listeners.
 # (b) Serving: wrk requests/s for a cached part and for a playlist (the
 #     immutable answer to a blocking reload for a past part, i.e. what a CDN
 #     fetches), from the origin and from nginx serving the same bytes from
 #     disk, in the same run; ratio origin/nginx (target >= 1.0).
 #
-# Medians over RUNS (default 3). The simulator, wrk, nginx and the origin all
-# share this machine's cores, so absolute figures are lower bounds of what the
-# origin alone could do.
+# Medians over RUNS (default 3). On a machine with two cores or more the
+# origin (and nginx) run on core 1 and the simulator (and wrk) on core 0, so
+# that client and server do not take each other's CPU; other processes on the
+# machine still do (the load average is reported).
 #
 #   scripts/bench-origin.sh [LISTENERS] [RUNS]
 #
@@ -53,6 +58,14 @@ fi
 
 # One socket per waiting request in the origin and in the simulator.
 ulimit -n "$(ulimit -Hn)"
+
+# Servers on core 1, clients on core 0.
+server_cpu=()
+client_cpu=()
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  server_cpu=(taskset -c 1)
+  client_cpu=(taskset -c 0)
+fi
 if [ "$(ulimit -n)" -lt $((listeners + 1024)) ]; then
   echo "bench-origin: open-file limit $(ulimit -n) is too low for $listeners listeners" >&2
   exit 1
@@ -80,7 +93,8 @@ trap cleanup EXIT
 start_origin() {
   local name=$1 port
   port=$(free_port)
-  "$ONAIR" live --demo --window 600 --store "$work/store-$name" --stream bench \
+  RUST_LOG=info,onair::origin::wake=debug "${server_cpu[@]}" \
+    "$ONAIR" live --demo --window 600 --store "$work/store-$name" --stream bench \
     --http "127.0.0.1:$port" >"$work/origin-$name.log" 2>&1 &
   origin_pid=$!
   base="http://127.0.0.1:$port/bench"
@@ -105,12 +119,13 @@ for i in $(seq "$runs"); do
   echo "bench-origin: wake-up run $i/$runs ($listeners listeners)" >&2
   start_origin "wake-$i"
   idle0=$(cpu_ticks "$origin_pid")
-  "$ONAIR" loadtest "$base/aac/live.m3u8" --listeners 1 --playlists-only --segment-wakeups \
-    --duration "$floor_s" >"$work/floor-$i.txt"
+  "${client_cpu[@]}" "$ONAIR" loadtest "$base/aac/live.m3u8" --listeners 1 --playlists-only \
+    --segment-wakeups --duration "$floor_s" >"$work/floor-$i.txt"
   rss0=$(rss_kb "$origin_pid")
   cpu0=$(cpu_ticks "$origin_pid")
+  uptime >>"$work/load.txt"
   /usr/bin/time -o "$work/loadtest-time-$i.txt" -f "%U %S" \
-    "$ONAIR" loadtest "$base/aac/live.m3u8" --listeners "$listeners" --playlists-only --segment-wakeups \
+    "${client_cpu[@]}" "$ONAIR" loadtest "$base/aac/live.m3u8" --listeners "$listeners" --playlists-only --segment-wakeups \
     --ramp "$ramp_s" --duration $((ramp_s + steady_s)) >"$work/wake-$i.txt" &
   load_pid=$!
   sleep $((ramp_s + 1))
@@ -123,6 +138,7 @@ for i in $(seq "$runs"); do
   wait "$load_pid"
   echo "$idle0 $cpu0 $(cpu_ticks "$origin_pid") $(getconf CLK_TCK)" >"$work/origin-cpu-$i.txt"
   stop_origin
+  grep 'woken requests answered' "$work/origin-wake-$i.log" >"$work/origin-wakes-$i.txt" || true
 done
 
 # ---------------------------------------------------------------- (b) serving
@@ -180,7 +196,7 @@ http {
 }
 EOF
 nginx_bin=$(command -v nginx)
-"$nginx_bin" -c "$PWD/$work/nginx/nginx.conf" -p "$PWD/$work/nginx" -e "$PWD/$work/nginx/error.log" -g 'daemon off;' &
+"${server_cpu[@]}" "$nginx_bin" -c "$PWD/$work/nginx/nginx.conf" -p "$PWD/$work/nginx" -e "$PWD/$work/nginx/error.log" -g 'daemon off;' &
 nginx_pid=$!
 nginx_base="http://127.0.0.1:$nginx_port/bench"
 for _ in $(seq 100); do curl -sf -o /dev/null "$nginx_base/$part_path" && break; sleep 0.1; done
@@ -198,7 +214,8 @@ for i in $(seq "$runs"); do
     for server in origin nginx; do
       url="$base/$path"
       [ "$server" = nginx ] && url="$nginx_base/$path"
-      out=$(wrk -t2 -c"$wrk_connections" -d"${wrk_s}s" "$url")
+      uptime >>"$work/load.txt"
+      out=$("${client_cpu[@]}" wrk -t2 -c"$wrk_connections" -d"${wrk_s}s" "$url")
       rps=$(printf '%s\n' "$out" | awk '/^Requests\/sec:/ {print $2}')
       bad=$(printf '%s\n' "$out" | awk '/Non-2xx or 3xx responses:/ {print $5}')
       echo "$what $server $rps ${bad:-0}" >>"$work/wrk.txt"
@@ -208,9 +225,10 @@ done
 part_bytes=$(stat -c %s "$static/bench/$part_path")
 playlist_bytes=$(stat -c %s "$static/bench/aac/live.m3u8")
 
-python3 - "$work" "$runs" "$listeners" "$part_bytes" "$playlist_bytes" "$wrk_connections" "$wrk_s" <<'PY'
-import statistics, sys
-work, runs, listeners, part_bytes, playlist_bytes, conns, secs = sys.argv[1:8]
+python3 - "$work" "$runs" "$listeners" "$part_bytes" "$playlist_bytes" "$wrk_connections" "$wrk_s" \
+  "${#server_cpu[@]}" <<'PY'
+import re, statistics, sys
+work, runs, listeners, part_bytes, playlist_bytes, conns, secs, pinned = sys.argv[1:9]
 runs, listeners = int(runs), int(listeners)
 
 def report(path):
@@ -247,6 +265,28 @@ print(f"{listeners} listeners: publication -> playlist p50 {p50:.1f} ms, p99 {p9
       f"(samples per run {med(d['count'] for d in delays):.0f})")
 print(f"added by waking {listeners} requests (minus the floor p50): p50 {p50 - floor_p50:.1f} ms, "
       f"p99 {p99 - floor_p50:.1f} ms (target p99 <= 20 ms)")
+# The origin's own figure: per woken part, from the tracker's update to the
+# responses handed to hyper.
+wakes = []
+for i in range(1, runs + 1):
+    for line in open(f"{work}/origin-wakes-{i}.txt"):
+        line = re.sub(r"\x1b\[[0-9;]*m", "", line)   # colours, if any
+        fields = dict(re.findall(r"(\w+)=(\d+)", line))
+        if "rendition=bench/aac" in line and int(fields.get("woken", 0)) >= listeners / 2:
+            wakes.append({k: int(v) for k, v in fields.items()})
+if wakes:
+    print(f"origin side, {len(wakes)} parts waking >= {listeners // 2} requests each "
+          f"(median woken {med(w['woken'] for w in wakes):.0f}): state update -> response to hyper "
+          f"p50 {med(w['p50_us'] for w in wakes) / 1000:.1f} ms, "
+          f"p99 {med(w['p99_us'] for w in wakes) / 1000:.1f} ms "
+          f"(worst part p99 {max(w['p99_us'] for w in wakes) / 1000:.1f} ms, "
+          f"max {max(w['max_us'] for w in wakes) / 1000:.1f} ms)")
+else:
+    print("origin side: no woken part logged (RUST_LOG onair::origin::wake=debug?)")
+print("origin and nginx on core 1, simulator and wrk on core 0" if int(pinned)
+      else "not pinned: clients and servers share the cores")
+load_avg = [float(l.split("load average:")[1].split(",")[0]) for l in open(f"{work}/load.txt")]
+print(f"machine load average (1 min) during the runs: {min(load_avg):.1f} to {max(load_avg):.1f}")
 print(f"requests/s {med(float(r['requests_per_s']) for r in loads):.0f}, "
       f"errors per run {[int(r['errors']) for r in loads]}, share of reloads that were "
       f"waiting when their part was published {med(d['count'] / int(r['playlists']) for d, r in zip(delays, loads)):.2f}")

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use object_store::ObjectStore;
 use object_store::path::Path;
 
@@ -32,6 +33,10 @@ pub struct Document {
     bytes: Bytes,
     /// Hash part of the ETag, without quotes.
     tag: String,
+    /// The ETags of the stored bytes and of their gzip encoding, quoted,
+    /// ready to be sent: a woken request copies no header text.
+    etag: HeaderValue,
+    gzip_etag: HeaderValue,
     gzip: OnceLock<Bytes>,
     /// `_HLS_skip=YES` and `_HLS_skip=v2` answers.
     deltas: [OnceLock<Arc<Document>>; 2],
@@ -43,6 +48,8 @@ impl Document {
         let tag = format!("{:x}-{:016x}", bytes.len(), fnv1a(&bytes));
         Self {
             bytes,
+            etag: quoted(format!("\"{tag}\"")),
+            gzip_etag: quoted(format!("\"{tag}-gz\"")),
             tag,
             gzip: OnceLock::new(),
             deltas: [OnceLock::new(), OnceLock::new()],
@@ -57,6 +64,16 @@ impl Document {
     /// The strong ETag of the stored bytes (RFC 9110 8.8.3), quoted.
     pub fn etag(&self) -> String {
         format!("\"{}\"", self.tag)
+    }
+
+    /// [`Document::etag`] as a header value.
+    pub fn etag_value(&self) -> &HeaderValue {
+        &self.etag
+    }
+
+    /// [`Document::gzip_etag`] as a header value.
+    pub fn gzip_etag_value(&self) -> &HeaderValue {
+        &self.gzip_etag
     }
 
     /// The strong ETag of the gzip encoding: a different representation
@@ -106,6 +123,12 @@ impl Document {
     fn weight(&self) -> usize {
         self.bytes.len() + self.tag.len() + self.gzip.get().map_or(0, Bytes::len)
     }
+}
+
+/// An ETag as a header value. Hex digits, `-` and quotes are always valid
+/// header text; the fallback only keeps this total.
+fn quoted(etag: String) -> HeaderValue {
+    HeaderValue::try_from(etag).unwrap_or_else(|_| HeaderValue::from_static("\"\""))
 }
 
 /// 64-bit FNV-1a: a stable hash (the same in every replica and version),
@@ -337,6 +360,11 @@ mod tests {
         assert_ne!(a.etag(), doc("#EXTM3U\r\n").etag());
         assert_ne!(a.etag(), a.gzip_etag());
         assert!(a.etag().starts_with('"') && a.etag().ends_with('"'));
+        assert_eq!(a.etag_value().to_str().ok(), Some(a.etag().as_str()));
+        assert_eq!(
+            a.gzip_etag_value().to_str().ok(),
+            Some(a.gzip_etag().as_str())
+        );
     }
 
     #[test]

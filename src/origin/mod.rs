@@ -165,8 +165,16 @@ impl Shared {
     fn apply(&self, op: Op) {
         match op {
             Op::Put(object) => match object.kind {
-                ObjectKind::Init | ObjectKind::Media | ObjectKind::PartPlaylist => {
+                ObjectKind::Init | ObjectKind::Media => {
                     let doc = Arc::new(Document::new(object.body));
+                    self.cache.insert(object.key, doc);
+                }
+                ObjectKind::PartPlaylist => {
+                    // Every request the next live.m3u8 wakes is answered
+                    // with this playlist: encode it now, before they wait
+                    // on it.
+                    let doc = Arc::new(Document::new(object.body));
+                    doc.gzip();
                     self.cache.insert(object.key, doc);
                 }
                 ObjectKind::LivePlaylist => {

@@ -19,8 +19,8 @@
 //!   read outside the requested stream's prefix.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -35,7 +35,6 @@ use tokio::sync::watch;
 
 use crate::hls::PartId;
 use crate::publish::ObjectKind;
-use crate::time::millis;
 
 use super::blocking::{
     MediaDecision, PlaylistAnswer, PlaylistDecision, decide_media, decide_playlist,
@@ -43,7 +42,7 @@ use super::blocking::{
 use super::cache::{Document, LoadError};
 use super::request::{self, Directives, HLSJS_PATH, MediaName, Rejection, RenditionPath, Route};
 use super::state::StreamState;
-use super::tracker::{Live, TrackState};
+use super::tracker::{Live, TrackState, header_value, td_seconds};
 use super::{Origin, Shared, page};
 
 type Body = Full<Bytes>;
@@ -59,6 +58,12 @@ const FIRST_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// `Cache-Control` of errors: never store (a 404 for a hinted part would
 /// otherwise outlive the part's arrival in a CDN).
 const NO_STORE: &str = "no-store";
+
+/// `Cache-Control` of init segments and media, the same for every stream.
+static INIT_CACHE_CONTROL: LazyLock<HeaderValue> =
+    LazyLock::new(|| header_value(ObjectKind::Init.cache_control(0, 0)));
+static MEDIA_CACHE_CONTROL: LazyLock<HeaderValue> =
+    LazyLock::new(|| header_value(ObjectKind::Media.cache_control(0, 0)));
 
 impl Origin {
     /// Serves HTTP on `listener` until the task is dropped. Each connection
@@ -128,7 +133,9 @@ enum Reply {
     Doc {
         doc: Arc<Document>,
         kind: ObjectKind,
-        cache_control: String,
+        cache_control: HeaderValue,
+        /// The state that woke this request, if it waited.
+        woken_by: Option<Arc<Live>>,
     },
     /// A page or script made by the origin.
     Text {
@@ -176,7 +183,7 @@ impl Reply {
 
 async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let head = Head::of(req);
-    let reply = match head.method {
+    let mut reply = match head.method {
         Method::GET | Method::HEAD => dispatch(&shared, &head).await,
         Method::OPTIONS => return Ok(preflight(&head)),
         _ => {
@@ -191,7 +198,15 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
             return Ok(response);
         }
     };
-    Ok(respond(&head, reply))
+    let woken_by = match &mut reply {
+        Reply::Doc { woken_by, .. } => woken_by.take(),
+        _ => None,
+    };
+    let response = respond(&head, reply);
+    if let Some(live) = woken_by {
+        live.wakes.record();
+    }
+    Ok(response)
 }
 
 async fn dispatch(shared: &Arc<Shared>, head: &Head) -> Reply {
@@ -227,8 +242,11 @@ async fn dispatch(shared: &Arc<Shared>, head: &Head) -> Reply {
             Ok(doc) => Reply::Doc {
                 doc,
                 kind: ObjectKind::Multivariant,
-                cache_control: ObjectKind::Multivariant
-                    .cache_control(stream_target_duration(shared, &stream), 0),
+                cache_control: header_value(
+                    ObjectKind::Multivariant
+                        .cache_control(stream_target_duration(shared, &stream), 0),
+                ),
+                woken_by: None,
             },
             Err(reply) => reply,
         },
@@ -265,6 +283,7 @@ async fn playlist(
     };
     let target = directives.block;
     let mut decision = decide_playlist(&live.state, target);
+    let mut woken_by = None;
     if decision == PlaylistDecision::Wait {
         live = match wait(shared, &mut rx, &live.state, |s| {
             decide_playlist(s, target) != PlaylistDecision::Wait
@@ -275,13 +294,14 @@ async fn playlist(
             Err(reply) => return reply,
         };
         decision = decide_playlist(&live.state, target);
+        woken_by = Some(live.clone());
     }
     let state = &live.state;
     let blocking = target.is_some() && state.blocks();
     let cache_control = if blocking {
-        ObjectKind::PartPlaylist.cache_control(td_seconds(state), part_target_ms(state))
+        live.blocking_cache_control.clone()
     } else {
-        ObjectKind::LivePlaylist.cache_control(td_seconds(state), part_target_ms(state))
+        live.live_cache_control.clone()
     };
     let doc = match decision {
         PlaylistDecision::Reject(reason) => return Reply::bad_request(reason),
@@ -304,19 +324,30 @@ async fn playlist(
             ObjectKind::LivePlaylist
         },
         cache_control,
+        woken_by,
     }
 }
 
 /// The immutable playlist of part `id`, or (if it cannot be read) the
-/// newest playlist, which contains that part too.
+/// newest playlist, which contains that part too. The newest part's is
+/// kept with the state: all the requests a part wakes want that one.
 async fn at_playlist(
     shared: &Shared,
     rendition: &RenditionPath,
     id: PartId,
     live: &Live,
 ) -> Arc<Document> {
+    let newest = live.state.last_part() == Some(id);
+    if newest && let Some(doc) = live.newest_at.get() {
+        return doc.clone();
+    }
     match object(shared, rendition.at_key(id)).await {
-        Ok(doc) => doc,
+        Ok(doc) => {
+            if newest {
+                let _ = live.newest_at.set(doc.clone());
+            }
+            doc
+        }
         Err(error) => {
             tracing::debug!(key = %rendition.at_key(id), %error, "serving live.m3u8 instead");
             live.playlist.clone()
@@ -335,6 +366,7 @@ async fn media(shared: &Arc<Shared>, rendition: &RenditionPath, name: MediaName)
         Err(reply) => return reply,
     };
     let mut decision = decide_media(&live.state, name);
+    let mut woken_by = None;
     if decision == MediaDecision::Wait {
         let live = match wait(shared, &mut rx, &live.state, |s| {
             decide_media(s, name) != MediaDecision::Wait
@@ -345,19 +377,21 @@ async fn media(shared: &Arc<Shared>, rendition: &RenditionPath, name: MediaName)
             Err(reply) => return reply,
         };
         decision = decide_media(&live.state, name);
+        woken_by = Some(live);
     }
     drop(rx);
     match decision {
         MediaDecision::Fetch => match object(shared, rendition.key(&name.file_name())).await {
             Ok(doc) => {
-                let kind = match name {
-                    MediaName::Init => ObjectKind::Init,
-                    _ => ObjectKind::Media,
+                let (kind, cache_control) = match name {
+                    MediaName::Init => (ObjectKind::Init, &INIT_CACHE_CONTROL),
+                    _ => (ObjectKind::Media, &MEDIA_CACHE_CONTROL),
                 };
                 Reply::Doc {
                     doc,
                     kind,
-                    cache_control: kind.cache_control(0, 0),
+                    cache_control: HeaderValue::clone(cache_control),
+                    woken_by,
                 }
             }
             Err(LoadError::NotFound) => Reply::not_found(),
@@ -512,15 +546,6 @@ fn stream_target_duration(shared: &Shared, stream: &str) -> u32 {
         .unwrap_or(1)
 }
 
-fn td_seconds(state: &StreamState) -> u32 {
-    u32::try_from(state.target_duration()).unwrap_or(u32::MAX)
-}
-
-fn part_target_ms(state: &StreamState) -> u32 {
-    let ms = state.part_target().map_or(0, millis);
-    u32::try_from(ms).unwrap_or(u32::MAX)
-}
-
 /// Whether `Accept-Encoding` allows gzip (RFC 9110 12.5.3): listed, or
 /// covered by `*`, with a non-zero quality.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
@@ -556,8 +581,12 @@ fn etag_matches(if_none_match: Option<&HeaderValue>, etag: &str) -> bool {
         .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == etag)
 }
 
+/// Builds the response. Every header value is either static or prepared
+/// with its document or state, so answering a woken request copies
+/// references, not text.
 fn respond(head: &Head, reply: Reply) -> Response<Body> {
-    let mut builder = Response::builder().header(
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
     );
@@ -566,6 +595,7 @@ fn respond(head: &Head, reply: Reply) -> Response<Body> {
             doc,
             kind,
             cache_control,
+            woken_by: _,
         } => {
             let compressible = matches!(
                 kind,
@@ -573,21 +603,23 @@ fn respond(head: &Head, reply: Reply) -> Response<Body> {
             );
             let gzip = compressible && head.gzip;
             let (body, etag) = if gzip {
-                (doc.gzip().clone(), doc.gzip_etag())
+                (doc.gzip().clone(), doc.gzip_etag_value())
             } else {
-                (doc.bytes().clone(), doc.etag())
+                (doc.bytes().clone(), doc.etag_value())
             };
-            builder = builder
-                .header(header::CONTENT_TYPE, kind.content_type())
-                .header(header::CACHE_CONTROL, cache_control);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(kind.content_type()),
+            );
+            headers.insert(header::CACHE_CONTROL, cache_control);
             if compressible {
-                builder = builder.header(header::VARY, "Accept-Encoding");
+                headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
             }
             if gzip {
-                builder = builder.header(header::CONTENT_ENCODING, "gzip");
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
-            let matched = etag_matches(head.if_none_match.as_ref(), &etag);
-            builder = builder.header(header::ETAG, etag);
+            let matched = etag_matches(head.if_none_match.as_ref(), etag.to_str().unwrap_or(""));
+            headers.insert(header::ETAG, etag.clone());
             if matched {
                 (StatusCode::NOT_MODIFIED, Bytes::new())
             } else {
@@ -599,9 +631,11 @@ fn respond(head: &Head, reply: Reply) -> Response<Body> {
             content_type,
             cache_control,
         } => {
-            builder = builder
-                .header(header::CONTENT_TYPE, content_type)
-                .header(header::CACHE_CONTROL, cache_control);
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static(cache_control),
+            );
             (StatusCode::OK, body)
         }
         Reply::Error {
@@ -609,19 +643,21 @@ fn respond(head: &Head, reply: Reply) -> Response<Body> {
             reason,
             retry_after,
         } => {
-            builder = builder
-                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-                .header(header::CACHE_CONTROL, NO_STORE);
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(NO_STORE));
             if let Some(seconds) = retry_after {
-                builder = builder.header(header::RETRY_AFTER, seconds);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
             }
             (status, Bytes::from(format!("{reason}\n")))
         }
     };
-    builder
-        .status(status)
-        .body(Full::new(body))
-        .unwrap_or_else(|_| internal_error())
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
 }
 
 /// Answers a CORS preflight (Fetch standard, CORS protocol): any origin,

@@ -25,14 +25,16 @@
 //!   tracker for the idle period.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderValue;
 use tokio::sync::watch;
 
 use crate::hls::MediaPlaylist;
+use crate::publish::ObjectKind;
 use crate::time::SAMPLE_RATE;
 
 use super::cache::{Document, LoadError, Loader, ObjectCache};
@@ -71,30 +73,181 @@ pub enum TrackState {
     Ready(Arc<Live>),
 }
 
-/// A rendition's newest playlist and its derived state.
+/// A rendition's newest playlist and its derived state, with everything
+/// the requests it wakes need prepared once: thousands of requests may be
+/// answered from one `Live`, each should only copy references.
 #[derive(Debug)]
 pub struct Live {
     /// What the playlist says.
     pub state: StreamState,
     /// Its bytes, as served for a plain `live.m3u8` request.
     pub playlist: Arc<Document>,
+    /// `Cache-Control` of a blocking reload's answer (an `at/` playlist).
+    pub blocking_cache_control: HeaderValue,
+    /// `Cache-Control` of a plain `live.m3u8`.
+    pub live_cache_control: HeaderValue,
+    /// The `at/` playlist of the newest part ([`StreamState::last_part`]),
+    /// the answer to every request this state wakes, once known.
+    pub newest_at: OnceLock<Arc<Document>>,
+    /// How long the requests this state woke took to be answered.
+    pub wakes: WakeStats,
+    /// `stream/rendition`, for the wake summary.
+    label: Arc<str>,
 }
 
 impl Live {
     /// Parses `bytes` as a media playlist.
-    fn parse(bytes: Bytes) -> Option<Live> {
+    fn parse(label: Arc<str>, bytes: Bytes) -> Option<Live> {
         let text = std::str::from_utf8(&bytes).ok()?;
         let playlist = MediaPlaylist::parse(text).ok()?;
+        let state = StreamState::from_playlist(&playlist);
+        let (td, pt) = (td_seconds(&state), part_target_ms(&state));
         Some(Live {
-            state: StreamState::from_playlist(&playlist),
+            blocking_cache_control: header_value(ObjectKind::PartPlaylist.cache_control(td, pt)),
+            live_cache_control: header_value(ObjectKind::LivePlaylist.cache_control(td, pt)),
+            state,
             playlist: Arc::new(Document::new(bytes)),
+            newest_at: OnceLock::new(),
+            wakes: WakeStats::new(),
+            label,
         })
     }
+}
+
+impl Drop for Live {
+    /// Once a newer state has replaced this one and every request it woke
+    /// has been answered: one summary line per woken part.
+    fn drop(&mut self) {
+        let Some(summary) = self.wakes.summary() else {
+            return;
+        };
+        let part = self.state.last_part();
+        tracing::debug!(target: "onair::origin::wake", rendition = %self.label,
+            msn = part.map(|p| p.msn), part = part.map(|p| p.part),
+            woken = summary.count, p50_us = summary.p50_us, p99_us = summary.p99_us,
+            max_us = summary.max_us, "woken requests answered");
+    }
+}
+
+/// A rendition's target duration in whole seconds.
+pub fn td_seconds(state: &StreamState) -> u32 {
+    u32::try_from(state.target_duration()).unwrap_or(u32::MAX)
+}
+
+/// A rendition's PART-TARGET in milliseconds (0 without parts).
+pub fn part_target_ms(state: &StreamState) -> u32 {
+    let ms = state.part_target().map_or(0, crate::time::millis);
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+/// A `Cache-Control` value as a header value. The publisher's values are
+/// plain ASCII; the fallback only keeps this total.
+pub fn header_value(text: String) -> HeaderValue {
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("no-store"))
+}
+
+/// Histogram buckets: exact below 16 µs, then eight per power of two up to
+/// 2^27 µs (over two minutes); larger delays land in the last bucket.
+const WAKE_BUCKETS: usize = 16 + 24 * 8;
+
+/// Delays from a tracker state's publication to the answers of the
+/// requests it woke, as they are handed to the HTTP layer: the origin's
+/// own share of a listener's wake-up latency, whatever the client's load.
+/// Lock-free, so recording costs a woken request two atomic additions.
+#[derive(Debug)]
+pub struct WakeStats {
+    published: Instant,
+    buckets: [AtomicU32; WAKE_BUCKETS],
+    max_us: AtomicU64,
+}
+
+/// A [`WakeStats`] summary; quantiles are bucket upper bounds (within
+/// 12.5 %).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WakeSummary {
+    pub count: u64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+}
+
+impl WakeStats {
+    fn new() -> Self {
+        Self {
+            published: Instant::now(),
+            buckets: std::array::from_fn(|_| AtomicU32::new(0)),
+            max_us: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a request woken by this state is answered now.
+    pub fn record(&self) {
+        self.record_us(u64::try_from(self.published.elapsed().as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn record_us(&self, us: u64) {
+        self.buckets[wake_bucket(us)].fetch_add(1, Ordering::Relaxed);
+        self.max_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// Count and quantiles, or `None` if nothing was recorded.
+    pub fn summary(&self) -> Option<WakeSummary> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| u64::from(b.load(Ordering::Relaxed)))
+            .collect();
+        let count: u64 = counts.iter().sum();
+        if count == 0 {
+            return None;
+        }
+        let max_us = self.max_us.load(Ordering::Relaxed);
+        let quantile = |q: u64| {
+            // The smallest bucket holding the ceil(q% of count)-th delay.
+            let rank = (count * q).div_ceil(100).max(1);
+            let mut seen = 0;
+            let bucket = counts
+                .iter()
+                .position(|c| {
+                    seen += c;
+                    seen >= rank
+                })
+                .unwrap_or(WAKE_BUCKETS - 1);
+            wake_bucket_upper(bucket).min(max_us)
+        };
+        Some(WakeSummary {
+            count,
+            p50_us: quantile(50),
+            p99_us: quantile(99),
+            max_us,
+        })
+    }
+}
+
+fn wake_bucket(us: u64) -> usize {
+    if us < 16 {
+        return us as usize;
+    }
+    let power = 63 - us.leading_zeros() as usize;
+    let eighth = ((us >> (power - 3)) & 7) as usize;
+    (16 + (power - 4) * 8 + eighth).min(WAKE_BUCKETS - 1)
+}
+
+/// The largest delay that falls in `bucket`.
+fn wake_bucket_upper(bucket: usize) -> u64 {
+    if bucket < 16 {
+        return bucket as u64;
+    }
+    let power = (bucket - 16) / 8 + 4;
+    let eighth = ((bucket - 16) % 8) as u64;
+    ((9 + eighth) << (power - 3)) - 1
 }
 
 #[derive(Debug)]
 struct Tracker {
     tx: watch::Sender<TrackState>,
+    /// `stream/rendition`.
+    label: Arc<str>,
     /// Fed by the publisher's announcements; the store task must stop.
     observed: AtomicBool,
     /// Milliseconds since [`Trackers::epoch`] of the last request.
@@ -163,6 +316,7 @@ impl Trackers {
         }
         let tracker = Arc::new(Tracker {
             tx: watch::Sender::new(TrackState::Loading),
+            label: label(rendition),
             observed: AtomicBool::new(false),
             last_used_ms: AtomicU64::new(now),
         });
@@ -175,23 +329,32 @@ impl Trackers {
 
     /// Applies a `live.m3u8` the publisher has just stored.
     pub fn observe_live(&self, rendition: RenditionPath, bytes: Bytes) {
-        let Some(live) = Live::parse(bytes) else {
-            tracing::warn!(stream = %rendition.stream, rendition = %rendition.rendition,
-                "announced live.m3u8 does not parse; ignored");
-            return;
-        };
         let tracker = {
             let mut map = lock(&self.map);
-            map.entry(rendition)
+            map.entry(rendition.clone())
                 .or_insert_with(|| {
                     Arc::new(Tracker {
                         tx: watch::Sender::new(TrackState::Loading),
+                        label: label(&rendition),
                         observed: AtomicBool::new(true),
                         last_used_ms: AtomicU64::new(0),
                     })
                 })
                 .clone()
         };
+        let Some(live) = Live::parse(tracker.label.clone(), bytes) else {
+            tracing::warn!(stream = %rendition.stream, rendition = %rendition.rendition,
+                "announced live.m3u8 does not parse; ignored");
+            return;
+        };
+        // The publisher stores (and announces) the `at/` playlist of a part
+        // before the live.m3u8 that lists it: look it up once here rather
+        // than once per woken request.
+        if let Some(newest) = live.state.last_part()
+            && let Some(doc) = self.cache.get(&rendition.at_key(newest))
+        {
+            let _ = live.newest_at.set(doc);
+        }
         tracker.observed.store(true, Ordering::Relaxed);
         tracker.tx.send_replace(TrackState::Ready(Arc::new(live)));
     }
@@ -235,6 +398,10 @@ impl Trackers {
     }
 }
 
+fn label(rendition: &RenditionPath) -> Arc<str> {
+    format!("{}/{}", rendition.stream, rendition.rendition).into()
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -266,7 +433,7 @@ async fn follow(trackers: &Trackers, rendition: &RenditionPath, tracker: &Arc<Tr
             return Stop::Idle;
         }
         match trackers.loader.get(&rendition.live_key()).await {
-            Ok(bytes) => publish(tracker, bytes),
+            Ok(bytes) => publish(tracker, bytes, None),
             Err(LoadError::NotFound) => {
                 tracker.tx.send_replace(TrackState::Missing);
                 tokio::time::sleep(MISSING_RECHECK).await;
@@ -355,11 +522,12 @@ async fn follow_parts(
             );
         }
         // The immutable playlist is also the answer to every blocking
-        // request for this part: keep it.
-        trackers
-            .cache
-            .insert(key, Arc::new(Document::new(bytes.clone())));
-        publish(tracker, bytes);
+        // request for this part: keep it, gzip-encoded before anyone waits
+        // on it.
+        let doc = Arc::new(Document::new(bytes.clone()));
+        doc.gzip();
+        trackers.cache.insert(key, doc.clone());
+        publish(tracker, bytes, Some(doc));
     }
 }
 
@@ -371,12 +539,16 @@ fn current(tracker: &Tracker) -> Option<Arc<Live>> {
     }
 }
 
-/// Publishes `bytes` as the newest playlist unless it is the same.
-fn publish(tracker: &Tracker, bytes: Bytes) {
-    let Some(live) = Live::parse(bytes) else {
+/// Publishes `bytes` as the newest playlist unless it is the same;
+/// `newest_at` is the `at/` playlist of its newest part, if known.
+fn publish(tracker: &Tracker, bytes: Bytes, newest_at: Option<Arc<Document>>) {
+    let Some(live) = Live::parse(tracker.label.clone(), bytes) else {
         tracing::warn!("stored playlist does not parse; keeping the previous one");
         return;
     };
+    if let Some(doc) = newest_at {
+        let _ = live.newest_at.set(doc);
+    }
     tracker.tx.send_if_modified(|state| match state {
         TrackState::Ready(old) if old.playlist.bytes() == live.playlist.bytes() => false,
         _ => {
@@ -453,6 +625,24 @@ impl Lateness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wake_buckets_bound_their_delays() {
+        for us in (0..5000).chain([65_535, 65_536, 1 << 26, u64::MAX]) {
+            let b = wake_bucket(us);
+            assert!(us <= wake_bucket_upper(b) || b == WAKE_BUCKETS - 1, "{us}");
+            assert!(b == 0 || us > wake_bucket_upper(b - 1), "{us}");
+        }
+        let stats = WakeStats::new();
+        assert_eq!(stats.summary(), None);
+        for us in 1..=1000 {
+            stats.record_us(us * 10);
+        }
+        let s = stats.summary().expect("recorded");
+        assert_eq!((s.count, s.max_us), (1000, 10_000));
+        assert!((5000..=5000 * 9 / 8).contains(&s.p50_us), "{s:?}");
+        assert!((9900..=10_000).contains(&s.p99_us), "{s:?}");
+    }
 
     #[test]
     fn lateness_is_the_smallest_recent_observation() {
