@@ -27,12 +27,13 @@
 
 #[path = "common/http.rs"]
 mod client;
+#[path = "common/hooked_store.rs"]
+mod hooked_store;
 #[path = "common/s3.rs"]
 mod s3;
 #[path = "common/wav.rs"]
 mod wav;
 
-use std::fmt;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
@@ -42,14 +43,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::future::{BoxFuture, join_all};
-use futures::stream::BoxStream;
+use futures::future::join_all;
+use hooked_store::{HookedStore, Hooks};
 use http::Method;
+use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
 use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
 use onair::encode::{AacConfig, OpusConfig};
 use onair::hls::{MediaPlaylist, PartId, TimelineConfig};
@@ -252,112 +250,23 @@ impl ReadLog {
     }
 }
 
-/// Wraps a store and records every read, to count what the origin asks.
-#[derive(Debug)]
-struct Recording {
-    inner: Arc<dyn ObjectStore>,
-    log: ReadLog,
-}
+impl Hooks for ReadLog {
+    const NAME: &'static str = "Recording";
 
-impl fmt::Display for Recording {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Recording({})", self.inner)
+    fn on_get(&self, location: &Path) {
+        self.record(location.to_string());
+    }
+
+    fn on_list(&self, prefix: Option<&Path>) {
+        self.record(format!("list:{}", prefix.map_or("", |p| p.as_ref())));
     }
 }
 
-// The trait is declared with `async_trait`; these are its expanded
-// signatures, forwarding to the wrapped store.
-impl ObjectStore for Recording {
-    fn put_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> BoxFuture<'c, object_store::Result<PutResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_opts(location, payload, opts)
-    }
-
-    fn put_multipart_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, object_store::Result<Box<dyn MultipartUpload>>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_multipart_opts(location, opts)
-    }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> BoxFuture<'c, object_store::Result<GetResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.log.record(location.to_string());
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.log
-            .record(format!("list:{}", prefix.map_or("", |p| p.as_ref())));
-        self.inner.list(prefix)
-    }
-
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b Path>,
-    ) -> BoxFuture<'c, object_store::Result<ListResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.log
-            .record(format!("list:{}", prefix.map_or("", |p| p.as_ref())));
-        self.inner.list_with_delimiter(prefix)
-    }
-
-    fn copy_opts<'a, 'b, 'd, 'c>(
-        &'a self,
-        from: &'b Path,
-        to: &'d Path,
-        options: CopyOptions,
-    ) -> BoxFuture<'c, object_store::Result<()>>
-    where
-        'a: 'c,
-        'b: 'c,
-        'd: 'c,
-        Self: 'c,
-    {
-        self.inner.copy_opts(from, to, options)
-    }
-}
-
+/// Wraps a store so that every read is recorded in `log`, to count what the
+/// origin asks.
 fn recording(store: &Store, log: &ReadLog) -> Store {
-    let inner = Arc::new(Recording {
-        inner: store.object_store().clone(),
-        log: log.clone(),
-    });
-    Store::new(inner, store.url(), store.capabilities())
+    let inner = HookedStore::new(store.object_store().clone(), Arc::new(log.clone()));
+    Store::new(Arc::new(inner), store.url(), store.capabilities())
 }
 
 // ---------------------------------------------------------------------------

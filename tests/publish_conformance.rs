@@ -6,27 +6,24 @@
 //! `ONAIR_TEST_S3_ENDPOINT`) and credentials; without it those tests fail.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
 use object_store::path::Path;
-use object_store::{
-    Attribute, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
-    ObjectStore, ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{Attribute, GetResult, ObjectStoreExt};
+#[path = "common/hooked_store.rs"]
+mod hooked_store;
 #[path = "common/s3.rs"]
 mod s3;
 
+use hooked_store::{HookedStore, Hooks};
 use s3::S3Server;
 
 use onair::publish::{
-    Batch, Capabilities, ObjectKind, Op, PublishError, Publisher, PutObject, RetryPolicy, Store,
-    StoreOptions, open_store, open_store_with, spawn,
+    Batch, ObjectKind, Op, PublishError, Publisher, PutObject, RetryPolicy, Store, StoreOptions,
+    open_store, open_store_with, spawn,
 };
 
 // ---------------------------------------------------------------------------
@@ -718,78 +715,30 @@ struct Observations {
     put_attempts: HashMap<String, u32>,
 }
 
-/// Wraps a backend: records when each put and delete starts and completes,
-/// delays chosen keys, and fails chosen puts.
-#[derive(Debug, Clone)]
-struct ObservedStore {
-    inner: Arc<dyn ObjectStore>,
-    url: String,
-    capabilities: Capabilities,
-    state: Arc<Mutex<Observations>>,
+/// Records when each put and delete starts and completes, delays chosen
+/// keys, and fails chosen puts.
+#[derive(Debug, Default)]
+struct Observer {
+    state: Mutex<Observations>,
 }
 
-impl fmt::Display for ObservedStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Observed({})", self.inner)
-    }
-}
-
-impl ObservedStore {
-    fn wrap(store: &Store) -> Self {
-        Self {
-            inner: Arc::clone(store.object_store()),
-            url: store.url().to_owned(),
-            capabilities: store.capabilities(),
-            state: Arc::default(),
-        }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(Arc::new(self.clone()), self.url.clone(), self.capabilities)
-    }
-
+impl Observer {
     fn state(&self) -> std::sync::MutexGuard<'_, Observations> {
         self.state.lock().expect("observation lock")
     }
 
-    fn set_delay(&self, key: &str, delay: Duration) {
-        self.state().delays.insert(key.to_owned(), delay);
-    }
-
-    fn fail_next_puts(&self, key: &str, count: u32, kind: FailureKind) {
-        self.state().failures.insert(key.to_owned(), (count, kind));
-    }
-
-    fn put_attempts(&self, key: &str) -> u32 {
-        self.state().put_attempts.get(key).copied().unwrap_or(0)
-    }
-
-    fn events(&self) -> Vec<Event> {
-        self.state().events.clone()
-    }
-
-    fn record(state: &Mutex<Observations>, kind: EventKind, key: &str) {
-        state.lock().expect("observation lock").events.push(Event {
+    fn record(&self, kind: EventKind, key: &str) {
+        self.state().events.push(Event {
             kind,
             key: key.to_owned(),
         });
     }
 }
 
-// `ObjectStore` is declared with `#[async_trait]`; these are the signatures
-// that macro generates, written out.
-impl ObjectStore for ObservedStore {
-    fn put_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> BoxFuture<'c, object_store::Result<PutResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
+impl Hooks for Observer {
+    const NAME: &'static str = "Observed";
+
+    fn before_put<'a>(&'a self, location: &'a Path) -> BoxFuture<'a, object_store::Result<()>> {
         Box::pin(async move {
             let key = location.to_string();
             let (delay, failure) = {
@@ -812,99 +761,74 @@ impl ObjectStore for ObservedStore {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
             }
-            let result = match failure {
+            match failure {
                 Some(FailureKind::Transient) => Err(object_store::Error::Generic {
                     store: "Observed",
                     source: "injected transient failure".into(),
                 }),
                 Some(FailureKind::PermissionDenied) => Err(object_store::Error::PermissionDenied {
-                    path: key.clone(),
+                    path: key,
                     source: "injected 403".into(),
                 }),
-                None => self.inner.put_opts(location, payload, opts).await,
-            };
-            Self::record(&self.state, EventKind::Done, &key);
-            result
+                None => Ok(()),
+            }
         })
     }
 
-    fn put_multipart_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, object_store::Result<Box<dyn MultipartUpload>>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_multipart_opts(location, opts)
+    fn after_put(&self, location: &Path) {
+        self.record(EventKind::Done, location.as_ref());
     }
 
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b Path,
-        options: GetOptions,
-    ) -> BoxFuture<'c, object_store::Result<GetResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.get_opts(location, options)
+    fn before_delete(&self, location: &Path) {
+        self.record(EventKind::Start, location.as_ref());
     }
 
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<Path>>,
-    ) -> BoxStream<'static, object_store::Result<Path>> {
-        let on_start = Arc::clone(&self.state);
-        let on_done = Arc::clone(&self.state);
-        let locations = locations
-            .inspect(move |p| {
-                if let Ok(p) = p {
-                    Self::record(&on_start, EventKind::Start, p.as_ref());
-                }
-            })
-            .boxed();
-        self.inner
-            .delete_stream(locations)
-            .inspect(move |p| {
-                if let Ok(p) = p {
-                    Self::record(&on_done, EventKind::Done, p.as_ref());
-                }
-            })
-            .boxed()
+    fn after_delete(&self, location: &Path) {
+        self.record(EventKind::Done, location.as_ref());
+    }
+}
+
+/// A backend wrapped with an [`Observer`].
+struct ObservedStore {
+    store: Store,
+    observer: Arc<Observer>,
+}
+
+impl ObservedStore {
+    fn wrap(store: &Store) -> Self {
+        let observer = Arc::new(Observer::default());
+        let hooked = HookedStore::new(Arc::clone(store.object_store()), Arc::clone(&observer));
+        Self {
+            store: Store::new(Arc::new(hooked), store.url(), store.capabilities()),
+            observer,
+        }
     }
 
-    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
+    fn store(&self) -> Store {
+        self.store.clone()
     }
 
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b Path>,
-    ) -> BoxFuture<'c, object_store::Result<ListResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.list_with_delimiter(prefix)
+    fn set_delay(&self, key: &str, delay: Duration) {
+        self.observer.state().delays.insert(key.to_owned(), delay);
     }
 
-    fn copy_opts<'a, 'b, 'c, 'd>(
-        &'a self,
-        from: &'b Path,
-        to: &'c Path,
-        options: CopyOptions,
-    ) -> BoxFuture<'d, object_store::Result<()>>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy_opts(from, to, options)
+    fn fail_next_puts(&self, key: &str, count: u32, kind: FailureKind) {
+        self.observer
+            .state()
+            .failures
+            .insert(key.to_owned(), (count, kind));
+    }
+
+    fn put_attempts(&self, key: &str) -> u32 {
+        self.observer
+            .state()
+            .put_attempts
+            .get(key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn events(&self) -> Vec<Event> {
+        self.observer.state().events.clone()
     }
 }

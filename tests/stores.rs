@@ -7,13 +7,14 @@
 //! The S3 test needs a running server: `eval "$(scripts/s3-server.sh start)"`
 //! before `cargo test`; without it that test fails.
 
+#[path = "common/hooked_store.rs"]
+mod hooked_store;
 #[path = "common/s3.rs"]
 mod s3;
 #[path = "common/wav.rs"]
 mod wav;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -24,13 +25,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::BoxStream;
+use hooked_store::{HookedStore, Hooks};
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
-use object_store::{
-    CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    ObjectStoreExt, PutMultipartOptions, PutOptions, PutPayload, PutResult,
-};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 use onair::audio::{FeedConfig, FileSource, SourceOptions};
 use onair::hls::TimelineConfig;
 use onair::packager::{PackagerConfig, PlaylistMode};
@@ -472,22 +470,15 @@ enum Failure {
     Denied,
 }
 
-/// An in-memory store whose puts of one key always fail.
+/// Fails every put of one key.
 #[derive(Debug)]
-struct FailingStore {
-    inner: Arc<InMemory>,
+struct FailPuts {
     key: ObjectPath,
     failure: Failure,
     attempts: AtomicU32,
 }
 
-impl fmt::Display for FailingStore {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Failing({}, {})", self.key, self.inner)
-    }
-}
-
-impl FailingStore {
+impl FailPuts {
     fn error(&self) -> object_store::Error {
         match self.failure {
             Failure::Unavailable => object_store::Error::Generic {
@@ -502,93 +493,20 @@ impl FailingStore {
     }
 }
 
-// `ObjectStore` is declared with `#[async_trait]`; these are the signatures
-// that macro generates, written out.
-impl ObjectStore for FailingStore {
-    fn put_opts<'a, 'b, 'c>(
+impl Hooks for FailPuts {
+    const NAME: &'static str = "Failing";
+
+    fn before_put<'a>(
         &'a self,
-        location: &'b ObjectPath,
-        payload: PutPayload,
-        opts: PutOptions,
-    ) -> BoxFuture<'c, object_store::Result<PutResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        if *location == self.key {
+        location: &'a ObjectPath,
+    ) -> BoxFuture<'a, object_store::Result<()>> {
+        let result = if *location == self.key {
             self.attempts.fetch_add(1, Ordering::SeqCst);
-            let error = self.error();
-            return Box::pin(async move { Err(error) });
-        }
-        self.inner.put_opts(location, payload, opts)
-    }
-
-    fn put_multipart_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b ObjectPath,
-        opts: PutMultipartOptions,
-    ) -> BoxFuture<'c, object_store::Result<Box<dyn MultipartUpload>>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.put_multipart_opts(location, opts)
-    }
-
-    fn get_opts<'a, 'b, 'c>(
-        &'a self,
-        location: &'b ObjectPath,
-        options: GetOptions,
-    ) -> BoxFuture<'c, object_store::Result<GetResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.get_opts(location, options)
-    }
-
-    fn delete_stream(
-        &self,
-        locations: BoxStream<'static, object_store::Result<ObjectPath>>,
-    ) -> BoxStream<'static, object_store::Result<ObjectPath>> {
-        self.inner.delete_stream(locations)
-    }
-
-    fn list(
-        &self,
-        prefix: Option<&ObjectPath>,
-    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
-        self.inner.list(prefix)
-    }
-
-    fn list_with_delimiter<'a, 'b, 'c>(
-        &'a self,
-        prefix: Option<&'b ObjectPath>,
-    ) -> BoxFuture<'c, object_store::Result<ListResult>>
-    where
-        'a: 'c,
-        'b: 'c,
-        Self: 'c,
-    {
-        self.inner.list_with_delimiter(prefix)
-    }
-
-    fn copy_opts<'a, 'b, 'c, 'd>(
-        &'a self,
-        from: &'b ObjectPath,
-        to: &'c ObjectPath,
-        options: CopyOptions,
-    ) -> BoxFuture<'d, object_store::Result<()>>
-    where
-        'a: 'd,
-        'b: 'd,
-        'c: 'd,
-        Self: 'd,
-    {
-        self.inner.copy_opts(from, to, options)
+            Err(self.error())
+        } else {
+            Ok(())
+        };
+        Box::pin(async move { result })
     }
 }
 
@@ -598,15 +516,14 @@ async fn package_with_unstorable(key: &str, failure: Failure) -> PublishError {
     let dir = tempfile::tempdir().expect("tempdir");
     let inputs = tone_inputs(dir.path());
     let inner = Arc::new(InMemory::new());
-    let failing = Arc::new(FailingStore {
-        inner: Arc::clone(&inner),
+    let failing = Arc::new(FailPuts {
         key: ObjectPath::from(key),
         failure,
         attempts: AtomicU32::new(0),
     });
     let url = "memory://failing";
     let store = Store::new(
-        failing.clone(),
+        Arc::new(HookedStore::new(inner.clone(), Arc::clone(&failing))),
         url,
         Capabilities {
             supports_attributes: true,
