@@ -140,6 +140,12 @@ impl Bits<'_> {
         match self.read(4)? {
             0xF => match self.read(24)? {
                 0 => Err(DecodeError::MalformedConfig("sampling rate 0".into())),
+                // The listed rates span 7 350 to 96 000 Hz; an explicit rate
+                // outside them is no real encoder's and would only make the
+                // resampler work for nothing.
+                r if !(7_350..=96_000).contains(&r) => Err(DecodeError::Unsupported(format!(
+                    "AAC sampling rate {r} Hz (outside 7350 to 96000 Hz)"
+                ))),
                 r => Ok(r),
             },
             i => AAC_RATES.get(i as usize).copied().ok_or_else(|| {

@@ -15,6 +15,7 @@
 //! unsupported.
 
 use super::{Reader, RtmpError};
+use crate::audio::decode::{AacConfig, DecodeError};
 
 /// Audio codecs onair ingests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,19 +50,6 @@ mod sound_format {
     }
 }
 
-/// AAC audio object types (ISO/IEC 14496-3 Table 1.17) onair accepts.
-mod object_type {
-    pub const AAC_LC: u8 = 2;
-    pub const SBR: u8 = 5;
-    pub const PS: u8 = 29;
-}
-
-/// Sampling frequencies by index (ISO/IEC 14496-3 Table 1.18).
-const SAMPLING_FREQUENCIES: [u32; 13] = [
-    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
-    7_350,
-];
-
 /// A validated AAC AudioSpecificConfig.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AudioSpecificConfig {
@@ -72,7 +60,7 @@ pub struct AudioSpecificConfig {
     pub sample_rate: u32,
     /// The output sampling rate with SBR, if signalled explicitly.
     pub extension_sample_rate: Option<u32>,
-    /// Channel count from the channel configuration (1 to 8).
+    /// Channel count from the channel configuration (1 or 2).
     pub channels: u8,
     /// Spectral Band Replication is signalled (HE-AAC).
     pub sbr: bool,
@@ -86,94 +74,27 @@ impl AudioSpecificConfig {
     /// PCM samples per channel in one access unit of the core decoder.
     pub const SAMPLES_PER_FRAME: u32 = 1024;
 
-    /// Parses and validates an AudioSpecificConfig: AAC-LC, optionally with
-    /// SBR or PS (explicit signalling, object type 5 or 29), a listed
-    /// sampling frequency or an explicit one from 7 350 to 96 000 Hz, a
-    /// channel configuration from 1 to 7, and 1024-sample frames.
+    /// Parses and validates an AudioSpecificConfig with the live decoder's
+    /// own parser ([`AacConfig::parse`]), so a publisher is refused exactly
+    /// when its audio could not be decoded: AAC-LC, optionally with SBR or
+    /// PS (explicit signalling, object type 5 or 29), a listed sampling
+    /// frequency or an explicit one from 7 350 to 96 000 Hz, mono or stereo,
+    /// and 1024-sample frames.
     pub fn parse(bytes: &[u8]) -> Result<Self, RtmpError> {
-        let mut bits = BitReader::new(bytes);
-        let truncated = || RtmpError::malformed("AudioSpecificConfig cut short");
-        let mut object_type = read_object_type(&mut bits).ok_or_else(truncated)?;
-        let sample_rate = read_sampling_frequency(&mut bits).ok_or_else(truncated)??;
-        let channel_config = bits.read(4).ok_or_else(truncated)? as u8;
-        let (mut sbr, mut ps, mut extension_sample_rate) = (false, false, None);
-        if object_type == object_type::SBR || object_type == object_type::PS {
-            // Explicit hierarchical signalling (§1.6.5.2): the extension
-            // rate, then the core object type.
-            sbr = true;
-            ps = object_type == object_type::PS;
-            extension_sample_rate =
-                Some(read_sampling_frequency(&mut bits).ok_or_else(truncated)??);
-            object_type = read_object_type(&mut bits).ok_or_else(truncated)?;
-        }
-        if object_type != object_type::AAC_LC {
-            return Err(RtmpError::unsupported(format!(
-                "AAC object type {object_type} is not supported (AAC-LC, HE-AAC and HE-AAC v2 are)"
-            )));
-        }
-        // GASpecificConfig (§4.4.1): frameLengthFlag selects 960-sample
-        // frames, which the decoder does not handle.
-        if bits.read(1).ok_or_else(truncated)? == 1 {
-            return Err(RtmpError::unsupported(
-                "AAC with 960-sample frames (frameLengthFlag) is not supported",
-            ));
-        }
-        let channels = match channel_config {
-            1..=6 => channel_config,
-            7 => 8,
-            0 => {
-                return Err(RtmpError::unsupported(
-                    "AAC channel configuration 0 (channels from a program config element) is not supported",
-                ));
-            }
-            _ => {
-                return Err(RtmpError::malformed(format!(
-                    "AAC channel configuration {channel_config} is reserved"
-                )));
-            }
-        };
+        let config = AacConfig::parse(bytes).map_err(|e| match e {
+            DecodeError::Unsupported(what) => RtmpError::unsupported(what),
+            other => RtmpError::malformed(other.to_string()),
+        })?;
         Ok(Self {
-            object_type,
-            sample_rate,
-            extension_sample_rate,
-            channels,
-            sbr,
-            ps,
+            object_type: config.core_object_type,
+            sample_rate: config.sample_rate,
+            extension_sample_rate: config.extension_rate,
+            channels: config.channel_config,
+            sbr: config.sbr,
+            ps: config.ps,
             bytes: bytes.to_vec(),
         })
     }
-}
-
-/// audioObjectType, with the escape for types above 30 (§1.6.2.1).
-fn read_object_type(bits: &mut BitReader<'_>) -> Option<u8> {
-    let object_type = bits.read(5)? as u8;
-    if object_type == 31 {
-        Some(32 + bits.read(6)? as u8)
-    } else {
-        Some(object_type)
-    }
-}
-
-/// samplingFrequencyIndex, or index 15 and an explicit 24-bit frequency.
-/// The outer `None` is truncation; the inner error a reserved index.
-fn read_sampling_frequency(bits: &mut BitReader<'_>) -> Option<Result<u32, RtmpError>> {
-    let index = bits.read(4)?;
-    Some(match index {
-        0..=12 => Ok(SAMPLING_FREQUENCIES[index as usize]),
-        15 => {
-            let frequency = bits.read(24)?;
-            if (7_350..=96_000).contains(&frequency) {
-                Ok(frequency)
-            } else {
-                Err(RtmpError::unsupported(format!(
-                    "AAC sampling frequency {frequency} Hz is outside 7350 to 96000 Hz"
-                )))
-            }
-        }
-        _ => Err(RtmpError::malformed(format!(
-            "AAC sampling frequency index {index} is reserved"
-        ))),
-    })
 }
 
 /// One parsed audio message.
@@ -215,32 +136,6 @@ pub fn parse_audio_tag(payload: &[u8]) -> Result<AudioTag<'_>, RtmpError> {
             "audio SoundFormat {other} ({}) is not supported: send AAC or MP3",
             sound_format::name(other)
         ))),
-    }
-}
-
-/// Reads big-endian bit fields, most significant bit first.
-struct BitReader<'a> {
-    bytes: &'a [u8],
-    bit: usize,
-}
-
-impl<'a> BitReader<'a> {
-    fn new(bytes: &'a [u8]) -> Self {
-        Self { bytes, bit: 0 }
-    }
-
-    /// Reads `count` (at most 32) bits, or `None` past the end.
-    fn read(&mut self, count: usize) -> Option<u32> {
-        if self.bit + count > self.bytes.len() * 8 {
-            return None;
-        }
-        let mut value = 0u32;
-        for _ in 0..count {
-            let byte = self.bytes[self.bit / 8];
-            value = (value << 1) | u32::from((byte >> (7 - self.bit % 8)) & 1);
-            self.bit += 1;
-        }
-        Some(value)
     }
 }
 
