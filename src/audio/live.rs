@@ -469,6 +469,20 @@ impl LiveFeed {
         }
     }
 
+    /// Starts the host timeline at `host_ts_ms` (first packet, or after a
+    /// jump that cannot be bridged with silence).
+    fn anchor(&mut self, host_ts_ms: i64, rate: u32, arrival: u64) {
+        self.host = Some(HostClock {
+            anchor_ts_ms: host_ts_ms,
+            frames: 0,
+            rate,
+        });
+        self.stats.anchor = Some(Anchor {
+            host_ts_ms,
+            arrival,
+        });
+    }
+
     /// Checks `host_ts_ms` against the host timeline: anchors it, fills a
     /// gap with silence, or re-anchors after a break.
     fn follow_timeline(
@@ -478,15 +492,7 @@ impl LiveFeed {
         arrival: u64,
     ) -> Result<(), LiveError> {
         let Some(host) = self.host else {
-            self.host = Some(HostClock {
-                anchor_ts_ms: host_ts_ms,
-                frames: 0,
-                rate: audio.rate,
-            });
-            self.stats.anchor = Some(Anchor {
-                host_ts_ms,
-                arrival,
-            });
+            self.anchor(host_ts_ms, audio.rate, arrival);
             return Ok(());
         };
         let tolerance = i64::from(self.cfg.gap_tolerance_ms);
@@ -519,15 +525,7 @@ impl LiveFeed {
                 "live feed: host timestamps jumped; timeline re-anchored"
             );
             self.stats.discontinuities += 1;
-            self.host = Some(HostClock {
-                anchor_ts_ms: host_ts_ms,
-                frames: 0,
-                rate: audio.rate,
-            });
-            self.stats.anchor = Some(Anchor {
-                host_ts_ms,
-                arrival,
-            });
+            self.anchor(host_ts_ms, audio.rate, arrival);
         }
         self.host_fade_in = self.host_fade_in_len();
         Ok(())
