@@ -18,4 +18,5 @@ pub mod packager;
 pub mod pipeline;
 pub mod publish;
 pub mod run;
+pub mod studio;
 pub mod time;

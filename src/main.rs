@@ -301,7 +301,11 @@ async fn live(args: LiveArgs) -> Result<()> {
         args.common.stream
     );
     let started = std::time::Instant::now();
-    let summary = run::live_observed(pipeline, store.clone(), stop, observer).await?;
+    let io = run::LiveIo {
+        observer,
+        ..run::LiveIo::default()
+    };
+    let summary = run::broadcast(pipeline, store.clone(), stop, io).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
 }

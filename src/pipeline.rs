@@ -1,19 +1,23 @@
-//! The packaging pipeline for file hosts: sources → mixer → encoders →
-//! packager. Synchronous and clock-free: the caller says how far program time
-//! should advance ([`Pipeline::advance`]) and gets publish batches back. The
-//! drivers in [`crate::run`] pace it by the CPU (`onair package`) or by the
-//! wall clock (`onair live`).
+//! The packaging pipeline: hosts → mixer → encoders → packager. File hosts
+//! are decoded here; live hosts arrive as [`IngestEvent`]s and are mixed
+//! through the [`Studio`]. Synchronous and clock-free: the caller says how
+//! far program time should advance ([`Pipeline::advance`]) and gets publish
+//! batches back. The drivers in [`crate::run`] pace it by the CPU
+//! (`onair package`) or by the wall clock (`onair live`).
 
 use std::time::Duration;
 
 use cpu_time::ThreadTime;
 
-use crate::audio::{FeedConfig, FeedId, FileSource, Mixer, MixerConfig, SourceError};
+use crate::audio::{
+    FeedConfig, FeedId, FileSource, LiveFeedConfig, Mixer, MixerConfig, SourceError,
+};
 use crate::encode::{
     AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet,
 };
 use crate::packager::{Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec};
 use crate::publish::Batch;
+use crate::studio::{Close, Command, CommandError, HostInfo, HostKind, IngestEvent, Studio};
 
 /// Longest block mixed and encoded at once: one part (320 ms). Smaller steps
 /// follow the caller's pacing (20 ms in a live run).
@@ -60,6 +64,15 @@ pub enum PipelineError {
     /// Packaging failed.
     #[error(transparent)]
     Package(#[from] PackagerError),
+    /// A host could not be added (a duplicate name, a bad live feed
+    /// configuration).
+    #[error("host {name:?}: {reason}")]
+    Host {
+        /// The host's name.
+        name: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 struct Host {
@@ -73,6 +86,7 @@ struct Host {
 pub struct Pipeline {
     mixer: Mixer,
     hosts: Vec<Host>,
+    studio: Studio,
     encoders: Vec<Box<dyn AudioEncoder>>,
     packager: Packager,
     mix: Vec<f32>,
@@ -137,18 +151,11 @@ impl Pipeline {
             RenditionSpec::of(RENDITIONS[1], &opus, cfg.opus.bitrate),
         ];
         let packager = Packager::new(cfg.packager, specs)?;
-        let mut mixer = Mixer::new(cfg.mixer);
-        let hosts = hosts
-            .into_iter()
-            .map(|h| Host {
-                feed: mixer.add_feed(h.feed),
-                source: h.source,
-                ended_at: None,
-            })
-            .collect();
-        Ok(Self {
+        let mixer = Mixer::new(cfg.mixer);
+        let mut pipeline = Self {
             mixer,
-            hosts,
+            hosts: Vec::with_capacity(hosts.len()),
+            studio: Studio::new(),
             encoders: vec![Box::new(aac), Box::new(opus)],
             packager,
             mix: Vec::with_capacity(MAX_BLOCK as usize * 2),
@@ -160,7 +167,74 @@ impl Pipeline {
             rendition_units: (0..2).map(|_| Vec::with_capacity(32)).collect(),
             parallel: cfg.parallel,
             times: StageTimes::default(),
-        })
+        };
+        for host in hosts {
+            pipeline.add_file(host, HostKind::File)?;
+        }
+        Ok(pipeline)
+    }
+
+    fn add_file(&mut self, host: FileHost, kind: HostKind) -> Result<(), PipelineError> {
+        self.check_name(&host.feed.name)?;
+        let name = host.feed.name.clone();
+        let feed = self.mixer.add_feed(host.feed);
+        self.studio.add_file(&name, kind, feed);
+        self.hosts.push(Host {
+            source: host.source,
+            feed,
+            ended_at: None,
+        });
+        Ok(())
+    }
+
+    fn check_name(&self, name: &str) -> Result<(), PipelineError> {
+        match self
+            .studio
+            .hosts(&self.mixer)
+            .iter()
+            .any(|h| h.name == name)
+        {
+            true => Err(PipelineError::Host {
+                name: name.to_owned(),
+                reason: "another host has this name".into(),
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Adds the hold music: a file host (open it looping) that is ducked out
+    /// while a live host is on air.
+    pub fn add_hold(&mut self, host: FileHost) -> Result<(), PipelineError> {
+        self.add_file(host, HostKind::Hold)
+    }
+
+    /// Adds a live host, silent until a session for it sends audio (see
+    /// [`Studio`]). A pipeline with live hosts never ends by itself.
+    pub fn add_live_host(
+        &mut self,
+        feed: FeedConfig,
+        live: LiveFeedConfig,
+    ) -> Result<(), PipelineError> {
+        let name = feed.name.clone();
+        self.check_name(&name)?;
+        self.studio
+            .add_live(&mut self.mixer, feed, live)
+            .map_err(|reason| PipelineError::Host { name, reason })
+    }
+
+    /// Takes an ingest event for the live hosts.
+    pub fn ingest(&mut self, event: IngestEvent) {
+        self.studio.ingest(event);
+    }
+
+    /// Carries out a control command on the hosts.
+    pub fn command(&mut self, command: Command) -> Result<Vec<HostInfo>, CommandError> {
+        self.studio.command(&mut self.mixer, command)
+    }
+
+    /// Ingest sessions the studio wants closed (see [`Studio::take_closes`]).
+    pub fn take_closes(&mut self) -> Vec<Close> {
+        self.studio.take_closes()
     }
 
     /// The first batch: init segments and the multivariant playlist.
@@ -184,8 +258,11 @@ impl Pipeline {
     }
 
     /// Program time at which every host has ended, once all have (never for
-    /// looping hosts): where a `package` run ends.
+    /// looping hosts or live hosts): where a `package` run ends.
     pub fn content_end(&self) -> Option<u64> {
+        if self.studio.has_live_hosts() {
+            return None;
+        }
         self.hosts
             .iter()
             .map(|h| h.ended_at)
@@ -207,6 +284,8 @@ impl Pipeline {
                 }
             }
         }
+        let until = self.mixer.clock() + n;
+        self.studio.pull(until, &mut self.mixer);
         self.times.decode.lap(t);
         Ok(())
     }

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::hls::MediaPlaylist;
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
 use crate::publish::{
     self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
 };
+use crate::studio::{Close, Command, CommandError, HostInfo, IngestEvent};
 use crate::time::{SAMPLE_RATE, rescale};
 
 /// Batches queued between the pipeline and the store.
@@ -158,6 +159,84 @@ async fn finish_run(
     }
 }
 
+/// The program clock of a live run: program time is the wall time elapsed
+/// since the run started, in samples. Ingest stamps packet arrivals with it
+/// and the pipeline is paced by it, so both agree on "now".
+#[derive(Debug, Clone, Copy)]
+pub struct ProgramClock {
+    start: Instant,
+}
+
+impl ProgramClock {
+    /// A clock whose program time 0 is now.
+    pub fn start() -> Self {
+        Self {
+            start: Instant::now(),
+        }
+    }
+
+    /// Program time now, in samples at 48 kHz.
+    pub fn now(&self) -> u64 {
+        self.at(Instant::now())
+    }
+
+    /// Program time at `instant` (0 before the start).
+    pub fn at(&self, instant: Instant) -> u64 {
+        let elapsed = instant.saturating_duration_since(self.start);
+        rescale(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            1_000_000_000,
+            SAMPLE_RATE,
+        )
+    }
+
+    /// The instant of program time `t`.
+    pub fn instant(&self, t: u64) -> Instant {
+        self.start + Duration::from_nanos(rescale(t, SAMPLE_RATE, 1_000_000_000))
+    }
+}
+
+/// The answer to a control command.
+pub type CommandReply = Result<Vec<HostInfo>, CommandError>;
+
+/// What reaches the pipeline thread of a live run from the outside.
+#[derive(Debug)]
+pub enum StudioMessage {
+    /// An ingest session's news (see [`crate::studio::IngestEvent`]).
+    Ingest(IngestEvent),
+    /// A control command and where to send its answer.
+    Control(Command, oneshot::Sender<CommandReply>),
+}
+
+/// Closes ingest sessions on behalf of the studio (replaced, kicked,
+/// refused audio).
+pub type Closer = Box<dyn Fn(Close) + Send>;
+
+/// The connections of a live run beyond its files.
+pub struct LiveIo {
+    /// Announces every stored operation (see [`Publisher::with_observer`]):
+    /// how an in-process origin ([`crate::origin::Origin::observe`]) learns
+    /// of each part the moment it is stored.
+    pub observer: Option<broadcast::Sender<Op>>,
+    /// Ingest events and control commands, taken once per tick (20 ms).
+    pub inbox: Option<mpsc::Receiver<StudioMessage>>,
+    /// Carries out the studio's session closes.
+    pub closer: Option<Closer>,
+    /// The clock ingest stamps arrivals with.
+    pub clock: ProgramClock,
+}
+
+impl Default for LiveIo {
+    fn default() -> Self {
+        Self {
+            observer: None,
+            inbox: None,
+            closer: None,
+            clock: ProgramClock::start(),
+        }
+    }
+}
+
 /// Runs the pipeline paced by the wall clock, like a live broadcast, until
 /// `stop` is set; then flushes everything and writes `EXT-X-ENDLIST`.
 pub async fn live(
@@ -165,25 +244,30 @@ pub async fn live(
     store: Store,
     stop: Arc<AtomicBool>,
 ) -> Result<RunSummary, RunError> {
-    live_observed(pipeline, store, stop, None).await
+    broadcast(pipeline, store, stop, LiveIo::default()).await
 }
 
-/// [`live`], announcing every stored operation on `observer` (see
-/// [`Publisher::with_observer`]): how an in-process origin
-/// ([`crate::origin::Origin::observe`]) learns of each part the moment it is
-/// stored.
-pub async fn live_observed(
+/// [`live`] with live hosts, control and an in-process origin: every tick
+/// (20 ms of program time) the pipeline thread takes the inbox's messages,
+/// mixes and encodes up to the clock, hands the batch to the publisher and
+/// passes on the studio's session closes.
+pub async fn broadcast(
     mut pipeline: Pipeline,
     store: Store,
     stop: Arc<AtomicBool>,
-    observer: Option<broadcast::Sender<Op>>,
+    io: LiveIo,
 ) -> Result<RunSummary, RunError> {
+    let LiveIo {
+        observer,
+        mut inbox,
+        closer,
+        clock,
+    } = io;
     let (handle, task) = start_publisher(store, &pipeline, observer);
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
-        let start = Instant::now();
-        let mut tick = start;
+        let mut tick = Instant::now().max(clock.instant(0));
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
             let now = Instant::now();
@@ -198,19 +282,34 @@ pub async fn live_observed(
                 );
                 tick = now;
             }
-            let due = rescale(
-                start.elapsed().as_nanos() as u64,
-                1_000_000_000,
-                SAMPLE_RATE,
-            );
-            if let Some(batch) = pipeline.advance(due)? {
+            if let Some(inbox) = &mut inbox {
+                take_messages(&mut pipeline, inbox);
+            }
+            if let Some(batch) = pipeline.advance(clock.now())? {
                 send(&handle, &rt, batch)?;
+            }
+            let closes = pipeline.take_closes();
+            if let Some(closer) = &closer {
+                closes.into_iter().for_each(closer);
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
         Ok((pipeline.clock(), pipeline.stage_times()))
     });
     finish_run(work, task).await
+}
+
+/// Hands the inbox's waiting messages to the pipeline.
+fn take_messages(pipeline: &mut Pipeline, inbox: &mut mpsc::Receiver<StudioMessage>) {
+    while let Ok(message) = inbox.try_recv() {
+        match message {
+            StudioMessage::Ingest(event) => pipeline.ingest(event),
+            StudioMessage::Control(command, reply) => {
+                // The requester may have gone (timeout): nothing to do.
+                let _ = reply.send(pipeline.command(command));
+            }
+        }
+    }
 }
 
 /// Where a stream that was published before left off: the next Media

@@ -222,14 +222,17 @@ struct Feed {
     dropped: Dropped,
     /// Removed by the caller; fading out, then dropped.
     leaving: bool,
+    /// Automatic attenuation on top of the configured gain (hold music
+    /// ducked under a host), in dB; at or below [`MIN_GAIN_DB`] silent.
+    duck_db: f32,
 }
 
 impl Feed {
     fn target_gain(&self) -> f32 {
-        if self.cfg.muted || self.leaving {
+        if self.cfg.muted || self.leaving || self.duck_db <= MIN_GAIN_DB {
             0.0
         } else {
-            db_to_amplitude(self.cfg.gain_db)
+            db_to_amplitude(self.cfg.gain_db + self.duck_db)
         }
     }
 }
@@ -289,6 +292,7 @@ impl Mixer {
             level: Level::default(),
             dropped: Dropped::default(),
             leaving: false,
+            duck_db: 0.0,
         };
         feed.gain = Gain::fixed(feed.target_gain());
         self.feeds.push(feed);
@@ -327,6 +331,21 @@ impl Mixer {
             f.cfg.muted = muted;
             let t = f.target_gain();
             f.gain.ramp_to(t, ramp);
+        }
+    }
+
+    /// Sets a feed's automatic attenuation (ducking) in dB, ramped over
+    /// `ramp_frames`: a separate stage from the configured gain, so an
+    /// operator's gain survives the ducking. At or below [`MIN_GAIN_DB`] the
+    /// feed is silent; NaN is ignored.
+    pub fn set_duck_db(&mut self, id: FeedId, db: f32, ramp_frames: u32) {
+        if db.is_nan() {
+            return;
+        }
+        if let Some(f) = self.feed_mut(id) {
+            f.duck_db = db.clamp(MIN_GAIN_DB, 0.0);
+            let t = f.target_gain();
+            f.gain.ramp_to(t, ramp_frames);
         }
     }
 

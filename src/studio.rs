@@ -1,0 +1,464 @@
+//! The studio: the broadcast's table of hosts, between ingest and the mixer.
+//!
+//! [`Studio`] is a pure state machine owned by the pipeline thread. It knows
+//! every host of the broadcast: file hosts (`--input`), the hold music
+//! (`--hold`) and live hosts (one per configured key, whether connected or
+//! not), each one mixer feed. Ingest drivers (RTMP, WHIP) report sessions
+//! and decoded audio as [`IngestEvent`]s; the control API sends
+//! [`Command`]s. Neither touches the mixer directly, so the program clock
+//! never waits on a socket or a lock.
+//!
+//! # Rules
+//! - A live host has one [`LiveFeed`] for the whole broadcast, whatever
+//!   its sessions do: a host that drops fades out to silence, and a new
+//!   session (a reconnect) is re-anchored in the same feed, so listeners
+//!   hear no gap, no discontinuity and no MSN reset.
+//! - A new session for a host that already has one replaces it: the old
+//!   session is asked to close ([`Studio::take_closes`]) and its late
+//!   packets are ignored.
+//! - Audio of a session that is not its host's current one is ignored.
+//!   A packet the feed cannot take ends its session with the reason.
+//! - The hold music is ducked out (over [`DUCK_OUT_FRAMES`]) while any live
+//!   host is on air and comes back (over [`DUCK_IN_FRAMES`]) when none is.
+
+use std::fmt;
+
+use crate::audio::{Decoded, FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
+use crate::time::SAMPLE_RATE;
+
+/// How fast the hold music fades out when a host comes on air: 0.5 s.
+pub const DUCK_OUT_FRAMES: u32 = SAMPLE_RATE / 2;
+/// How fast the hold music comes back when the last host leaves: 2 s.
+pub const DUCK_IN_FRAMES: u32 = 2 * SAMPLE_RATE;
+
+/// Identifies one ingest session (an RTMP connection, a WHIP session) for
+/// the life of the broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session#{}", self.0)
+    }
+}
+
+/// What kind of host a mixer feed is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKind {
+    /// A file played from the start of the broadcast.
+    File,
+    /// The hold music: a file ducked out while a live host is on air.
+    Hold,
+    /// A publisher that connects over RTMP or WHIP with its key.
+    Live,
+}
+
+impl HostKind {
+    /// The name used in logs and the control API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostKind::File => "file",
+            HostKind::Hold => "hold",
+            HostKind::Live => "live",
+        }
+    }
+}
+
+/// What ingest reports to the studio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestEvent {
+    /// A publisher for `host` was accepted. Replaces the host's current
+    /// session, if any.
+    Connected {
+        /// The host's name (from its key).
+        host: String,
+        /// The new session.
+        session: SessionId,
+        /// The ingest protocol, e.g. "rtmp".
+        protocol: &'static str,
+        /// The publisher's address, for the control API.
+        peer: String,
+    },
+    /// Decoded audio of a session.
+    Audio {
+        /// The session.
+        session: SessionId,
+        /// The packet's host timestamp in ms, unwrapped.
+        host_ts_ms: i64,
+        /// The samples at the publisher's rate and channels.
+        audio: Decoded,
+        /// Program time at which the packet arrived.
+        arrival: u64,
+    },
+    /// The session ended (the publisher left, broke the protocol, or was
+    /// closed by the studio).
+    Disconnected {
+        /// The session.
+        session: SessionId,
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// A control API request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// Every host with its state and level.
+    List,
+    /// Sets a host's gain in dB.
+    SetGain {
+        /// The host's name.
+        host: String,
+        /// The gain, clamped to the mixer's range.
+        db: f32,
+    },
+    /// Mutes or unmutes a host.
+    SetMuted {
+        /// The host's name.
+        host: String,
+        /// Whether to mute.
+        muted: bool,
+    },
+    /// Ends a live host's session; the host may publish again.
+    Kick {
+        /// The host's name.
+        host: String,
+    },
+}
+
+/// Why a [`Command`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// No host has that name.
+    #[error("no host named {0:?}")]
+    UnknownHost(String),
+    /// Only live hosts have sessions to end.
+    #[error("host {0:?} is not a live host")]
+    NotLive(String),
+    /// The live host has no session.
+    #[error("host {0:?} is not connected")]
+    NotConnected(String),
+}
+
+/// A host as the control API shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostInfo {
+    /// The host's name.
+    pub name: String,
+    /// What kind of host.
+    pub kind: HostKind,
+    /// `playing` (file hosts), `ducked` (hold music under a host),
+    /// `offline`, `connected` (buffering) or `on-air` (live hosts).
+    pub state: &'static str,
+    /// The ingest protocol of the current session.
+    pub protocol: Option<&'static str>,
+    /// The publisher's address.
+    pub peer: Option<String>,
+    /// Configured gain, dB.
+    pub gain_db: f32,
+    /// Whether muted.
+    pub muted: bool,
+    /// RMS over the last mixed block, before gain and mute, dBFS
+    /// (`-inf` for silence).
+    pub rms_dbfs: f32,
+    /// Peak over the last mixed block, dBFS.
+    pub peak_dbfs: f32,
+    /// Live hosts: audio buffered ahead of the program, ms.
+    pub depth_ms: Option<u64>,
+    /// Live hosts: times the buffer ran dry while playing.
+    pub underruns: Option<u64>,
+    /// Live hosts: sessions accepted so far.
+    pub sessions: Option<u64>,
+}
+
+/// A session the studio wants closed, with the reason to log and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The session.
+    pub session: SessionId,
+    /// Why.
+    pub reason: String,
+}
+
+struct Live {
+    feed: LiveFeed,
+    session: Option<Session>,
+    sessions: u64,
+}
+
+struct Session {
+    id: SessionId,
+    protocol: &'static str,
+    peer: String,
+}
+
+struct Host {
+    name: String,
+    kind: HostKind,
+    feed: FeedId,
+    live: Option<Live>,
+}
+
+/// The host table (see the module docs).
+pub struct Studio {
+    hosts: Vec<Host>,
+    closes: Vec<Close>,
+    /// Whether the hold music is ducked now.
+    ducked: bool,
+    scratch: Vec<f32>,
+}
+
+impl fmt::Debug for Studio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Studio")
+            .field("hosts", &self.hosts.len())
+            .field("ducked", &self.ducked)
+            .finish()
+    }
+}
+
+impl Default for Studio {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Studio {
+    /// An empty studio.
+    pub fn new() -> Self {
+        Self {
+            hosts: Vec::new(),
+            closes: Vec::new(),
+            ducked: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Registers a file host (or the hold music) already added to the mixer
+    /// as `feed`.
+    pub fn add_file(&mut self, name: &str, kind: HostKind, feed: FeedId) {
+        self.hosts.push(Host {
+            name: name.to_owned(),
+            kind,
+            feed,
+            live: None,
+        });
+    }
+
+    /// Adds a live host: a mixer feed and a [`LiveFeed`] built from `live`
+    /// starting at the mixer's clock. Fails on an inconsistent
+    /// [`LiveFeedConfig`] or a duplicate name.
+    pub fn add_live(
+        &mut self,
+        mixer: &mut Mixer,
+        cfg: FeedConfig,
+        live: LiveFeedConfig,
+    ) -> Result<(), String> {
+        if self.hosts.iter().any(|h| h.name == cfg.name) {
+            return Err(format!("two hosts are named {:?}", cfg.name));
+        }
+        let feed = live.build(mixer.clock()).map_err(|e| e.to_string())?;
+        let name = cfg.name.clone();
+        let id = mixer.add_feed(cfg);
+        self.hosts.push(Host {
+            name,
+            kind: HostKind::Live,
+            feed: id,
+            live: Some(Live {
+                feed,
+                session: None,
+                sessions: 0,
+            }),
+        });
+        Ok(())
+    }
+
+    /// Whether the studio has live hosts (a broadcast with live hosts never
+    /// ends by itself).
+    pub fn has_live_hosts(&self) -> bool {
+        self.hosts.iter().any(|h| h.live.is_some())
+    }
+
+    /// Takes an ingest event (see the module docs for the rules).
+    pub fn ingest(&mut self, event: IngestEvent) {
+        match event {
+            IngestEvent::Connected {
+                host,
+                session,
+                protocol,
+                peer,
+            } => self.connect(&host, session, protocol, peer),
+            IngestEvent::Audio {
+                session,
+                host_ts_ms,
+                audio,
+                arrival,
+            } => {
+                let Some(host) = self.host_of_session(session) else {
+                    return;
+                };
+                let Some(live) = &mut host.live else { return };
+                if let Err(error) = live.feed.push(host_ts_ms, &audio, arrival) {
+                    tracing::warn!(host = host.name, %session, %error, "ending the session: its audio cannot be mixed");
+                    live.session = None;
+                    self.closes.push(Close {
+                        session,
+                        reason: error.to_string(),
+                    });
+                }
+            }
+            IngestEvent::Disconnected { session, reason } => {
+                if let Some(host) = self.host_of_session(session) {
+                    tracing::info!(host = host.name, %session, reason, "host left");
+                    if let Some(live) = &mut host.live {
+                        live.session = None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&mut self, name: &str, session: SessionId, protocol: &'static str, peer: String) {
+        let Some(host) = self.hosts.iter_mut().find(|h| h.name == name) else {
+            self.closes.push(Close {
+                session,
+                reason: format!("no live host named {name:?}"),
+            });
+            return;
+        };
+        let Some(live) = &mut host.live else {
+            self.closes.push(Close {
+                session,
+                reason: format!("host {name:?} is not a live host"),
+            });
+            return;
+        };
+        if let Some(old) = live.session.take() {
+            tracing::info!(host = name, old = %old.id, new = %session, "host reconnected: replacing its session");
+            self.closes.push(Close {
+                session: old.id,
+                reason: format!("replaced by {session} of the same host"),
+            });
+        }
+        tracing::info!(host = name, %session, protocol, peer, "host connected");
+        live.sessions += 1;
+        live.session = Some(Session {
+            id: session,
+            protocol,
+            peer,
+        });
+    }
+
+    fn host_of_session(&mut self, session: SessionId) -> Option<&mut Host> {
+        self.hosts.iter_mut().find(|h| {
+            h.live
+                .as_ref()
+                .and_then(|l| l.session.as_ref())
+                .is_some_and(|s| s.id == session)
+        })
+    }
+
+    /// Sessions to close, taken once: replaced sessions, kicked hosts,
+    /// unknown hosts and sessions whose audio was refused.
+    pub fn take_closes(&mut self) -> Vec<Close> {
+        std::mem::take(&mut self.closes)
+    }
+
+    /// Queues every live host's audio on the mixer up to program time
+    /// `until` (call before mixing up to it) and ducks the hold music.
+    pub fn pull(&mut self, until: u64, mixer: &mut Mixer) {
+        let mut on_air = false;
+        for host in &mut self.hosts {
+            if let Some(live) = &mut host.live {
+                live.feed
+                    .pull_into(until, mixer, host.feed, &mut self.scratch);
+                on_air |= live.feed.stats().state == FeedState::Playing;
+            }
+        }
+        if on_air != self.ducked {
+            self.ducked = on_air;
+            let (db, ramp) = if on_air {
+                (crate::audio::mix::MIN_GAIN_DB, DUCK_OUT_FRAMES)
+            } else {
+                (0.0, DUCK_IN_FRAMES)
+            };
+            for host in self.hosts.iter().filter(|h| h.kind == HostKind::Hold) {
+                mixer.set_duck_db(host.feed, db, ramp);
+            }
+        }
+    }
+
+    /// Carries out a control command.
+    pub fn command(
+        &mut self,
+        mixer: &mut Mixer,
+        command: Command,
+    ) -> Result<Vec<HostInfo>, CommandError> {
+        let name = match &command {
+            Command::List => return Ok(self.hosts(mixer)),
+            Command::SetGain { host, .. }
+            | Command::SetMuted { host, .. }
+            | Command::Kick { host } => host.clone(),
+        };
+        let index = self
+            .hosts
+            .iter()
+            .position(|h| h.name == name)
+            .ok_or_else(|| CommandError::UnknownHost(name.clone()))?;
+        let feed = self.hosts[index].feed;
+        match command {
+            Command::List => {}
+            Command::SetGain { db, .. } => mixer.set_gain_db(feed, db),
+            Command::SetMuted { muted, .. } => mixer.set_muted(feed, muted),
+            Command::Kick { .. } => {
+                let live = self.hosts[index]
+                    .live
+                    .as_mut()
+                    .ok_or_else(|| CommandError::NotLive(name.clone()))?;
+                let session = live
+                    .session
+                    .take()
+                    .ok_or_else(|| CommandError::NotConnected(name.clone()))?;
+                tracing::info!(host = name, session = %session.id, "host kicked");
+                self.closes.push(Close {
+                    session: session.id,
+                    reason: "kicked by the operator".into(),
+                });
+            }
+        }
+        Ok(vec![self.info(&self.hosts[index], mixer)])
+    }
+
+    /// Every host, in the order added.
+    pub fn hosts(&self, mixer: &Mixer) -> Vec<HostInfo> {
+        self.hosts.iter().map(|h| self.info(h, mixer)).collect()
+    }
+
+    fn info(&self, host: &Host, mixer: &Mixer) -> HostInfo {
+        let cfg = mixer.feed_config(host.feed);
+        let level = mixer.level(host.feed).unwrap_or_default();
+        let stats = host.live.as_ref().map(|l| l.feed.stats());
+        let session = host.live.as_ref().and_then(|l| l.session.as_ref());
+        let state = match (host.kind, stats) {
+            (HostKind::Live, Some(s)) if s.state == FeedState::Playing => "on-air",
+            (HostKind::Live, _) if session.is_some() => "connected",
+            (HostKind::Live, _) => "offline",
+            (HostKind::Hold, _) if self.ducked => "ducked",
+            _ => "playing",
+        };
+        HostInfo {
+            name: host.name.clone(),
+            kind: host.kind,
+            state,
+            protocol: session.map(|s| s.protocol),
+            peer: session.map(|s| s.peer.clone()),
+            gain_db: cfg.map_or(0.0, |c| c.gain_db),
+            muted: cfg.is_some_and(|c| c.muted),
+            rms_dbfs: level.rms_dbfs(),
+            peak_dbfs: level.peak_dbfs(),
+            depth_ms: stats.map(|s| s.depth_ms()),
+            underruns: stats.map(|s| s.underruns),
+            sessions: host.live.as_ref().map(|l| l.sessions),
+        }
+    }
+}
