@@ -9,6 +9,7 @@
 pub mod audio;
 pub mod cli;
 pub mod cmaf;
+pub mod control;
 pub mod encode;
 pub mod hls;
 pub mod ingest;

@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
+use onair::audio::{FeedConfig, FileSource, LiveFeedConfig, MixerConfig, SourceOptions};
 use onair::cli::InputSpec;
+use onair::control::ControlApi;
 use onair::encode::{AacConfig, OpusApplication, OpusConfig};
 use onair::hls::TimelineConfig;
 use onair::loadtest::{self, LoadtestArgs};
@@ -66,6 +67,29 @@ struct LiveArgs {
     /// Also serve the stream over HTTP on this address (an in-process origin), e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// Accept RTMP publishers on this address (rtmp://ADDR/live/SECRET), e.g. 127.0.0.1:1935.
+    #[arg(long, value_name = "ADDR")]
+    rtmp: Option<String>,
+    /// A live host and its secret (the RTMP stream key); repeatable.
+    #[arg(long = "key", value_name = "NAME=SECRET")]
+    keys: Vec<onair::ingest::keys::Key>,
+    /// A file of live hosts' keys, one NAME=SECRET per line (# comments).
+    #[arg(long, value_name = "PATH")]
+    keys_file: Option<PathBuf>,
+    /// Hold music played (looping) while no live host is on air, ducked out when one is; host "hold" in the control API.
+    #[arg(long, value_name = "FILE[:OPTS]")]
+    hold: Option<InputSpec>,
+    /// Token guarding the control API (/control/...) on the --http server.
+    #[arg(
+        long,
+        env = "ONAIR_ADMIN_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN"
+    )]
+    admin_token: Option<String>,
+    /// Jitter buffer depth of each live host, in ms: the delay that absorbs network bursts.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..=2_000))]
+    jitter_ms: u32,
     #[command(flatten)]
     page: PageArgs,
     #[command(flatten)]
@@ -121,7 +145,9 @@ struct Common {
 
 /// Checks `--stream`: it becomes a key prefix and a URL path segment.
 fn parse_stream_name(s: &str) -> Result<String, String> {
-    if onair::packager::valid_name(s) {
+    if onair::origin::request::is_control(&format!("/{s}")) {
+        Err(format!("stream name {s:?} is reserved for the control API"))
+    } else if onair::packager::valid_name(s) {
         Ok(s.to_string())
     } else {
         Err(format!(
@@ -270,6 +296,17 @@ async fn live(args: LiveArgs) -> Result<()> {
             inputs.push(spec.parse().context("demo fixture")?);
         }
     }
+    let mut keys = args.keys.clone();
+    if let Some(path) = &args.keys_file {
+        keys.extend(onair::ingest::keys::Keys::read_file(path)?);
+    }
+    let keys = Arc::new(onair::ingest::keys::Keys::new(keys)?);
+    if args.rtmp.is_some() && keys.is_empty() {
+        anyhow::bail!("--rtmp needs at least one host key: --key NAME=SECRET or --keys-file");
+    }
+    if args.admin_token.is_some() && args.http.is_none() {
+        anyhow::bail!("the control API (--admin-token) is served on --http ADDR: add it");
+    }
     let looping = args.looping || args.demo;
     let hosts = open_hosts(&inputs, looping)?;
     let store = args.common.store()?;
@@ -286,11 +323,59 @@ async fn live(args: LiveArgs) -> Result<()> {
         cfg.packager.timeline.discontinuity_sequence = resume.discontinuity_sequence;
         cfg.packager.timeline.start_discontinuity = true;
     }
-    let pipeline = Pipeline::new(cfg, hosts)?;
+    let mut pipeline = Pipeline::new(cfg, hosts)?;
+    if let Some(hold) = &args.hold {
+        // The hold music is the host named "hold" in the control API.
+        let mut host = open_hosts(std::slice::from_ref(hold), true)?.remove(0);
+        host.feed.name = "hold".into();
+        pipeline.add_hold(host)?;
+    }
+    let live_feed = LiveFeedConfig {
+        target_depth_ms: args.jitter_ms,
+        max_depth_ms: (args.jitter_ms * 5).max(1_000),
+        ..LiveFeedConfig::default()
+    };
+    for name in keys.names() {
+        pipeline.add_live_host(
+            FeedConfig {
+                name: name.to_owned(),
+                gain_db: 0.0,
+                muted: false,
+            },
+            live_feed,
+        )?;
+    }
+    let clock = run::ProgramClock::start();
+    let (inbox_tx, inbox) = tokio::sync::mpsc::channel(INBOX);
+    let control = args
+        .admin_token
+        .clone()
+        .map(|token| ControlApi::new(Some(token), inbox_tx.clone()));
     let observer = match &args.http {
-        Some(addr) => Some(start_origin(addr, &store, &args.page, &args.common.stream).await?),
+        Some(addr) => {
+            Some(start_origin(addr, &store, &args.page, &args.common.stream, control).await?)
+        }
         None => None,
     };
+    let closer: Option<run::Closer> = match &args.rtmp {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for RTMP on {addr}"))?;
+            let ingest = onair::ingest::rtmp::hosts::start(
+                listener,
+                keys.clone(),
+                onair::ingest::rtmp::server::ServerConfig::default(),
+                inbox_tx.clone(),
+                clock,
+            )?;
+            Some(Box::new(move |close| {
+                ingest.close(&close);
+            }))
+        }
+        None => None,
+    };
+    drop(inbox_tx);
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
     tracing::info!(
@@ -303,12 +388,19 @@ async fn live(args: LiveArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let io = run::LiveIo {
         observer,
-        ..run::LiveIo::default()
+        inbox: Some(inbox),
+        closer,
+        clock,
     };
     let summary = run::broadcast(pipeline, store.clone(), stop, io).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
 }
+
+/// Ingest events and control commands queued for the pipeline thread,
+/// which takes them every 20 ms: a few hundred ms of audio packets of many
+/// hosts. A full inbox slows the publishers down through TCP.
+const INBOX: usize = 1024;
 
 /// Announcements queued for the in-process origin: a part of both
 /// renditions with its playlists and deletions is a few dozen operations,
@@ -347,8 +439,16 @@ async fn start_origin(
     store: &Store,
     page: &PageArgs,
     stream: &str,
+    control: Option<ControlApi>,
 ) -> Result<tokio::sync::broadcast::Sender<onair::publish::Op>> {
-    let (origin, listener) = bind_origin(addr, store, page).await?;
+    let (mut origin, listener) = bind_origin(addr, store, page).await?;
+    if let Some(control) = control {
+        origin = origin.with_control(control);
+        tracing::info!(
+            "control API: http://{}/control/hosts",
+            listener.local_addr().context("listener address")?
+        );
+    }
     let local = listener.local_addr().context("listener address")?;
     let (tx, rx) = tokio::sync::broadcast::channel(ORIGIN_ANNOUNCEMENTS);
     let observing = origin.clone();

@@ -22,6 +22,7 @@
 //!   host is on air and comes back (over [`DUCK_IN_FRAMES`]) when none is.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audio::{Decoded, FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
 use crate::time::SAMPLE_RATE;
@@ -35,6 +36,15 @@ pub const DUCK_IN_FRAMES: u32 = 2 * SAMPLE_RATE;
 /// the life of the broadcast.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// A new id, unique in this process: ingest protocols draw from one
+    /// sequence so the studio never confuses their sessions.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
 
 impl fmt::Display for SessionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -8,4 +8,5 @@
 //! - [`rtmp`]: RTMP 1.0 publishers (ffmpeg, OBS) sending AAC or MP3 in FLV
 //!   audio tags.
 
+pub mod keys;
 pub mod rtmp;

@@ -14,6 +14,11 @@
 //! - [`server`]: the hyper service: headers, gzip, CORS, ETag, limits.
 //! - [`page`]: the listener pages.
 //!
+//! With [`Origin::with_control`], the origin also serves the broadcast's
+//! control API ([`crate::control`]) under [`request::CONTROL_PATH`]; that is
+//! the one part that is not stateless, and only the broadcast's own
+//! in-process origin has it.
+//!
 //! Contract: the origin keeps no state a second replica would not have:
 //! everything it serves and decides comes from the store (or, in-process,
 //! from the publisher's announcements of what it has just stored, which the
@@ -36,6 +41,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::control::ControlApi;
 use crate::publish::{ObjectKind, Op, Store};
 
 use cache::{Document, Loader, ObjectCache, ShortLived};
@@ -86,6 +92,8 @@ impl Default for OriginConfig {
 #[derive(Debug, Clone)]
 pub struct Origin {
     shared: Arc<Shared>,
+    /// The broadcast's control API, when this origin serves one.
+    control: Option<Arc<ControlApi>>,
 }
 
 #[derive(Debug)]
@@ -123,7 +131,16 @@ impl Origin {
                 listing: ShortLived::default(),
                 waiting: AtomicUsize::new(0),
             }),
+            control: None,
         }
+    }
+
+    /// Also serves `api` under [`request::CONTROL_PATH`], for any method.
+    /// Without it those paths are 404 like any unknown path: a standalone
+    /// origin has no broadcast to control.
+    pub fn with_control(mut self, api: ControlApi) -> Origin {
+        self.control = Some(Arc::new(api));
+        self
     }
 
     /// Follows a publisher's announcements (see

@@ -15,6 +15,9 @@
 //! - Delivery directives (RFC 8216bis 6.2.5) are read only on media
 //!   playlists; other routes ignore the query, so cache busters do no harm.
 //!   Unknown query parameters are ignored everywhere.
+//! - [`CONTROL_PATH`] belongs to the control API ([`crate::control`]): no
+//!   stream is ever routed under it, so listener and operator URLs never
+//!   overlap.
 
 use crate::hls::PartId;
 use crate::packager::valid_name;
@@ -25,6 +28,16 @@ pub const MAX_TARGET_LEN: usize = 512;
 
 /// Where the origin serves a copy of hls.js when one is configured.
 pub const HLSJS_PATH: &str = "/_onair/hls.min.js";
+
+/// Where the control API ([`crate::control`]) is served: this path and
+/// everything below it.
+pub const CONTROL_PATH: &str = "/control";
+
+/// Whether `path` is the control API's ([`CONTROL_PATH`] or below it).
+pub fn is_control(path: &str) -> bool {
+    path.strip_prefix(CONTROL_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,14 +201,14 @@ pub fn route(path: &str, query: Option<&str>) -> Result<Route, Rejection> {
     match (inner, *last) {
         ([], "") => Ok(Route::Home),
         ([stream], "") => Ok(Route::ListenerPage {
-            stream: name(stream)?,
+            stream: stream_name(stream)?,
         }),
         ([stream], "index.m3u8") => Ok(Route::Multivariant {
-            stream: name(stream)?,
+            stream: stream_name(stream)?,
         }),
         ([stream, rendition], file) => {
             let rendition = RenditionPath {
-                stream: name(stream)?,
+                stream: stream_name(stream)?,
                 rendition: name(rendition)?,
             };
             if file == "live.m3u8" {
@@ -234,6 +247,15 @@ fn name(segment: &str) -> Result<String, Rejection> {
     } else {
         Err(Rejection::NotFound)
     }
+}
+
+/// A stream name, or 404: also refuses the control API's folder, which is
+/// never a stream even if one were published under that name.
+fn stream_name(segment: &str) -> Result<String, Rejection> {
+    if CONTROL_PATH.strip_prefix('/') == Some(segment) {
+        return Err(Rejection::NotFound);
+    }
+    name(segment)
 }
 
 /// Reads `_HLS_msn`, `_HLS_part` and `_HLS_skip` (RFC 8216bis 6.2.5): values
@@ -447,6 +469,34 @@ mod tests {
         for path in not_found {
             assert_eq!(route(path, None), Err(Rejection::NotFound), "{path:?}");
         }
+    }
+
+    #[test]
+    fn the_control_folder_is_never_a_stream() {
+        for path in [
+            "/control/",
+            "/control/index.m3u8",
+            "/control/aac/live.m3u8",
+            "/control/aac/init.mp4",
+            "/control/aac/1.m4s",
+            "/control/hosts",
+            "/control",
+        ] {
+            assert_eq!(route(path, None), Err(Rejection::NotFound), "{path:?}");
+        }
+        for path in ["/control", "/control/", "/control/hosts/a/kick"] {
+            assert!(is_control(path), "{path:?}");
+        }
+        // Streams whose names merely start with the word stay streams.
+        for path in ["/controls/", "/control-room/index.m3u8", "/", "/show/"] {
+            assert!(!is_control(path), "{path:?}");
+        }
+        assert_eq!(
+            route("/control-room/", None),
+            Ok(Route::ListenerPage {
+                stream: "control-room".into()
+            })
+        );
     }
 
     #[test]

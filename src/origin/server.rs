@@ -6,6 +6,9 @@
 //!   request headers must arrive within the configured time (slowloris).
 //! - `GET` and `HEAD` serve, `OPTIONS` answers CORS preflights, anything
 //!   else is 405. Every response carries `Access-Control-Allow-Origin: *`.
+//!   Exception: with a control API configured, every request under
+//!   [`request::CONTROL_PATH`] goes to it whatever its method, body
+//!   included, and gets its headers (no CORS).
 //! - `Content-Type` comes from [`ObjectKind`]; `Cache-Control` too: media
 //!   and init immutable for a year; answers to blocking reloads and `at/`
 //!   playlists six target durations; a plain `live.m3u8` half a part (0 s);
@@ -35,6 +38,8 @@ use tokio::sync::watch;
 
 use crate::hls::PartId;
 use crate::publish::ObjectKind;
+
+use crate::control::ControlApi;
 
 use super::blocking::{
     MediaDecision, PlaylistAnswer, PlaylistDecision, decide_media, decide_playlist,
@@ -89,9 +94,10 @@ impl Origin {
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
+            let control = self.control.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(shared.clone(), req));
+                let service = service_fn(move |req| handle(shared.clone(), control.clone(), req));
                 if let Err(error) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -181,7 +187,17 @@ impl Reply {
     }
 }
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    shared: Arc<Shared>,
+    control: Option<Arc<ControlApi>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    // Before `Head::of`, which drops the body a PATCH needs.
+    if let Some(control) = control
+        && request::is_control(req.uri().path())
+    {
+        return Ok(control.handle(req).await);
+    }
     let head = Head::of(req);
     let mut reply = match head.method {
         Method::GET | Method::HEAD => dispatch(&shared, &head).await,
@@ -694,6 +710,99 @@ fn internal_error() -> Response<Body> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::mpsc;
+
+    use crate::origin::OriginConfig;
+    use crate::run::StudioMessage;
+    use crate::studio::{Command, HostInfo, HostKind};
+
+    /// Serves `origin` on a free port; the task ends with the test.
+    async fn serve(origin: Origin) -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { origin.serve(listener).await });
+        addr
+    }
+
+    /// One HTTP/1.1 exchange; the raw response text.
+    async fn exchange(addr: std::net::SocketAddr, request: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.expect("read");
+        response
+    }
+
+    fn origin() -> Origin {
+        let store = crate::publish::open_store("memory://").expect("memory store");
+        Origin::new(&store, OriginConfig::default())
+    }
+
+    #[tokio::test]
+    async fn control_requests_reach_the_control_api_with_their_body() {
+        let (inbox, mut messages) = mpsc::channel(4);
+        let pipeline = tokio::spawn(async move {
+            let Some(StudioMessage::Control(command, reply)) = messages.recv().await else {
+                panic!("no control command arrived");
+            };
+            let muted = matches!(command, Command::SetMuted { muted: true, .. });
+            let _ = reply.send(Ok(vec![HostInfo {
+                name: "alice".into(),
+                kind: HostKind::Live,
+                state: "offline",
+                protocol: None,
+                peer: None,
+                gain_db: 0.0,
+                muted,
+                rms_dbfs: f32::NEG_INFINITY,
+                peak_dbfs: f32::NEG_INFINITY,
+                depth_ms: Some(0),
+                underruns: Some(0),
+                sessions: Some(0),
+            }]));
+            command
+        });
+        let api = crate::control::ControlApi::new(Some("t".into()), inbox);
+        let addr = serve(origin().with_control(api)).await;
+        let body = r#"{"muted": true}"#;
+        let response = exchange(
+            addr,
+            &format!(
+                "PATCH /control/hosts/alice HTTP/1.1\r\nHost: origin\r\n\
+                 Authorization: Bearer t\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.contains("\"muted\":true"), "{response}");
+        let lower = response.to_ascii_lowercase();
+        assert!(lower.contains("cache-control: no-store"), "{response}");
+        assert!(!lower.contains("access-control-allow-origin"), "{response}");
+        assert_eq!(
+            pipeline.await.expect("pipeline"),
+            Command::SetMuted {
+                host: "alice".into(),
+                muted: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_control_api_control_paths_are_unknown() {
+        let addr = serve(origin()).await;
+        for path in ["/control", "/control/", "/control/hosts"] {
+            let response = exchange(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n"),
+            )
+            .await;
+            assert!(response.starts_with("HTTP/1.1 404"), "{path}: {response}");
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs

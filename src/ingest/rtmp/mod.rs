@@ -24,6 +24,7 @@ pub mod amf0;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
+pub mod hosts;
 pub mod server;
 pub mod session;
 

@@ -12,14 +12,15 @@
 //! longer than its timeout ends alone, with its reason in a `tracing`
 //! warning and in its last event, [`Event::Closed`].
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::session::{CloseReason, Event, Session, SessionConfig};
@@ -62,6 +63,87 @@ pub struct ConnectionEvent {
     pub event: Event,
 }
 
+/// The open connections of a [`serve`] call, so its owner can end one
+/// (replace a host's session by its reconnect, kick a host, refuse audio it
+/// cannot decode). Cheap to clone; clones share the table.
+#[derive(Debug, Clone, Default)]
+pub struct Connections {
+    closers: Arc<Mutex<HashMap<ConnectionId, oneshot::Sender<String>>>>,
+}
+
+impl Connections {
+    /// Ends connection `id` with `reason` (logged and sent to the peer as
+    /// the close reason). Returns false when it is not open.
+    pub fn close(&self, id: ConnectionId, reason: impl Into<String>) -> bool {
+        let closer = self
+            .closers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        closer.is_some_and(|c| c.send(reason.into()).is_ok())
+    }
+
+    /// Connections open now.
+    pub fn len(&self) -> usize {
+        self.closers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no connection is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn register(&self, id: ConnectionId) -> Registration {
+        let (tx, rx) = oneshot::channel();
+        self.closers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, tx);
+        Registration {
+            connections: self.clone(),
+            id,
+            close: Some(rx),
+        }
+    }
+}
+
+/// A connection's entry in [`Connections`], removed when the connection
+/// ends.
+struct Registration {
+    connections: Connections,
+    id: ConnectionId,
+    close: Option<oneshot::Receiver<String>>,
+}
+
+impl Registration {
+    /// Waits for a close request; never returns when none can come.
+    async fn closed(&mut self) -> String {
+        match &mut self.close {
+            Some(rx) => match rx.await {
+                Ok(reason) => reason,
+                Err(_) => {
+                    self.close = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.connections
+            .closers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
 /// Bounds and timeouts of the server.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -74,6 +156,8 @@ pub struct ServerConfig {
     pub setup_timeout: Duration,
     /// Session settings; the handshake seed is varied per connection.
     pub session: SessionConfig,
+    /// The table through which the owner closes connections.
+    pub connections: Connections,
 }
 
 impl Default for ServerConfig {
@@ -84,6 +168,7 @@ impl Default for ServerConfig {
             read_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
             session: SessionConfig::default(),
+            connections: Connections::default(),
         }
     }
 }
@@ -161,21 +246,27 @@ impl Connection {
         session_config.handshake_seed ^= self.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut session = Session::new(session_config);
         let setup_deadline = Instant::now() + self.config.setup_timeout;
+        let mut registration = self.config.connections.register(self.id);
         let mut buffer = vec![0; 64 * 1024];
         while !session.is_closed() {
             let mut deadline = Instant::now() + self.config.read_timeout;
             if !session.is_publishing() {
                 deadline = deadline.min(setup_deadline);
             }
-            match timeout_at(deadline, stream.read(&mut buffer)).await {
-                Err(_) => session.close(CloseReason::TimedOut),
-                Ok(Err(error)) => session.close(CloseReason::Io(format!("read failed: {error}"))),
-                Ok(Ok(0)) => session.peer_closed(),
-                Ok(Ok(n)) => {
-                    // An error closes the session and is reported by its
-                    // Closed event below.
-                    let _ = session.feed(&buffer[..n]);
-                }
+            tokio::select! {
+                read = timeout_at(deadline, stream.read(&mut buffer)) => match read {
+                    Err(_) => session.close(CloseReason::TimedOut),
+                    Ok(Err(error)) => {
+                        session.close(CloseReason::Io(format!("read failed: {error}")));
+                    }
+                    Ok(Ok(0)) => session.peer_closed(),
+                    Ok(Ok(n)) => {
+                        // An error closes the session and is reported by its
+                        // Closed event below.
+                        let _ = session.feed(&buffer[..n]);
+                    }
+                },
+                reason = registration.closed() => session.close(CloseReason::Closed(reason)),
             }
             if !self.drain(&mut session).await {
                 session.close(CloseReason::Io("event receiver is gone".into()));
@@ -215,7 +306,8 @@ impl Connection {
                     }
                     match (self.authorize)(&request) {
                         Ok(()) => {
-                            tracing::info!(connection = %self.id, peer = %self.peer, app, key, "RTMP publish accepted");
+                            // The key is a secret: never logged.
+                            tracing::info!(connection = %self.id, peer = %self.peer, app, "RTMP publish accepted");
                             let _ = session.accept();
                         }
                         Err(reason) => session.reject(&reason),
@@ -262,6 +354,9 @@ impl Connection {
             }
             CloseReason::Io(error) => {
                 tracing::warn!(connection = %id, %peer, error, "RTMP connection failed")
+            }
+            CloseReason::Closed(reason) => {
+                tracing::info!(connection = %id, %peer, reason, "RTMP connection closed by the server")
             }
         }
     }

@@ -116,6 +116,22 @@ pub enum CloseReason {
     TimedOut,
     /// Reading or writing the connection failed.
     Io(String),
+    /// The server's owner ended the session (a host replaced by its own
+    /// reconnect, kicked by the operator, audio that cannot be decoded).
+    Closed(String),
+}
+
+impl std::fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CloseReason::PeerClosed => f.write_str("the publisher closed the connection"),
+            CloseReason::Rejected(reason) => write!(f, "publish rejected: {reason}"),
+            CloseReason::Error(error) => write!(f, "protocol error: {error}"),
+            CloseReason::TimedOut => f.write_str("timed out"),
+            CloseReason::Io(error) => write!(f, "connection failed: {error}"),
+            CloseReason::Closed(reason) => write!(f, "closed by the server: {reason}"),
+        }
+    }
 }
 
 /// `onMetaData` as the publisher sent it.

@@ -1,0 +1,1058 @@
+//! The control API: the operator's HTTP interface to a live broadcast.
+//!
+//! Served by the origin under [`CONTROL_PATH`]`/` (see
+//! [`Origin::with_control`](crate::origin::Origin::with_control)), it lets
+//! the person running the show see every host and act on them while the
+//! broadcast is on air:
+//!
+//! - `GET /control/hosts`: every host, in the order added.
+//! - `GET /control/hosts/{name}`: one host.
+//! - `PATCH /control/hosts/{name}` with `{"gain_db": -6.0}` and/or
+//!   `{"muted": true}`: sets the gain, then the mute, in the same tick.
+//! - `POST /control/hosts/{name}/kick`: ends a live host's session (it may
+//!   publish again).
+//!
+//! Contract:
+//! - Nothing here touches the mixer: each request becomes
+//!   [`Command`]s on the pipeline's inbox, answered within one tick (20 ms).
+//!   No answer within [`REPLY_TIMEOUT`], or a closed inbox, is 503: the
+//!   program clock never waits on the control API, only the other way round.
+//! - Every request needs `Authorization: Bearer <admin token>` (compared in
+//!   constant time; 401 otherwise). Without a configured token the API is
+//!   disabled (403), never open: it can silence a live broadcast.
+//! - Request bodies are JSON (415 otherwise), at most [`MAX_BODY_BYTES`]
+//!   (413), and unknown fields are refused (400) rather than ignored, so a
+//!   typo never passes for success.
+//! - Every answer is JSON with `Cache-Control: no-store` (it describes an
+//!   instant and may be private); errors are `{"error": "reason"}`. No CORS
+//!   headers: browsers on other sites get no access.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Body;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::origin::request::CONTROL_PATH;
+use crate::run::{CommandReply, StudioMessage};
+use crate::studio::{Command, CommandError, HostInfo};
+
+/// How long a request waits for the pipeline's answer. The pipeline takes
+/// its inbox every 20 ms, so this only runs out when the broadcast has
+/// stopped or stalled.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Largest request body accepted. A PATCH is a few dozen bytes; more is a
+/// mistake or abuse.
+pub const MAX_BODY_BYTES: usize = 4096;
+
+/// The challenge of a 401 (RFC 6750 3).
+const CHALLENGE: &str = "Bearer realm=\"onair-control\"";
+
+const DISABLED: &str = "control API disabled: start onair with --admin-token or ONAIR_ADMIN_TOKEN";
+const NOT_RUNNING: &str = "broadcast is not running";
+
+/// The control API of one broadcast: the admin token and the pipeline's
+/// inbox. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlApi {
+    /// `None`: the API is disabled.
+    token: Option<Arc<str>>,
+    inbox: mpsc::Sender<StudioMessage>,
+    reply_timeout: Duration,
+}
+
+impl fmt::Debug for ControlApi {
+    // The token is a secret: never in logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ControlApi")
+            .field("enabled", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlApi {
+    /// A control API that sends its commands to `inbox` (the pipeline's, see
+    /// [`crate::run::LiveIo::inbox`]) and admits requests bearing `token`.
+    /// Without a token (or with an empty one) every request is refused with
+    /// 403: an open API would let anyone mute or kick the hosts.
+    pub fn new(token: Option<String>, inbox: mpsc::Sender<StudioMessage>) -> Self {
+        Self {
+            token: token.filter(|t| !t.is_empty()).map(Arc::from),
+            inbox,
+            reply_timeout: REPLY_TIMEOUT,
+        }
+    }
+
+    /// Answers one request whose path is [`CONTROL_PATH`] or below it (see
+    /// the module docs for the routes). Never fails: every problem is an
+    /// HTTP error with a JSON reason.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        match self.serve(req).await {
+            Ok(response) => response,
+            Err(problem) => problem.into_response(),
+        }
+    }
+
+    async fn serve<B>(&self, req: Request<B>) -> Result<Response<Full<Bytes>>, Problem>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        // Authorization comes first, so an unauthenticated client learns
+        // nothing, not even which routes or hosts exist.
+        self.authorize(req.headers())?;
+        let endpoint = Endpoint::of(req.uri().path())?;
+        let method = req.method().clone();
+        match (endpoint, method) {
+            (Endpoint::Hosts, Method::GET | Method::HEAD) => {
+                let hosts = self.list().await?;
+                Ok(json(
+                    StatusCode::OK,
+                    &hosts.iter().map(HostJson::from).collect::<Vec<_>>(),
+                ))
+            }
+            (Endpoint::Host(name), Method::GET | Method::HEAD) => {
+                let hosts = self.list().await?;
+                let host = hosts
+                    .iter()
+                    .find(|h| h.name == name)
+                    .ok_or_else(|| command_problem(CommandError::UnknownHost(name)))?;
+                Ok(json(StatusCode::OK, &HostJson::from(host)))
+            }
+            (Endpoint::Host(name), Method::PATCH) => {
+                if !is_json(req.headers()) {
+                    return Err(Problem::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "the body must be application/json",
+                    ));
+                }
+                let patch = HostPatch::parse(&read_body(req.into_body()).await?)?;
+                let host = self.ask(patch.commands(&name)).await?;
+                Ok(json(StatusCode::OK, &HostJson::from(&host)))
+            }
+            (Endpoint::Kick(name), Method::POST) => {
+                let host = self.ask(vec![Command::Kick { host: name }]).await?;
+                Ok(json(StatusCode::OK, &HostJson::from(&host)))
+            }
+            (endpoint, _) => Err(Problem::method_not_allowed(endpoint.allow())),
+        }
+    }
+
+    /// Admits the request if it bears the configured token.
+    fn authorize(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let Some(token) = &self.token else {
+            return Err(Problem::new(StatusCode::FORBIDDEN, DISABLED));
+        };
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()));
+        match presented {
+            Some(presented) if constant_time_eq(token.as_bytes(), presented) => Ok(()),
+            _ => Err(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid admin token is required: Authorization: Bearer <token>",
+            )),
+        }
+    }
+
+    /// Every host, as the pipeline sees them now.
+    async fn list(&self) -> Result<Vec<HostInfo>, Problem> {
+        let mut replies = self.send(vec![Command::List]).await?;
+        replies
+            .pop()
+            .unwrap_or(Ok(Vec::new()))
+            .map_err(command_problem)
+    }
+
+    /// Carries out commands on one host, in order, and returns the host as
+    /// the last one left it; the first failure wins.
+    async fn ask(&self, commands: Vec<Command>) -> Result<HostInfo, Problem> {
+        let mut host = None;
+        for reply in self.send(commands).await? {
+            host = reply.map_err(command_problem)?.into_iter().next();
+        }
+        host.ok_or_else(|| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the broadcast answered without the host",
+            )
+        })
+    }
+
+    /// Queues all `commands` before waiting for any answer, so the pipeline
+    /// takes them in one tick: listeners never hear a PATCH half applied.
+    async fn send(&self, commands: Vec<Command>) -> Result<Vec<CommandReply>, Problem> {
+        let exchange = async {
+            let mut pending = Vec::with_capacity(commands.len());
+            for command in commands {
+                let (reply, answer) = oneshot::channel();
+                self.inbox
+                    .send(StudioMessage::Control(command, reply))
+                    .await
+                    .ok()?;
+                pending.push(answer);
+            }
+            let mut replies = Vec::with_capacity(pending.len());
+            for answer in pending {
+                replies.push(answer.await.ok()?);
+            }
+            Some(replies)
+        };
+        match tokio::time::timeout(self.reply_timeout, exchange).await {
+            Ok(Some(replies)) => Ok(replies),
+            // Closed inbox, dropped answer or no answer in time: the
+            // pipeline is not taking its inbox.
+            _ => Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, NOT_RUNNING)),
+        }
+    }
+}
+
+/// What a control path addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    /// `/control/hosts`.
+    Hosts,
+    /// `/control/hosts/{name}`.
+    Host(String),
+    /// `/control/hosts/{name}/kick`.
+    Kick(String),
+}
+
+impl Endpoint {
+    /// Routes a request path; anything else under the prefix is 404.
+    fn of(path: &str) -> Result<Endpoint, Problem> {
+        let rest = path
+            .strip_prefix(CONTROL_PATH)
+            .and_then(|rest| rest.strip_prefix("/hosts"))
+            .ok_or_else(Problem::not_found)?;
+        let segments: Vec<&str> = rest.split('/').collect();
+        match segments.as_slice() {
+            [""] => Ok(Endpoint::Hosts),
+            ["", name] if !name.is_empty() => Ok(Endpoint::Host(host_name(name)?)),
+            ["", name, "kick"] if !name.is_empty() => Ok(Endpoint::Kick(host_name(name)?)),
+            _ => Err(Problem::not_found()),
+        }
+    }
+
+    /// The `Allow` header of a 405 (RFC 9110 15.5.6).
+    fn allow(&self) -> &'static str {
+        match self {
+            Endpoint::Hosts => "GET, HEAD",
+            Endpoint::Host(_) => "GET, HEAD, PATCH",
+            Endpoint::Kick(_) => "POST",
+        }
+    }
+}
+
+/// A host name from its path segment, percent-decoded (names come from
+/// file stems and may hold spaces or non-ASCII).
+fn host_name(segment: &str) -> Result<String, Problem> {
+    let bad = || Problem::new(StatusCode::BAD_REQUEST, "malformed host name in path");
+    let bytes = segment.as_bytes();
+    let mut name = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = segment.get(i + 1..i + 3).ok_or_else(bad)?;
+            name.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            name.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(name).map_err(|_| bad())
+}
+
+/// The token of an `Authorization: Bearer <token>` value (RFC 6750 2.1;
+/// the scheme is case-insensitive, RFC 9110 11.1).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+/// Compares a secret with a presented value in time that depends only on
+/// the secret's length, so response timing cannot reveal how many leading
+/// bytes of a guess were right.
+fn constant_time_eq(secret: &[u8], presented: &[u8]) -> bool {
+    let mut diff = secret.len() ^ presented.len();
+    for (i, s) in secret.iter().enumerate() {
+        let p = presented.get(i).copied().unwrap_or(0);
+        diff |= usize::from(s ^ p);
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Whether `Content-Type` is `application/json` (parameters such as
+/// `charset` allowed; media types are case-insensitive, RFC 9110 8.3.1).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a request body of at most [`MAX_BODY_BYTES`].
+async fn read_body<B>(body: B) -> Result<Bytes, Problem>
+where
+    B: Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body must be at most {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    // A declared length says it all before anything is read.
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
+    }
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
+        Err(error) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("cannot read the body: {error}"),
+        )),
+    }
+}
+
+/// The body of a PATCH of a host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostPatch {
+    gain_db: Option<f32>,
+    muted: Option<bool>,
+}
+
+impl HostPatch {
+    fn parse(body: &[u8]) -> Result<HostPatch, Problem> {
+        let bad = |reason: String| Problem::new(StatusCode::BAD_REQUEST, reason);
+        let patch: HostPatch =
+            serde_json::from_slice(body).map_err(|e| bad(format!("invalid body: {e}")))?;
+        if patch.gain_db.is_none() && patch.muted.is_none() {
+            return Err(bad("nothing to change: give gain_db and/or muted".into()));
+        }
+        // JSON has no infinities, but 1e39 overflows an f32 to one.
+        if patch.gain_db.is_some_and(|db| !db.is_finite()) {
+            return Err(bad("gain_db must be a finite number of dB".into()));
+        }
+        Ok(patch)
+    }
+
+    /// The commands, gain first: unmuting with a new gain then starts at
+    /// that gain instead of ramping through the old one.
+    fn commands(&self, host: &str) -> Vec<Command> {
+        let gain = self.gain_db.map(|db| Command::SetGain {
+            host: host.to_owned(),
+            db,
+        });
+        let mute = self.muted.map(|muted| Command::SetMuted {
+            host: host.to_owned(),
+            muted,
+        });
+        gain.into_iter().chain(mute).collect()
+    }
+}
+
+/// A host on the wire. Kept apart from [`HostInfo`] so the API's shape is
+/// decided here: kinds as strings, unknown or non-finite values as `null`.
+#[derive(Debug, Serialize)]
+struct HostJson<'a> {
+    name: &'a str,
+    kind: &'static str,
+    state: &'static str,
+    protocol: Option<&'static str>,
+    peer: Option<&'a str>,
+    gain_db: Option<f32>,
+    muted: bool,
+    rms_dbfs: Option<f32>,
+    peak_dbfs: Option<f32>,
+    depth_ms: Option<u64>,
+    underruns: Option<u64>,
+    sessions: Option<u64>,
+}
+
+impl<'a> From<&'a HostInfo> for HostJson<'a> {
+    fn from(host: &'a HostInfo) -> Self {
+        let finite = |x: f32| x.is_finite().then_some(x);
+        HostJson {
+            name: &host.name,
+            kind: host.kind.as_str(),
+            state: host.state,
+            protocol: host.protocol,
+            peer: host.peer.as_deref(),
+            gain_db: finite(host.gain_db),
+            muted: host.muted,
+            rms_dbfs: finite(host.rms_dbfs),
+            peak_dbfs: finite(host.peak_dbfs),
+            depth_ms: host.depth_ms,
+            underruns: host.underruns,
+            sessions: host.sessions,
+        }
+    }
+}
+
+/// An error answer.
+#[derive(Debug)]
+struct Problem {
+    status: StatusCode,
+    reason: Cow<'static, str>,
+    /// The methods a 405 names.
+    allow: Option<&'static str>,
+}
+
+impl Problem {
+    fn new(status: StatusCode, reason: impl Into<Cow<'static, str>>) -> Problem {
+        Problem {
+            status,
+            reason: reason.into(),
+            allow: None,
+        }
+    }
+
+    fn not_found() -> Problem {
+        Problem::new(StatusCode::NOT_FOUND, "not found")
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Problem {
+        Problem {
+            allow: Some(allow),
+            ..Problem::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct ErrorJson<'a> {
+            error: &'a str,
+        }
+        let mut response = json(
+            self.status,
+            &ErrorJson {
+                error: &self.reason,
+            },
+        );
+        let headers = response.headers_mut();
+        if let Some(allow) = self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+        }
+        response
+    }
+}
+
+/// What a failed command means for the client: a name that matches no host
+/// is 404; asking a host for what its kind or state cannot do is 409.
+fn command_problem(error: CommandError) -> Problem {
+    let status = match error {
+        CommandError::UnknownHost(_) => StatusCode::NOT_FOUND,
+        CommandError::NotLive(_) | CommandError::NotConnected(_) => StatusCode::CONFLICT,
+    };
+    Problem::new(status, error.to_string())
+}
+
+/// A JSON answer, never stored by caches.
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
+    let (status, body) = match serde_json::to_vec(value) {
+        Ok(body) => (status, body),
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            br#"{"error":"cannot encode the answer"}"#.to_vec(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use serde_json::{Value, json};
+    use tokio::task::JoinHandle;
+
+    use crate::audio::mix::MAX_GAIN_DB;
+    use crate::audio::{FeedConfig, FeedId, LiveFeedConfig, Mixer, MixerConfig};
+    use crate::studio::{Close, HostKind, IngestEvent, SessionId, Studio};
+
+    const TOKEN: &str = "s3cret-token";
+
+    /// What the pipeline thread owns: the studio and the mixer.
+    struct Desk {
+        studio: Studio,
+        mixer: Mixer,
+        /// The mixer feed of the file host "intro".
+        intro: FeedId,
+    }
+
+    /// A file host "intro", the hold music "hold music" (a name that needs
+    /// percent-encoding in a path) and an offline live host "alice".
+    fn desk() -> Desk {
+        let mut mixer = Mixer::new(MixerConfig::default());
+        let mut studio = Studio::new();
+        let intro = mixer.add_feed(feed("intro"));
+        studio.add_file("intro", HostKind::File, intro);
+        let hold = mixer.add_feed(feed("hold music"));
+        studio.add_file("hold music", HostKind::Hold, hold);
+        studio
+            .add_live(&mut mixer, feed("alice"), LiveFeedConfig::default())
+            .expect("live host");
+        Desk {
+            studio,
+            mixer,
+            intro,
+        }
+    }
+
+    fn feed(name: &str) -> FeedConfig {
+        FeedConfig {
+            name: name.into(),
+            gain_db: 0.0,
+            muted: false,
+        }
+    }
+
+    /// Answers the inbox as the pipeline thread does, until every sender is
+    /// gone; then hands the desk back for inspection.
+    fn spawn_pipeline(mut desk: Desk) -> (mpsc::Sender<StudioMessage>, JoinHandle<Desk>) {
+        let (inbox, mut messages) = mpsc::channel(16);
+        let task = tokio::spawn(async move {
+            while let Some(message) = messages.recv().await {
+                match message {
+                    StudioMessage::Ingest(event) => desk.studio.ingest(event),
+                    StudioMessage::Control(command, reply) => {
+                        let _ = reply.send(desk.studio.command(&mut desk.mixer, command));
+                    }
+                }
+            }
+            desk
+        });
+        (inbox, task)
+    }
+
+    fn running() -> (ControlApi, JoinHandle<Desk>) {
+        let (inbox, task) = spawn_pipeline(desk());
+        (ControlApi::new(Some(TOKEN.into()), inbox), task)
+    }
+
+    /// Ends the pipeline task (dropping the API closes its inbox).
+    async fn stop(api: ControlApi, task: JoinHandle<Desk>) -> Desk {
+        drop(api);
+        task.await.expect("pipeline task")
+    }
+
+    /// A request to send.
+    struct Call<'a> {
+        method: Method,
+        path: &'a str,
+        authorization: Option<String>,
+        content_type: Option<&'a str>,
+        body: Bytes,
+    }
+
+    impl<'a> Call<'a> {
+        fn new(method: Method, path: &'a str) -> Self {
+            Call {
+                method,
+                path,
+                authorization: Some(format!("Bearer {TOKEN}")),
+                content_type: None,
+                body: Bytes::new(),
+            }
+        }
+
+        fn get(path: &'a str) -> Self {
+            Call::new(Method::GET, path)
+        }
+
+        fn patch(path: &'a str, body: &str) -> Self {
+            Call {
+                content_type: Some("application/json"),
+                body: Bytes::from(body.to_owned()),
+                ..Call::new(Method::PATCH, path)
+            }
+        }
+
+        fn authorization(self, value: Option<&str>) -> Self {
+            Call {
+                authorization: value.map(str::to_owned),
+                ..self
+            }
+        }
+
+        /// Sends the request; checks what every answer must carry.
+        async fn send(self, api: &ControlApi) -> Answer {
+            let mut req = Request::builder().method(self.method).uri(self.path);
+            if let Some(value) = self.authorization {
+                req = req.header(header::AUTHORIZATION, value);
+            }
+            if let Some(value) = self.content_type {
+                req = req.header(header::CONTENT_TYPE, value);
+            }
+            let req = req.body(Full::new(self.body)).expect("request");
+            let response = api.handle(req).await;
+            let (parts, body) = response.into_parts();
+            assert_eq!(parts.headers[header::CACHE_CONTROL], "no-store");
+            assert_eq!(parts.headers[header::CONTENT_TYPE], "application/json");
+            assert!(
+                !parts
+                    .headers
+                    .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            );
+            let bytes = body.collect().await.expect("body").to_bytes();
+            let json = serde_json::from_slice(&bytes).expect("a JSON body");
+            Answer {
+                status: parts.status,
+                headers: parts.headers,
+                json,
+            }
+        }
+    }
+
+    struct Answer {
+        status: StatusCode,
+        headers: HeaderMap,
+        json: Value,
+    }
+
+    impl Answer {
+        /// The reason of an error answer.
+        fn error(&self) -> &str {
+            self.json["error"].as_str().expect("an error reason")
+        }
+
+        fn host<'j>(&'j self, name: &str) -> &'j Value {
+            self.json
+                .as_array()
+                .expect("a host list")
+                .iter()
+                .find(|h| h["name"] == name)
+                .unwrap_or_else(|| panic!("{name} is not listed: {}", self.json))
+        }
+    }
+
+    #[tokio::test]
+    async fn lists_every_host_with_the_token() {
+        let (api, task) = running();
+        let list = Call::get("/control/hosts").send(&api).await;
+        assert_eq!(list.status, StatusCode::OK);
+        let names: Vec<&str> = list
+            .json
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|h| h["name"].as_str().expect("a name"))
+            .collect();
+        assert_eq!(names, ["intro", "hold music", "alice"]);
+        // Nothing has been mixed: levels are -inf, which JSON shows as null.
+        assert_eq!(
+            list.host("intro"),
+            &json!({
+                "name": "intro", "kind": "file", "state": "playing",
+                "protocol": null, "peer": null, "gain_db": 0.0, "muted": false,
+                "rms_dbfs": null, "peak_dbfs": null,
+                "depth_ms": null, "underruns": null, "sessions": null,
+            })
+        );
+        assert_eq!(list.host("hold music")["kind"], "hold");
+        let alice = list.host("alice");
+        assert_eq!(alice["kind"], "live");
+        assert_eq!(alice["state"], "offline");
+        assert_eq!(alice["sessions"], 0);
+        assert_eq!(alice["underruns"], 0);
+        assert!(alice["depth_ms"].is_u64());
+
+        let one = Call::get("/control/hosts/alice").send(&api).await;
+        assert_eq!(one.status, StatusCode::OK);
+        assert_eq!(&one.json, alice);
+        let encoded = Call::get("/control/hosts/hold%20music").send(&api).await;
+        assert_eq!(encoded.status, StatusCode::OK);
+        assert_eq!(encoded.json["name"], "hold music");
+        let head = Call::new(Method::HEAD, "/control/hosts").send(&api).await;
+        assert_eq!(head.status, StatusCode::OK);
+        stop(api, task).await;
+    }
+
+    #[tokio::test]
+    async fn refuses_missing_and_wrong_tokens() {
+        // No pipeline behind the API: a request that got past the check
+        // would be 503, so 401 shows the check comes first.
+        let (inbox, _) = mpsc::channel(1);
+        let api = ControlApi::new(Some(TOKEN.into()), inbox);
+        let wrong = [
+            None,
+            Some("Bearer".to_owned()),
+            Some("Bearer ".to_owned()),
+            Some("Bearer wrong".to_owned()),
+            Some(format!("Bearer {}", &TOKEN[..TOKEN.len() - 1])),
+            Some(format!("Bearer {TOKEN}x")),
+            Some(format!("Bearer {}", TOKEN.to_uppercase())),
+            Some(format!("Basic {TOKEN}")),
+            Some(TOKEN.to_owned()),
+        ];
+        for authorization in wrong {
+            for path in ["/control/hosts", "/control/hosts/nobody/kick", "/control/x"] {
+                let answer = Call::get(path)
+                    .authorization(authorization.as_deref())
+                    .send(&api)
+                    .await;
+                assert_eq!(
+                    answer.status,
+                    StatusCode::UNAUTHORIZED,
+                    "{authorization:?} {path}"
+                );
+                assert_eq!(
+                    answer.headers[header::WWW_AUTHENTICATE],
+                    "Bearer realm=\"onair-control\""
+                );
+            }
+        }
+        // The scheme is case-insensitive: past the check, on to the
+        // (absent) pipeline.
+        let answer = Call::get("/control/hosts")
+            .authorization(Some(&format!("bearer {TOKEN}")))
+            .send(&api)
+            .await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[tokio::test]
+    async fn is_disabled_without_a_token() {
+        let (inbox, task) = spawn_pipeline(desk());
+        for token in [None, Some(String::new())] {
+            let api = ControlApi::new(token, inbox.clone());
+            for authorization in [
+                None,
+                Some(format!("Bearer {TOKEN}")),
+                Some("Bearer ".into()),
+            ] {
+                let answer = Call::get("/control/hosts")
+                    .authorization(authorization.as_deref())
+                    .send(&api)
+                    .await;
+                assert_eq!(answer.status, StatusCode::FORBIDDEN);
+                assert_eq!(answer.error(), DISABLED);
+            }
+        }
+        drop(inbox);
+        task.await.expect("pipeline task");
+    }
+
+    #[tokio::test]
+    async fn patch_sets_gain_then_mute() {
+        let (api, task) = running();
+        let both = Call::patch(
+            "/control/hosts/intro",
+            r#"{"gain_db": -6.0, "muted": true}"#,
+        )
+        .send(&api)
+        .await;
+        assert_eq!(both.status, StatusCode::OK, "{}", both.json);
+        assert_eq!(both.json["name"], "intro");
+        assert_eq!(both.json["gain_db"], -6.0);
+        assert_eq!(both.json["muted"], true);
+        let list = Call::get("/control/hosts").send(&api).await;
+        assert_eq!(list.host("intro")["gain_db"], -6.0);
+        assert_eq!(list.host("intro")["muted"], true);
+        assert_eq!(list.host("alice")["gain_db"], 0.0);
+
+        // One field alone leaves the other as it was.
+        let unmute = Call::patch("/control/hosts/intro", r#"{"muted": false}"#)
+            .send(&api)
+            .await;
+        assert_eq!(unmute.json["gain_db"], -6.0);
+        assert_eq!(unmute.json["muted"], false);
+        // The mixer clamps; the answer shows what it applied.
+        let loud = Call::patch("/control/hosts/alice", r#"{"gain_db": 100}"#)
+            .send(&api)
+            .await;
+        assert_eq!(loud.status, StatusCode::OK);
+        assert_eq!(loud.json["gain_db"], f64::from(MAX_GAIN_DB));
+        let unknown = Call::patch("/control/hosts/bob", r#"{"muted": true}"#)
+            .send(&api)
+            .await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        assert!(unknown.error().contains("bob"), "{}", unknown.error());
+
+        let desk = stop(api, task).await;
+        assert_eq!(
+            desk.mixer.feed_config(desk.intro),
+            Some(&FeedConfig {
+                name: "intro".into(),
+                gain_db: -6.0,
+                muted: false
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn patch_refuses_bad_bodies() {
+        let (api, task) = running();
+        for body in [
+            "{}",
+            r#"{"gain": 1}"#,
+            r#"{"muted": true, "solo": true}"#,
+            r#"{"muted": "yes"}"#,
+            r#"{"gain_db": "-6"}"#,
+            r#"{"gain_db": 1e39}"#,
+            r#"{"gain_db": null}"#,
+            "[1]",
+            "-6",
+            "not json",
+            "",
+        ] {
+            let answer = Call::patch("/control/hosts/intro", body).send(&api).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert!(!answer.error().is_empty());
+        }
+        let reason = Call::patch("/control/hosts/intro", r#"{"gain": 1}"#)
+            .send(&api)
+            .await;
+        assert!(reason.error().contains("gain"), "{}", reason.error());
+
+        for content_type in [None, Some("text/plain"), Some("application/jsonp")] {
+            let answer = Call {
+                content_type,
+                ..Call::patch("/control/hosts/intro", r#"{"muted": true}"#)
+            }
+            .send(&api)
+            .await;
+            assert_eq!(
+                answer.status,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "{content_type:?}"
+            );
+        }
+        let with_charset = Call {
+            content_type: Some("Application/JSON; charset=utf-8"),
+            ..Call::patch("/control/hosts/intro", r#"{"muted": true}"#)
+        }
+        .send(&api)
+        .await;
+        assert_eq!(with_charset.status, StatusCode::OK);
+
+        // Valid JSON, but over the limit.
+        let huge = format!(r#"{{"muted": true{}}}"#, " ".repeat(MAX_BODY_BYTES));
+        let answer = Call::patch("/control/hosts/intro", &huge).send(&api).await;
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+        let desk = stop(api, task).await;
+        // Only the one valid request changed anything.
+        assert_eq!(
+            desk.mixer.feed_config(desk.intro).map(|c| c.muted),
+            Some(true)
+        );
+        assert_eq!(
+            desk.mixer.feed_config(desk.intro).map(|c| c.gain_db),
+            Some(0.0)
+        );
+    }
+
+    /// A chunked body declares no length: the limit must stop the read.
+    #[tokio::test]
+    async fn an_undeclared_body_is_cut_at_the_limit() {
+        use futures::stream;
+        use http_body_util::StreamBody;
+        use hyper::body::Frame;
+
+        let (api, task) = running();
+        let chunk = Bytes::from(vec![b' '; 1024]);
+        let chunks = (0..8).map(|_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone())));
+        let req = Request::builder()
+            .method(Method::PATCH)
+            .uri("/control/hosts/intro")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(StreamBody::new(stream::iter(chunks)))
+            .expect("request");
+        let response = api.handle(req).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        stop(api, task).await;
+    }
+
+    #[tokio::test]
+    async fn kick_ends_only_a_connected_live_session() {
+        let (api, task) = running();
+        let kick = |path| Call::new(Method::POST, path);
+        let file = kick("/control/hosts/intro/kick").send(&api).await;
+        assert_eq!(file.status, StatusCode::CONFLICT);
+        assert!(file.error().contains("not a live host"), "{}", file.error());
+        let offline = kick("/control/hosts/alice/kick").send(&api).await;
+        assert_eq!(offline.status, StatusCode::CONFLICT);
+        assert!(
+            offline.error().contains("not connected"),
+            "{}",
+            offline.error()
+        );
+        let unknown = kick("/control/hosts/bob/kick").send(&api).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+
+        let session = SessionId(7);
+        api.inbox
+            .send(StudioMessage::Ingest(IngestEvent::Connected {
+                host: "alice".into(),
+                session,
+                protocol: "rtmp",
+                peer: "192.0.2.1:50000".into(),
+            }))
+            .await
+            .expect("inbox");
+        let connected = Call::get("/control/hosts/alice").send(&api).await;
+        assert_eq!(connected.json["state"], "connected");
+        assert_eq!(connected.json["protocol"], "rtmp");
+        assert_eq!(connected.json["peer"], "192.0.2.1:50000");
+        assert_eq!(connected.json["sessions"], 1);
+
+        let kicked = kick("/control/hosts/alice/kick").send(&api).await;
+        assert_eq!(kicked.status, StatusCode::OK, "{}", kicked.json);
+        assert_eq!(kicked.json["state"], "offline");
+        assert_eq!(kicked.json["peer"], Value::Null);
+        assert_eq!(kicked.json["sessions"], 1);
+        // Kicked once: the session is gone.
+        let again = kick("/control/hosts/alice/kick").send(&api).await;
+        assert_eq!(again.status, StatusCode::CONFLICT);
+
+        let mut desk = stop(api, task).await;
+        assert_eq!(
+            desk.studio.take_closes(),
+            [Close {
+                session,
+                reason: "kicked by the operator".into()
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_refused() {
+        let (api, task) = running();
+        for path in [
+            "/control",
+            "/control/",
+            "/control/host",
+            "/control/hosts/",
+            "/control/hosts//kick",
+            "/control/hosts/alice/",
+            "/control/hosts/alice/mute",
+            "/control/hosts/alice/kick/now",
+        ] {
+            let answer = Call::get(path).send(&api).await;
+            assert_eq!(answer.status, StatusCode::NOT_FOUND, "{path}");
+        }
+        let unknown = Call::get("/control/hosts/bob").send(&api).await;
+        assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+        for path in [
+            "/control/hosts/%zz",
+            "/control/hosts/%ff",
+            "/control/hosts/a%2",
+        ] {
+            let answer = Call::get(path).send(&api).await;
+            assert_eq!(answer.status, StatusCode::BAD_REQUEST, "{path}");
+        }
+        for (method, path, allow) in [
+            (Method::DELETE, "/control/hosts", "GET, HEAD"),
+            (Method::POST, "/control/hosts", "GET, HEAD"),
+            (Method::PUT, "/control/hosts/alice", "GET, HEAD, PATCH"),
+            (Method::POST, "/control/hosts/alice", "GET, HEAD, PATCH"),
+            (Method::GET, "/control/hosts/alice/kick", "POST"),
+            (Method::OPTIONS, "/control/hosts/alice/kick", "POST"),
+        ] {
+            let answer = Call::new(method.clone(), path).send(&api).await;
+            assert_eq!(
+                answer.status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{method} {path}"
+            );
+            assert_eq!(answer.headers[header::ALLOW], allow, "{method} {path}");
+        }
+        stop(api, task).await;
+    }
+
+    #[tokio::test]
+    async fn a_stopped_or_stalled_broadcast_is_unavailable() {
+        // Closed inbox: the pipeline thread has ended.
+        let (inbox, messages) = mpsc::channel(1);
+        drop(messages);
+        let api = ControlApi::new(Some(TOKEN.into()), inbox);
+        for call in [
+            Call::get("/control/hosts"),
+            Call::patch("/control/hosts/alice", r#"{"muted": true}"#),
+            Call::new(Method::POST, "/control/hosts/alice/kick"),
+        ] {
+            let answer = call.send(&api).await;
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(answer.json, json!({"error": NOT_RUNNING}));
+        }
+
+        // A pipeline that takes messages but never answers: the wait ends.
+        let (inbox, mut messages) = mpsc::channel(4);
+        let stalled = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(message) = messages.recv().await {
+                held.push(message);
+            }
+        });
+        let api = ControlApi {
+            reply_timeout: Duration::from_millis(50),
+            ..ControlApi::new(Some(TOKEN.into()), inbox)
+        };
+        let answer = Call::get("/control/hosts").send(&api).await;
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(answer.error(), NOT_RUNNING);
+        drop(api);
+        stalled.await.expect("stalled task");
+    }
+
+    #[test]
+    fn tokens_compare_exactly() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        for other in [&b"abd"[..], b"ab", b"abcd", b"", b"ABC", b"ab\0"] {
+            assert!(!constant_time_eq(b"abc", other), "{other:?}");
+        }
+        assert_eq!(bearer_token(b"Bearer  abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Bearer   "), None);
+    }
+
+    #[test]
+    fn the_token_never_shows_in_debug_output() {
+        let (inbox, _) = mpsc::channel(1);
+        let api = ControlApi::new(Some(TOKEN.into()), inbox);
+        let text = format!("{api:?}");
+        assert!(!text.contains(TOKEN), "{text}");
+        assert!(text.contains("enabled: true"), "{text}");
+    }
+}

@@ -1,0 +1,230 @@
+//! Host keys: which secret lets which host publish.
+//!
+//! A broadcast's live hosts are exactly the names of its keys: `--key
+//! NAME=SECRET` (repeatable) or a keys file with one `NAME=SECRET` per line
+//! (`#` comments and blank lines allowed). An RTMP publisher puts the
+//! secret in its URL (`rtmp://HOST/live/SECRET`, the "stream key"); a WHIP
+//! publisher sends it as a bearer token.
+
+use std::path::Path;
+
+/// Why keys could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// A key spec is not `NAME=SECRET`, or its parts are not acceptable.
+    #[error("bad key {spec:?}: {reason}")]
+    Bad {
+        /// The offending spec (the secret masked).
+        spec: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// Two keys name the same host or carry the same secret.
+    #[error("duplicate key: {0}")]
+    Duplicate(String),
+    /// The keys file could not be read.
+    #[error("cannot read keys file {path}: {reason}")]
+    File {
+        /// The file.
+        path: String,
+        /// The OS error.
+        reason: String,
+    },
+}
+
+/// Secrets shorter than this are refused: a stream key is a password.
+pub const MIN_SECRET_LEN: usize = 8;
+
+/// One host's key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Key {
+    /// The host's name (its mixer feed and control API name).
+    pub name: String,
+    secret: String,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("name", &self.name)
+            .field("secret", &"…")
+            .finish()
+    }
+}
+
+impl std::str::FromStr for Key {
+    type Err = KeyError;
+
+    /// Parses `NAME=SECRET`. Names are 1-64 of `A-Z a-z 0-9 _ -` (they end
+    /// up in logs and URLs); secrets are at least [`MIN_SECRET_LEN`]
+    /// printable ASCII characters without spaces or `/` (they end up in an
+    /// RTMP URL path).
+    fn from_str(spec: &str) -> Result<Self, KeyError> {
+        let bad = |reason| KeyError::Bad {
+            spec: mask(spec),
+            reason,
+        };
+        let (name, secret) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SECRET"))?;
+        let name_ok = !name.is_empty()
+            && name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(bad("the name must be 1-64 of A-Z a-z 0-9 _ -"));
+        }
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(bad("the secret must be at least 8 characters"));
+        }
+        if !secret.bytes().all(|b| b.is_ascii_graphic() && b != b'/') {
+            return Err(bad(
+                "the secret must be printable ASCII without spaces or '/'",
+            ));
+        }
+        Ok(Key {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+}
+
+/// `NAME=SECRET` with the secret hidden, for error messages.
+fn mask(spec: &str) -> String {
+    match spec.split_once('=') {
+        Some((name, _)) => format!("{name}=…"),
+        None => "…".to_owned(),
+    }
+}
+
+/// The keys of a broadcast.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    keys: Vec<Key>,
+}
+
+impl Keys {
+    /// Keys from specs, checked for duplicate names and secrets.
+    pub fn new(keys: Vec<Key>) -> Result<Self, KeyError> {
+        for (i, k) in keys.iter().enumerate() {
+            for other in &keys[..i] {
+                if other.name == k.name {
+                    return Err(KeyError::Duplicate(format!(
+                        "two keys for host {:?}",
+                        k.name
+                    )));
+                }
+                if other.secret == k.secret {
+                    return Err(KeyError::Duplicate(format!(
+                        "hosts {:?} and {:?} share a secret",
+                        other.name, k.name
+                    )));
+                }
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// Parses a keys file: one `NAME=SECRET` per line; blank lines and
+    /// lines starting with `#` are ignored.
+    pub fn parse_file_text(text: &str) -> Result<Vec<Key>, KeyError> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::parse)
+            .collect()
+    }
+
+    /// Reads a keys file (see [`parse_file_text`](Self::parse_file_text)).
+    pub fn read_file(path: &Path) -> Result<Vec<Key>, KeyError> {
+        let text = std::fs::read_to_string(path).map_err(|e| KeyError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        Self::parse_file_text(&text)
+    }
+
+    /// The host a secret belongs to. Every key is compared in full, in time
+    /// independent of where the secrets differ, so timing does not reveal a
+    /// secret's prefix.
+    pub fn host_for(&self, secret: &str) -> Option<&str> {
+        let mut found = None;
+        for key in &self.keys {
+            if constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
+                found = Some(key.name.as_str());
+            }
+        }
+        found
+    }
+
+    /// The hosts' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.keys.iter().map(|k| k.name.as_str())
+    }
+
+    /// Whether there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Compares two byte strings in time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_finds_hosts_by_secret() {
+        let keys = Keys::new(vec![
+            "alice=s3cret-alice".parse().unwrap(),
+            "bob=s3cret-bob!".parse().unwrap(),
+        ])
+        .unwrap();
+        assert_eq!(keys.host_for("s3cret-alice"), Some("alice"));
+        assert_eq!(keys.host_for("s3cret-bob!"), Some("bob"));
+        assert_eq!(keys.host_for("s3cret-bob"), None);
+        assert_eq!(keys.host_for(""), None);
+        assert_eq!(keys.names().collect::<Vec<_>>(), ["alice", "bob"]);
+    }
+
+    #[test]
+    fn refuses_bad_specs_without_echoing_the_secret() {
+        for spec in [
+            "alice",
+            "=longenough",
+            "al ice=longenough",
+            "alice=short",
+            "alice=with/slash",
+            "alice=with space",
+        ] {
+            let err = spec.parse::<Key>().unwrap_err();
+            assert!(!err.to_string().contains("longenough"), "{err}");
+        }
+        let dup = Keys::new(vec![
+            "a=12345678".parse().unwrap(),
+            "a=87654321".parse().unwrap(),
+        ]);
+        assert!(matches!(dup, Err(KeyError::Duplicate(_))));
+        let shared = Keys::new(vec![
+            "a=12345678".parse().unwrap(),
+            "b=12345678".parse().unwrap(),
+        ]);
+        assert!(matches!(shared, Err(KeyError::Duplicate(_))));
+    }
+
+    #[test]
+    fn reads_a_keys_file_with_comments() {
+        let keys = Keys::parse_file_text("# hosts\n\nalice=aaaaaaaa\n  bob=bbbbbbbb  \n").unwrap();
+        assert_eq!(keys.len(), 2);
+        assert_eq!(keys[1].name, "bob");
+        assert!(Keys::parse_file_text("alice\n").is_err());
+    }
+}
