@@ -7,12 +7,16 @@
 //! 5 s, let a WebAudio analyser on the page's `<audio>` element hear the tone
 //! (RMS level and strongest frequency), show no player error and throw no
 //! script error, and give a plausible latency readout, which the test prints.
-//! The native run first checks that `/` links to the stream's page.
+//! The native run first checks that `/` links to the stream's page. A third
+//! run plays a live mix: two ffmpeg RTMP hosts publishing to `onair live
+//! --rtmp`, heard through the page with hls.js.
 //!
 //! `scripts/browser-deps.sh` installs Chromium and the npm packages (into
 //! `tests/browser/node_modules`); without them these tests fail, they never
 //! skip. Screenshots of the page go to `$CARGO_TARGET_TMPDIR`.
 
+#[path = "common/broadcast.rs"]
+mod live;
 #[path = "common/wav.rs"]
 mod wav;
 
@@ -55,7 +59,7 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 fn listener_page_plays_with_native_hls() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let broadcast = Broadcast::start();
-    let run = listen(&broadcast, "native", true);
+    let run = listen(&broadcast.base, "native", true, &broadcast);
     assert_eq!(
         run.number("index_links"),
         1.0,
@@ -73,7 +77,58 @@ fn listener_page_plays_with_native_hls() {
 fn listener_page_plays_with_hlsjs() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
     let broadcast = Broadcast::start();
-    let run = listen(&broadcast, "hlsjs", false);
+    let run = listen(&broadcast.base, "hlsjs", false, &broadcast);
+    assert_played(&run, "hlsjs");
+}
+
+/// The live mix of two RTMP hosts: alice's 440 Hz is the louder tone, so
+/// the analyser's strongest frequency is hers; bob (44.1 kHz mono, 1 kHz)
+/// is mixed under it.
+#[test]
+fn listener_page_plays_a_live_mix_of_rtmp_hosts() {
+    const ALICE: live::HostKey = live::HostKey {
+        name: "alice",
+        secret: "alice-browser-key",
+    };
+    const BOB: live::HostKey = live::HostKey {
+        name: "bob",
+        secret: "bob-browser-key",
+    };
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let hlsjs = require_browser_tools();
+    let broadcast = live::Broadcast::start_with(
+        STREAM,
+        &[ALICE, BOB],
+        [std::ffi::OsStr::new("--hlsjs-file"), hlsjs.as_os_str()],
+    );
+    let tone = |freq_hz, volume_db, sample_rate, channels| live::Tone {
+        freq_hz,
+        volume_db,
+        sample_rate,
+        channels,
+        codec: live::Codec::Aac,
+    };
+    // +6 dB on ffmpeg's 1/8 sine: RMS 0.18, well above MIN_RMS.
+    let _alice =
+        live::Publisher::start(&broadcast.rtmp_url(&ALICE), &tone(TONE_HZ, 6.0, 48_000, 2));
+    let _bob = live::Publisher::start(&broadcast.rtmp_url(&BOB), &tone(1000.0, -6.0, 44_100, 1));
+    // Join once the hosts are on air and a segment with them is stored.
+    let segment = broadcast
+        .store_dir()
+        .join(STREAM)
+        .join(format!("aac/{JOIN_AFTER_SEGMENT}.m4s"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !segment.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} after 30 s\n{}",
+            segment.display(),
+            broadcast.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://{}/", broadcast.http_addr());
+    let run = listen(&base, "hlsjs", false, &broadcast.log());
     assert_played(&run, "hlsjs");
 }
 
@@ -276,10 +331,11 @@ impl std::fmt::Display for Run {
     }
 }
 
-/// Opens the listener page with `player` in a fresh Chromium profile and
-/// listens; with `check_index`, first opens `/` and reports its link to the
-/// stream.
-fn listen(broadcast: &Broadcast, player: &str, check_index: bool) -> Run {
+/// Opens the listener page of the origin at `base` with `player` in a fresh
+/// Chromium profile and listens; with `check_index`, first opens `/` and
+/// reports its link to the stream. `broadcast` shows the broadcast's log
+/// when it fails.
+fn listen(base: &str, player: &str, check_index: bool, broadcast: &dyn std::fmt::Display) -> Run {
     let profile = tempfile::tempdir().expect("profile dir");
     let screenshot =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("listener-page-{player}.png"));
@@ -288,7 +344,7 @@ fn listen(broadcast: &Broadcast, player: &str, check_index: bool) -> Run {
         .current_dir(browser_dir())
         .arg(NODE_SCRIPT)
         .arg("--page")
-        .arg(format!("{}?player={player}", broadcast.page_url()))
+        .arg(format!("{base}{STREAM}/?player={player}"))
         .arg("--user-data-dir")
         .arg(profile.path())
         .arg("--seconds")
@@ -296,9 +352,7 @@ fn listen(broadcast: &Broadcast, player: &str, check_index: bool) -> Run {
         .arg("--screenshot")
         .arg(&screenshot);
     if check_index {
-        command
-            .args(["--index", &broadcast.base])
-            .args(["--stream", STREAM]);
+        command.args(["--index", base]).args(["--stream", STREAM]);
     }
     let output = command
         .output()
