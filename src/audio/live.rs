@@ -404,13 +404,9 @@ impl LiveFeed {
         if !same_format {
             let mut fresh =
                 Converter::with_channels(audio.rate, audio.channels).map_err(convert_err)?;
-            if let Some(mut old) = self.converter.take() {
-                // The old format's last frames still belong to the stream.
-                let mut tail = Vec::new();
-                if old.finish(&mut tail).is_ok() {
-                    self.append(&tail);
-                }
-            }
+            // The old format's last frames still belong to the stream; they
+            // end with a fade-out like any break.
+            self.end_run();
             fresh.reset();
             self.converter = Some(fresh);
             self.host = None;
@@ -508,16 +504,14 @@ impl LiveFeed {
                 "live feed: timestamp gap filled with silence"
             );
             self.stats.gaps += 1;
-            let host_frames = rescale(ahead as u64, 1000, audio.rate) as usize;
-            let zeros = vec![0.0f32; host_frames * audio.channels];
-            let mut out = std::mem::take(&mut self.scratch);
-            out.clear();
-            self.convert(&zeros, &mut out)
-                .map_err(|source| LiveError::Convert { host_ts_ms, source })?;
-            self.append(&out);
-            self.scratch = out;
+            self.end_run();
+            // The silence goes straight into the buffer in program format:
+            // the converter restarts with the audio after the gap.
+            let gap = usize::try_from(gap_frames).unwrap_or(usize::MAX);
+            self.queue.resize(self.queue.len() + gap * CHANNELS, 0.0);
+            let host_frames = rescale(ahead.unsigned_abs(), 1000, audio.rate);
             if let Some(h) = &mut self.host {
-                h.frames += host_frames as u64;
+                h.frames += host_frames;
             }
         } else {
             tracing::info!(
@@ -525,10 +519,35 @@ impl LiveFeed {
                 "live feed: host timestamps jumped; timeline re-anchored"
             );
             self.stats.discontinuities += 1;
+            self.end_run();
             self.anchor(host_ts_ms, audio.rate, arrival);
         }
         self.host_fade_in = self.host_fade_in_len();
         Ok(())
+    }
+
+    /// Ends a run of host audio before a break (a gap, a re-anchor, a new
+    /// format): flushes the converter so the run's last frames are queued
+    /// rather than blended into what follows, then fades out the queued tail
+    /// over up to one ramp, so the cut never clicks (the audio after the
+    /// break fades in).
+    fn end_run(&mut self) {
+        if let Some(mut converter) = self.converter.take() {
+            let mut tail = std::mem::take(&mut self.scratch);
+            tail.clear();
+            if converter.finish(&mut tail).is_ok() {
+                self.append(&tail);
+            }
+            converter.reset();
+            self.converter = Some(converter);
+            self.scratch = tail;
+        }
+        let n = self.ramp.min(self.queued());
+        let start = self.queue.len() - n * CHANNELS;
+        for (i, frame) in self.queue[start..].chunks_exact_mut(CHANNELS).enumerate() {
+            let g = fade_in_gain(n - 1 - i, n);
+            frame.iter_mut().for_each(|s| *s *= g);
+        }
     }
 
     /// Appends program-format samples to the jitter buffer.
