@@ -134,6 +134,8 @@ struct Publisher {
     /// The AudioSpecificConfig the decoder was built from.
     asc: Vec<u8>,
     timeline: Timeline,
+    /// The publisher unpublished: its audio is no longer mixed.
+    stopped: bool,
 }
 
 struct Bridge {
@@ -147,29 +149,39 @@ struct Bridge {
 
 impl Bridge {
     async fn run(mut self, mut events: mpsc::Receiver<ConnectionEvent>) {
+        let mut out = Vec::new();
         while let Some(event) = events.recv().await {
-            let Some(message) = self.on_event(event) else {
-                continue;
-            };
-            if self
-                .inbox
-                .send(StudioMessage::Ingest(message))
-                .await
-                .is_err()
-            {
-                // The broadcast is over.
-                return;
+            self.on_event(event, &mut out);
+            for message in out.drain(..) {
+                if self.inbox.send(StudioMessage::Ingest(message)).await.is_err() {
+                    // The broadcast is over.
+                    return;
+                }
             }
         }
     }
 
     /// Turns one connection event into what the studio needs to know.
-    fn on_event(&mut self, event: ConnectionEvent) -> Option<IngestEvent> {
+    fn on_event(&mut self, event: ConnectionEvent, out: &mut Vec<IngestEvent>) {
         let ConnectionEvent {
             connection,
             peer,
             event,
         } = event;
+        if matches!(event, Event::PublishRequested { .. }) {
+            // A new publish on a connection that published before: the
+            // earlier session is over.
+            out.extend(self.leave(connection, "the publisher published again".into()));
+        }
+        out.extend(self.translate(connection, peer, event));
+    }
+
+    fn translate(
+        &mut self,
+        connection: ConnectionId,
+        peer: SocketAddr,
+        event: Event,
+    ) -> Option<IngestEvent> {
         match event {
             Event::PublishRequested { app, key } => {
                 let request = PublishRequest {
@@ -193,6 +205,7 @@ impl Bridge {
                         decoder: None,
                         asc: Vec::new(),
                         timeline: Timeline::default(),
+                        stopped: false,
                     },
                 );
                 Some(IngestEvent::Connected {
@@ -222,7 +235,14 @@ impl Bridge {
                 codec,
                 data,
             } => self.audio(connection, timestamp_ms, codec, &data),
-            Event::Unpublished => self.leave(connection, "the publisher stopped".into()),
+            Event::Unpublished => {
+                // The session reports why it ended in the `Closed` that
+                // follows when it closes; until then the audio stops here.
+                if let Some(p) = self.publishers.get_mut(&connection) {
+                    p.stopped = true;
+                }
+                None
+            }
             Event::Closed(reason) => self.leave(connection, reason.to_string()),
             Event::Connected { .. } | Event::Metadata(_) => None,
         }
@@ -236,6 +256,9 @@ impl Bridge {
         data: &[u8],
     ) -> Option<IngestEvent> {
         let publisher = self.publishers.get_mut(&connection)?;
+        if publisher.stopped {
+            return None;
+        }
         if codec == AudioCodec::Mp3 && publisher.decoder.is_none() {
             match PacketDecoder::mp3() {
                 Ok(decoder) => publisher.decoder = Some(decoder),
