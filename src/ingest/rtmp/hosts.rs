@@ -153,7 +153,12 @@ impl Bridge {
         while let Some(event) = events.recv().await {
             self.on_event(event, &mut out);
             for message in out.drain(..) {
-                if self.inbox.send(StudioMessage::Ingest(message)).await.is_err() {
+                if self
+                    .inbox
+                    .send(StudioMessage::Ingest(message))
+                    .await
+                    .is_err()
+                {
                     // The broadcast is over.
                     return;
                 }
