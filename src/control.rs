@@ -34,11 +34,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::http_input::{self, BodyError, bearer_token, constant_time_eq};
 use crate::origin::request::CONTROL_PATH;
 use crate::run::{CommandReply, StudioMessage};
 use crate::studio::{Command, CommandError, HostInfo};
@@ -275,29 +276,6 @@ fn host_name(segment: &str) -> Result<String, Problem> {
     String::from_utf8(name).map_err(|_| bad())
 }
 
-/// The token of an `Authorization: Bearer <token>` value (RFC 6750 2.1;
-/// the scheme is case-insensitive, RFC 9110 11.1).
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
-    let scheme = value.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
-        return None;
-    }
-    let token = value[7..].trim_ascii();
-    (!token.is_empty()).then_some(token)
-}
-
-/// Compares a secret with a presented value in time that depends only on
-/// the secret's length, so response timing cannot reveal how many leading
-/// bytes of a guess were right.
-fn constant_time_eq(secret: &[u8], presented: &[u8]) -> bool {
-    let mut diff = secret.len() ^ presented.len();
-    for (i, s) in secret.iter().enumerate() {
-        let p = presented.get(i).copied().unwrap_or(0);
-        diff |= usize::from(s ^ p);
-    }
-    std::hint::black_box(diff) == 0
-}
-
 /// Whether `Content-Type` is `application/json` (parameters such as
 /// `charset` allowed; media types are case-insensitive, RFC 9110 8.3.1).
 fn is_json(headers: &HeaderMap) -> bool {
@@ -314,24 +292,15 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("the body must be at most {MAX_BODY_BYTES} bytes"),
-        )
-    };
-    // A declared length says it all before anything is read.
-    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
-        return Err(too_large());
-    }
-    match Limited::new(body, MAX_BODY_BYTES).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
-        Err(error) => Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("cannot read the body: {error}"),
-        )),
-    }
+    http_input::read_body(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|error| {
+            let status = match error {
+                BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::Read(_) => StatusCode::BAD_REQUEST,
+            };
+            Problem::new(status, error.to_string())
+        })
 }
 
 /// The body of a PATCH of a host.
@@ -502,6 +471,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Full<Bytes>> {
 mod tests {
     use super::*;
 
+    use http_body_util::BodyExt;
     use serde_json::{Value, json};
     use tokio::task::JoinHandle;
 
@@ -1033,18 +1003,6 @@ mod tests {
         assert_eq!(answer.error(), NOT_RUNNING);
         drop(api);
         stalled.await.expect("stalled task");
-    }
-
-    #[test]
-    fn tokens_compare_exactly() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        for other in [&b"abd"[..], b"ab", b"abcd", b"", b"ABC", b"ab\0"] {
-            assert!(!constant_time_eq(b"abc", other), "{other:?}");
-        }
-        assert_eq!(bearer_token(b"Bearer  abc "), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"BEARER abc"), Some(&b"abc"[..]));
-        assert_eq!(bearer_token(b"Bearerabc"), None);
-        assert_eq!(bearer_token(b"Bearer   "), None);
     }
 
     #[test]

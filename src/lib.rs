@@ -12,6 +12,7 @@ pub mod cmaf;
 pub mod control;
 pub mod encode;
 pub mod hls;
+pub mod http_input;
 pub mod ingest;
 pub mod loadtest;
 pub mod origin;

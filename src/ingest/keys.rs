@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use crate::http_input::constant_time_eq;
+
 /// Why keys could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -167,14 +169,6 @@ impl Keys {
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
-}
-
-/// Compares two byte strings in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]
