@@ -70,7 +70,17 @@ struct LiveArgs {
     /// Accept RTMP publishers on this address (rtmp://ADDR/live/SECRET), e.g. 127.0.0.1:1935.
     #[arg(long, value_name = "ADDR")]
     rtmp: Option<String>,
-    /// A live host and its secret (the RTMP stream key); repeatable.
+    /// Accept WHIP hosts (browsers, WebRTC): WebRTC media on this UDP address, e.g. 0.0.0.0:8189;
+    /// the WHIP endpoint is http://HTTP/{stream}/whip and the host page http://HTTP/{stream}/host.
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    webrtc_udp: Option<std::net::SocketAddr>,
+    /// The address WebRTC peers reach the UDP socket at (behind NAT, or when --webrtc-udp binds 0.0.0.0).
+    #[arg(long, value_name = "ADDR", requires = "webrtc_udp")]
+    webrtc_public: Option<std::net::SocketAddr>,
+    /// Most WHIP sessions at once; more are refused with 503.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_whip_sessions: u32,
+    /// A live host and its secret (the RTMP stream key, the WHIP bearer token); repeatable.
     #[arg(long = "key", value_name = "NAME=SECRET")]
     keys: Vec<onair::ingest::keys::Key>,
     /// A file of live hosts' keys, one NAME=SECRET per line (# comments).
@@ -301,8 +311,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         keys.extend(onair::ingest::keys::Keys::read_file(path)?);
     }
     let keys = Arc::new(onair::ingest::keys::Keys::new(keys)?);
-    if args.rtmp.is_some() && keys.is_empty() {
-        anyhow::bail!("--rtmp needs at least one host key: --key NAME=SECRET or --keys-file");
+    if (args.rtmp.is_some() || args.webrtc_udp.is_some()) && keys.is_empty() {
+        anyhow::bail!(
+            "live hosts (--rtmp, --webrtc-udp) need at least one host key: --key NAME=SECRET or --keys-file"
+        );
     }
     if args.admin_token.is_some() && args.http.is_none() {
         anyhow::bail!("the control API (--admin-token) is served on --http ADDR: add it");
@@ -351,13 +363,41 @@ async fn live(args: LiveArgs) -> Result<()> {
         .admin_token
         .clone()
         .map(|token| ControlApi::new(Some(token), inbox_tx.clone()));
-    let observer = match &args.http {
-        Some(addr) => {
-            Some(start_origin(addr, &store, &args.page, &args.common.stream, control).await?)
+    let whip = match args.webrtc_udp {
+        Some(udp) => {
+            let config = onair::ingest::whip::rtc::RtcConfig {
+                public: args.webrtc_public,
+                max_sessions: args.max_whip_sessions as usize,
+                ..onair::ingest::whip::rtc::RtcConfig::new(udp)
+            };
+            let (endpoint, handle) = onair::ingest::whip::rtc::RtcEndpoint::bind(config)
+                .await
+                .with_context(|| format!("cannot open the WebRTC UDP socket {udp}"))?;
+            let media = endpoint.candidate_addr();
+            let (api, ingest) = onair::ingest::whip::endpoint::start(
+                endpoint,
+                handle,
+                &args.common.stream,
+                keys.clone(),
+                inbox_tx.clone(),
+                clock,
+                onair::ingest::whip::jitter::OpusJitterConfig::default(),
+            );
+            Some((api, ingest, media))
         }
         None => None,
     };
-    let closer: Option<run::Closer> = match &args.rtmp {
+    let apis = BroadcastApis {
+        control,
+        whip: whip.as_ref().map(|(api, _, media)| (api.clone(), *media)),
+    };
+    let observer = match &args.http {
+        Some(addr) => {
+            Some(start_origin(addr, &store, &args.page, &args.common.stream, apis).await?)
+        }
+        None => None,
+    };
+    let rtmp = match &args.rtmp {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
@@ -369,12 +409,19 @@ async fn live(args: LiveArgs) -> Result<()> {
                 inbox_tx.clone(),
                 clock,
             )?;
-            Some(Box::new(move |close| {
-                ingest.close(&close);
-            }))
+            Some(ingest)
         }
         None => None,
     };
+    let whip_ingest = whip.map(|(_, ingest, _)| ingest);
+    // A session is either protocol's; each closes only its own.
+    let closer: run::Closer = Box::new(move |close| {
+        let closed = rtmp.as_ref().is_some_and(|r| r.close(&close))
+            || whip_ingest.as_ref().is_some_and(|w| w.close(&close));
+        if !closed {
+            tracing::debug!(session = %close.session, "session to close is already gone");
+        }
+    });
     drop(inbox_tx);
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
@@ -389,12 +436,19 @@ async fn live(args: LiveArgs) -> Result<()> {
     let io = run::LiveIo {
         observer,
         inbox: Some(inbox),
-        closer,
+        closer: Some(closer),
         clock,
     };
     let summary = run::broadcast(pipeline, store.clone(), stop, io).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
+}
+
+/// What the in-process origin serves for the broadcast beyond the store.
+struct BroadcastApis {
+    control: Option<ControlApi>,
+    /// The WHIP resources and the UDP address WebRTC media goes to.
+    whip: Option<(onair::ingest::whip::endpoint::WhipApi, std::net::SocketAddr)>,
 }
 
 /// Ingest events and control commands queued for the pipeline thread,
@@ -439,17 +493,20 @@ async fn start_origin(
     store: &Store,
     page: &PageArgs,
     stream: &str,
-    control: Option<ControlApi>,
+    apis: BroadcastApis,
 ) -> Result<tokio::sync::broadcast::Sender<onair::publish::Op>> {
     let (mut origin, listener) = bind_origin(addr, store, page).await?;
-    if let Some(control) = control {
+    let local = listener.local_addr().context("listener address")?;
+    if let Some(control) = apis.control {
         origin = origin.with_control(control);
+        tracing::info!("control API: http://{local}/control/hosts");
+    }
+    if let Some((whip, media)) = apis.whip {
+        origin = origin.with_whip(whip);
         tracing::info!(
-            "control API: http://{}/control/hosts",
-            listener.local_addr().context("listener address")?
+            "WHIP ingest: http://{local}/{stream}/whip (media on udp {media}); host page http://{local}/{stream}/host"
         );
     }
-    let local = listener.local_addr().context("listener address")?;
     let (tx, rx) = tokio::sync::broadcast::channel(ORIGIN_ANNOUNCEMENTS);
     let observing = origin.clone();
     tokio::spawn(async move { observing.observe(rx).await });

@@ -42,6 +42,7 @@ use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::control::ControlApi;
+use crate::ingest::whip::endpoint::WhipApi;
 use crate::publish::{ObjectKind, Op, Store};
 
 use cache::{Document, Loader, ObjectCache, ShortLived};
@@ -92,8 +93,17 @@ impl Default for OriginConfig {
 #[derive(Debug, Clone)]
 pub struct Origin {
     shared: Arc<Shared>,
-    /// The broadcast's control API, when this origin serves one.
-    control: Option<Arc<ControlApi>>,
+    /// The broadcast's own resources, when this origin serves a broadcast.
+    broadcast: BroadcastApis,
+}
+
+/// What an in-process origin serves for its broadcast beyond the store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct BroadcastApis {
+    /// The control API.
+    pub(crate) control: Option<Arc<ControlApi>>,
+    /// WHIP ingest and the host page.
+    pub(crate) whip: Option<Arc<WhipApi>>,
 }
 
 #[derive(Debug)]
@@ -131,7 +141,7 @@ impl Origin {
                 listing: ShortLived::default(),
                 waiting: AtomicUsize::new(0),
             }),
-            control: None,
+            broadcast: BroadcastApis::default(),
         }
     }
 
@@ -139,7 +149,15 @@ impl Origin {
     /// Without it those paths are 404 like any unknown path: a standalone
     /// origin has no broadcast to control.
     pub fn with_control(mut self, api: ControlApi) -> Origin {
-        self.control = Some(Arc::new(api));
+        self.broadcast.control = Some(Arc::new(api));
+        self
+    }
+
+    /// Also serves WHIP ingest (`/{stream}/whip…`, see
+    /// [`crate::ingest::whip::endpoint`]) and the host page
+    /// (`/{stream}/host`) of the broadcast's stream.
+    pub fn with_whip(mut self, api: WhipApi) -> Origin {
+        self.broadcast.whip = Some(Arc::new(api));
         self
     }
 

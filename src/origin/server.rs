@@ -39,7 +39,7 @@ use tokio::sync::watch;
 use crate::hls::PartId;
 use crate::publish::ObjectKind;
 
-use crate::control::ControlApi;
+use crate::ingest::whip::endpoint::WhipApi;
 
 use super::blocking::{
     MediaDecision, PlaylistAnswer, PlaylistDecision, decide_media, decide_playlist,
@@ -48,7 +48,7 @@ use super::cache::{Document, LoadError};
 use super::request::{self, Directives, HLSJS_PATH, MediaName, Rejection, RenditionPath, Route};
 use super::state::StreamState;
 use super::tracker::{Live, TrackState, header_value, td_seconds};
-use super::{Origin, Shared, page};
+use super::{BroadcastApis, Origin, Shared, page};
 
 type Body = Full<Bytes>;
 
@@ -94,10 +94,10 @@ impl Origin {
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
-            let control = self.control.clone();
+            let broadcast = self.broadcast.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(shared.clone(), control.clone(), req));
+                let service = service_fn(move |req| handle(shared.clone(), broadcast.clone(), req));
                 if let Err(error) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -189,14 +189,19 @@ impl Reply {
 
 async fn handle(
     shared: Arc<Shared>,
-    control: Option<Arc<ControlApi>>,
+    broadcast: BroadcastApis,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    // Before `Head::of`, which drops the body a PATCH needs.
-    if let Some(control) = control
+    // Before `Head::of`, which drops the body a PATCH or a WHIP offer needs.
+    if let Some(control) = &broadcast.control
         && request::is_control(req.uri().path())
     {
         return Ok(control.handle(req).await);
+    }
+    if let Some(whip) = &broadcast.whip
+        && WhipApi::claims(req.uri().path())
+    {
+        return Ok(whip.handle(req).await);
     }
     let head = Head::of(req);
     let mut reply = match head.method {

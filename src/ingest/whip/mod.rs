@@ -1,5 +1,6 @@
 //! WHIP ingest (RFC 9725): browser hosts publishing Opus over WebRTC.
 
+pub mod endpoint;
 pub mod jitter;
 pub mod rtc;
 pub mod sdp;
