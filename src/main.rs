@@ -34,7 +34,7 @@ enum Command {
     /// Package host files into a finished stream as fast as the CPU allows.
     Package(PackageArgs),
     /// Run a live broadcast paced by the wall clock until SIGINT/SIGTERM.
-    Live(LiveArgs),
+    Live(Box<LiveArgs>),
     /// Serve the streams of a store to listeners: an LL-HLS origin with listener pages.
     Origin(OriginArgs),
     /// Simulate LL-HLS listeners against a playlist URL and report requests/s, errors and delays.
@@ -259,7 +259,7 @@ fn main() -> std::process::ExitCode {
 async fn run_command(command: Command) -> Result<()> {
     match command {
         Command::Package(args) => package(args).await,
-        Command::Live(args) => live(args).await,
+        Command::Live(args) => live(*args).await,
         Command::Origin(args) => origin(args).await,
         Command::Loadtest(args) => {
             let report = loadtest::run(&args).await?;

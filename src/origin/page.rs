@@ -1,4 +1,6 @@
-//! The listener pages: `/{stream}/` plays one stream, `/` lists the live ones.
+//! The listener pages: `/{stream}/` plays one stream, `/` lists the live ones;
+//! and the host studio, `/{stream}/host`, which publishes a browser's
+//! microphone to the stream over WHIP.
 //!
 //! Contract:
 //! - Pages are self-contained HTML (style and script inline, nothing loaded
@@ -12,6 +14,11 @@
 //!   already, but the pages do not rely on it.
 //! - The listener page plays `index.m3u8` relative to itself, so it works
 //!   behind any path prefix; the script is `page.js`, the style `page.css`.
+//! - The host page POSTs its WHIP offer (RFC 9725) to `whip` relative to
+//!   itself (`/{stream}/whip`), so it works behind any prefix too; it loads
+//!   nothing at all from elsewhere. Its script is `host.js`, its style
+//!   `page.css` and `host.css`. The host's key is typed in or read from the
+//!   URL fragment by the script: it is never in the page the server sends.
 //!
 //! # Chromium's native HLS and multivariant playlists (measured)
 //!
@@ -66,29 +73,25 @@ use std::fmt::Write as _;
 const TEMPLATE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
+const HOST_TEMPLATE: &str = include_str!("host.html");
+const HOST_STYLE: &str = include_str!("host.css");
+const HOST_SCRIPT: &str = include_str!("host.js");
 
 /// The playlist the listener page plays, relative to the page at `/{stream}/`.
 const PLAYLIST: &str = "index.m3u8";
+/// The WHIP endpoint the host page publishes to, relative to the page at
+/// `/{stream}/host`.
+const WHIP_ENDPOINT: &str = "whip";
 
 /// The page at `/{stream}/`: plays the stream with the browser's HLS player
 /// or with hls.js loaded from `hlsjs_url`, with a play button, the state of
 /// the connection, errors, and how far behind live the listener is.
 pub fn listener_page(stream: &str, hlsjs_url: &str) -> String {
-    let mut config = String::from("{");
-    for (i, (key, value)) in [
+    let config = json_object(&[
         ("stream", stream),
         ("playlist", PLAYLIST),
         ("hlsjs", hlsjs_url),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        if i > 0 {
-            config.push(',');
-        }
-        let _ = write!(config, "{}:{}", json_string(key), json_string(value));
-    }
-    config.push('}');
+    ]);
     fill(
         TEMPLATE,
         &[
@@ -98,6 +101,37 @@ pub fn listener_page(stream: &str, hlsjs_url: &str) -> String {
             ("script", SCRIPT),
         ],
     )
+}
+
+/// The page at `/{stream}/host`: asks for the microphone and publishes it to
+/// the stream's live mix over WHIP with the host's key, with a level meter, a
+/// mute switch, the connection's state and an "on air" indicator.
+pub fn host_page(stream: &str) -> String {
+    let config = json_object(&[("stream", stream), ("whip", WHIP_ENDPOINT)]);
+    fill(
+        HOST_TEMPLATE,
+        &[
+            ("stream", &html_escape(stream)),
+            ("style", STYLE),
+            ("host_style", HOST_STYLE),
+            ("config", &config),
+            ("script", HOST_SCRIPT),
+        ],
+    )
+}
+
+/// A JSON object of string members, safe inside `<script>` (see
+/// [`json_string`]).
+fn json_object(members: &[(&str, &str)]) -> String {
+    let mut object = String::from("{");
+    for (i, (key, value)) in members.iter().enumerate() {
+        if i > 0 {
+            object.push(',');
+        }
+        let _ = write!(object, "{}:{}", json_string(key), json_string(value));
+    }
+    object.push('}');
+    object
 }
 
 /// The page at `/`: links to the listener page of each stream in `streams`.
@@ -240,6 +274,30 @@ mod tests {
         assert!(page.contains(
             r#""hlsjs":"https://cdn.example/hls.js\"\u003e\u003c/script\u003e\u003cscript\u003ealert(1)\u003c/script\u003e\u2028""#
         ));
+    }
+
+    #[test]
+    fn host_page_fills_every_marker_and_loads_nothing() {
+        let page = host_page("morning-show");
+        assert!(!page.contains("{{"), "unfilled marker in the page");
+        assert!(page.contains("<title>Host morning-show · onair</title>"));
+        assert!(page.contains("<h1>morning-show</h1>"));
+        assert!(page.contains(r#"{"stream":"morning-show","whip":"whip"}"#));
+        assert!(page.contains("window.onairHost = host"));
+        assert!(page.contains(".play {"), "the listener page's style");
+        assert!(page.contains(".on-air {"), "the host page's style");
+        // Self-contained: no script, style or image from anywhere.
+        for attribute in ["src=", "<link rel=\"stylesheet\"", "@import"] {
+            assert!(!page.contains(attribute), "{attribute} in the host page");
+        }
+    }
+
+    #[test]
+    fn host_page_keeps_hostile_names_inert() {
+        let page = host_page("</script><img src=x onerror=alert(1)>");
+        assert!(!page.contains("<img"));
+        assert_eq!(page.matches("</script>").count(), 2);
+        assert!(page.contains(r#""stream":"\u003c/script\u003e\u003cimg"#));
     }
 
     #[test]
