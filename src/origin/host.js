@@ -1,0 +1,546 @@
+// The onair host studio: publishes the microphone to the stream's live mix
+// over WHIP (RFC 9725): one RTCPeerConnection that only sends Opus audio, its
+// SDP offer POSTed to `whip` (relative to the page, so `/{stream}/whip`) with
+// the host's key as a bearer token, the answer from the `201 Created`, and a
+// `DELETE` of the session URL (the response's `Location`) to leave.
+//
+// - The server is ICE-lite and takes no trickled candidates (`PATCH` is
+//   refused), so the offer is sent once ICE gathering has completed (or after
+//   GATHER_TIMEOUT_MS with what was gathered): non-trickle WHIP, §4.1.
+// - The key comes from the password field or from the URL fragment,
+//   `#token=KEY`, which browsers never send to servers (not in requests, not
+//   in Referer). `#token=KEY&start=1` goes on air without a click, for kiosks
+//   and automation.
+// - A connection that is `disconnected` or `failed` for BLIP_GRACE_MS, one
+//   that never connects, and a POST that fails are retried with backoff (1, 2,
+//   4, 8, then every 15 s): the old session is DELETEd first. A refused key
+//   (401/403) and the server refusing the offer itself stop for good.
+// - Mute disables the track: the browser keeps sending RTP (silence), so the
+//   session and the host's place in the mix stay up.
+//
+// `window.onairHost` exposes the state for tests and the curious: state,
+// connectionState (the RTCPeerConnection's), onAir, onAirSeen, muted, level
+// (RMS dBFS of the microphone, null while closed), peakLevel, channels,
+// session (URL), deleteStatus (of the last session's DELETE), answerStereo
+// (whether the answer asks for stereo), errors (shown to the host), warnings
+// (recovered problems) and reconnects.
+'use strict';
+(function () {
+  /** How long to wait for ICE gathering before sending what was gathered. */
+  const GATHER_TIMEOUT_MS = 2000;
+  /** How long `disconnected` or `failed` may last before reconnecting. */
+  const BLIP_GRACE_MS = 3000;
+  /** How long a DELETE may take before the connection is closed anyway. */
+  const DELETE_PATIENCE_MS = 2000;
+  /** How long an accepted offer may take to connect before retrying. */
+  const CONNECT_TIMEOUT_MS = 10000;
+  /** Reconnect backoff: first delay and ceiling, in milliseconds. */
+  const RETRY_FIRST_MS = 1000;
+  const RETRY_MAX_MS = 15000;
+  /** The longest `Retry-After` honoured, in seconds. */
+  const RETRY_AFTER_MAX_S = 60;
+  /** The meter's scale: its bottom, in dBFS (the top is 0 dBFS). */
+  const METER_FLOOR_DB = -60;
+  /** How often the meter is redrawn, and how often its value is announced. */
+  const METER_INTERVAL_MS = 50;
+  const METER_ARIA_INTERVAL_MS = 1000;
+  /** How fast the meter's peak falls back, in dB per second. */
+  const METER_FALL_DB_PER_S = 20;
+  const STATE_TEXT = {
+    idle: 'Enter your host key and go on air',
+    starting: 'Opening the microphone…',
+    connecting: 'Connecting to the studio…',
+    onair: 'On air: the studio hears you',
+    interrupted: 'Connection interrupted…',
+    reconnecting: 'Connection lost, reconnecting…',
+    failed: 'Not on air',
+  };
+  const CONNECTION_TEXT = {
+    new: 'not connected',
+    connecting: 'connecting',
+    connected: 'connected',
+    disconnected: 'interrupted',
+    failed: 'failed',
+    closed: 'closed',
+  };
+
+  const config = JSON.parse(document.getElementById('onair-config').textContent);
+  const whipUrl = new URL(config.whip, location.href).href;
+  const main = document.querySelector('main');
+  const form = document.getElementById('start-form');
+  const tokenInput = document.getElementById('token');
+  const button = document.getElementById('go');
+  const statusText = document.getElementById('status');
+  const onAirBadge = document.getElementById('on-air');
+  const connectionText = document.getElementById('connection');
+  const errorBox = document.getElementById('error');
+  const meter = document.getElementById('meter');
+  const meterFill = meter.querySelector('.meter-fill');
+  const muteSwitch = document.getElementById('mute');
+
+  const host = {
+    state: 'idle',
+    connectionState: 'new',
+    onAir: false,
+    onAirSeen: false,
+    muted: false,
+    level: null,
+    peakLevel: null,
+    channels: null,
+    session: null,
+    deleteStatus: null,
+    answerStereo: null,
+    errors: [],
+    warnings: [],
+    reconnects: 0,
+  };
+  window.onairHost = host;
+
+  // Whether the host wants to be on air (pressed "Go on air", no fatal error).
+  let wanted = false;
+  // Bumped whenever a connection ends, so late callbacks of an old one
+  // (promises, peer connection events) are ignored.
+  let generation = 0;
+  let token = '';
+  let mic = null;
+  let peer = null;
+  let retryDelay = RETRY_FIRST_MS;
+  let retryTimer = 0;
+  let blipTimer = 0;
+  let connectTimer = 0;
+  const level = { context: null, analyser: null, track: null, timer: 0, shown: METER_FLOOR_DB, ariaAt: 0 };
+
+  // --- Controls -----------------------------------------------------------
+
+  form.addEventListener('submit', function (event) {
+    event.preventDefault();
+    if (wanted) stop(); else start();
+  });
+  muteSwitch.addEventListener('click', function () { setMuted(!host.muted); });
+  // A kiosk start has no user gesture, so browsers keep the meter's audio
+  // context suspended until the first one.
+  document.addEventListener('pointerdown', function () {
+    if (level.context) level.context.resume().catch(function () {});
+  });
+  // The fragment never leaves the browser; it stays in the address bar so a
+  // kiosk that reloads goes back on air.
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get('token')) tokenInput.value = fragment.get('token');
+
+  function setState(state) {
+    host.state = state;
+    main.dataset.state = state;
+    statusText.textContent = STATE_TEXT[state];
+  }
+
+  function setOnAir(on) {
+    host.onAir = on;
+    if (on) host.onAirSeen = true;
+    onAirBadge.dataset.on = String(on);
+  }
+
+  function setButton() {
+    button.dataset.playing = String(wanted);
+    button.querySelector('.label').textContent = wanted ? 'Go off air' : 'Go on air';
+    tokenInput.readOnly = wanted;
+  }
+
+  function setMuted(muted) {
+    host.muted = muted;
+    main.dataset.muted = String(muted);
+    muteSwitch.setAttribute('aria-checked', String(muted));
+    if (mic) for (const track of mic.getAudioTracks()) track.enabled = !muted;
+  }
+
+  function showError(message) {
+    host.errors.push(message);
+    errorBox.textContent = message;
+    errorBox.hidden = false;
+  }
+
+  function clearError() {
+    errorBox.hidden = true;
+    errorBox.textContent = '';
+  }
+
+  function showConnection(state) {
+    host.connectionState = state;
+    connectionText.textContent = CONNECTION_TEXT[state] || state;
+  }
+
+  // --- Going on and off air -----------------------------------------------
+
+  async function start() {
+    token = tokenInput.value.trim();
+    if (!token) {
+      tokenInput.focus();
+      return;
+    }
+    wanted = true;
+    retryDelay = RETRY_FIRST_MS;
+    clearError();
+    setButton();
+    setState('starting');
+    // Created before the first await, while the click still counts as a user
+    // gesture: Safari keeps a context made later suspended.
+    createAudioContext();
+    const current = generation;
+    let stream;
+    try {
+      stream = await openMicrophone();
+    } catch (error) {
+      if (current === generation && wanted) fail(microphoneError(error));
+      return;
+    }
+    if (current !== generation || !wanted) {
+      // Stopped while the browser asked for the microphone.
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
+    useMicrophone(stream);
+    connect();
+  }
+
+  function stop() {
+    wanted = false;
+    endSession(false);
+    closeMicrophone();
+    setOnAir(false);
+    showConnection('new');
+    setButton();
+    setState('idle');
+  }
+
+  // Gives up until the host presses "Go on air" again.
+  function fail(message) {
+    showError(message);
+    stop();
+    setState('failed');
+  }
+
+  // Ends the current connection: cancels its timers, DELETEs its session and
+  // closes the peer connection once the DELETE is answered (closing first
+  // would end the session by DTLS close_notify, and the DELETE would find
+  // nothing to end). While the page unloads the DELETE is sent with
+  // `keepalive`, so it outlives the page (sendBeacon can only POST), and the
+  // browser closes the connection itself.
+  function endSession(unloading) {
+    generation++;
+    clearTimeout(retryTimer);
+    clearTimeout(blipTimer);
+    clearTimeout(connectTimer);
+    blipTimer = 0;
+    const pc = peer;
+    const session = host.session;
+    peer = null;
+    host.session = null;
+    let deleted = Promise.resolve();
+    if (session) {
+      deleted = fetch(session, {
+        method: 'DELETE',
+        headers: { Authorization: 'Bearer ' + token },
+        keepalive: unloading,
+        cache: 'no-store',
+      }).then(function (response) {
+        host.deleteStatus = response.status;
+      }, function () {
+        host.deleteStatus = 'failed'; // the session times out on the server anyway
+      });
+    }
+    if (pc && !unloading) {
+      const patience = new Promise(function (resolve) { setTimeout(resolve, DELETE_PATIENCE_MS); });
+      Promise.race([deleted, patience]).then(function () { pc.close(); });
+    }
+  }
+
+  function retryLater(reason, delayMs) {
+    host.warnings.push(reason);
+    host.reconnects++;
+    endSession(false);
+    setOnAir(false);
+    setState('reconnecting');
+    const delay = delayMs === undefined ? retryDelay : delayMs;
+    retryDelay = Math.min(retryDelay * 2, RETRY_MAX_MS);
+    statusText.textContent = 'Connection lost, reconnecting in ' + Math.round(delay / 1000) + ' s…';
+    retryTimer = setTimeout(function () { if (wanted) connect(); }, delay);
+  }
+
+  window.addEventListener('pagehide', function () {
+    if (wanted) endSession(true);
+  });
+  window.addEventListener('pageshow', function (event) {
+    // Back from the back-forward cache: the session was ended on the way out.
+    if (event.persisted && wanted) connect();
+  });
+
+  // --- The microphone and its meter ---------------------------------------
+
+  async function openMicrophone() {
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+      throw new Error('insecure');
+    }
+    return navigator.mediaDevices.getUserMedia({
+      audio: {
+        // Broadcast, not a call: echo cancellation, noise suppression and
+        // automatic gain control would pump the level, gate breaths and
+        // music, and fight the studio's own gain. Hosts wear headphones.
+        echoCancellation: false,
+        noiseSuppression: false,
+        autoGainControl: false,
+        channelCount: { ideal: 2 },
+      },
+      video: false,
+    });
+  }
+
+  function useMicrophone(stream) {
+    mic = stream;
+    const track = mic.getAudioTracks()[0];
+    host.channels = track.getSettings().channelCount || null;
+    track.addEventListener('ended', function () {
+      if (wanted) fail('The microphone was disconnected or taken away. Go on air again to pick one.');
+    });
+    setMuted(host.muted);
+    startMeter(track);
+  }
+
+  function closeMicrophone() {
+    stopMeter();
+    if (mic) for (const track of mic.getTracks()) track.stop();
+    mic = null;
+  }
+
+  function microphoneError(error) {
+    if (error.message === 'insecure') {
+      return 'This browser gives pages the microphone over HTTPS only: open the studio with https://.';
+    }
+    if (error.name === 'NotAllowedError' || error.name === 'SecurityError') {
+      return 'The browser refused the microphone: allow it for this page, then go on air again.';
+    }
+    if (error.name === 'NotFoundError' || error.name === 'OverconstrainedError') {
+      return 'No microphone was found.';
+    }
+    if (error.name === 'NotReadableError') {
+      return 'The microphone is in use by another program or could not be opened.';
+    }
+    return 'Could not open the microphone (' + error.name + ': ' + error.message + ').';
+  }
+
+  function createAudioContext() {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return;
+    if (!level.context) level.context = new Context();
+    level.context.resume().catch(function () { /* resumed by the next click */ });
+  }
+
+  // The meter reads a clone of the track, which mute leaves enabled: it shows
+  // what the microphone hears even while nothing is sent.
+  function startMeter(track) {
+    stopMeter();
+    if (!level.context) return;
+    level.track = track.clone();
+    level.track.enabled = true;
+    const source = level.context.createMediaStreamSource(new MediaStream([level.track]));
+    level.analyser = level.context.createAnalyser();
+    level.analyser.fftSize = 2048;
+    // Safari pulls audio through a graph only when it reaches the
+    // destination: connect through a silent gain, so nothing is heard.
+    const silent = level.context.createGain();
+    silent.gain.value = 0;
+    source.connect(level.analyser);
+    level.analyser.connect(silent);
+    silent.connect(level.context.destination);
+    const samples = new Float32Array(level.analyser.fftSize);
+    let last = performance.now();
+    level.timer = setInterval(function () {
+      level.analyser.getFloatTimeDomainData(samples);
+      let sum = 0;
+      let peak = 0;
+      for (const sample of samples) {
+        sum += sample * sample;
+        peak = Math.max(peak, Math.abs(sample));
+      }
+      const now = performance.now();
+      showLevel(decibels(Math.sqrt(sum / samples.length)), decibels(peak), (now - last) / 1000);
+      last = now;
+    }, METER_INTERVAL_MS);
+  }
+
+  function stopMeter() {
+    clearInterval(level.timer);
+    if (level.track) level.track.stop();
+    level.track = null;
+    level.analyser = null;
+    host.level = null;
+    host.peakLevel = null;
+    level.shown = METER_FLOOR_DB;
+    drawMeter(METER_FLOOR_DB, 'no signal');
+  }
+
+  function decibels(amplitude) {
+    return amplitude > 0 ? 20 * Math.log10(amplitude) : -Infinity;
+  }
+
+  // The bar follows the peak up at once and falls back slowly, as a PPM does.
+  function showLevel(rmsDb, peakDb, elapsedS) {
+    host.level = Math.max(rmsDb, -200);
+    host.peakLevel = Math.max(peakDb, -200);
+    level.shown = Math.max(peakDb, level.shown - METER_FALL_DB_PER_S * elapsedS, METER_FLOOR_DB);
+    const now = performance.now();
+    if (now - level.ariaAt >= METER_ARIA_INTERVAL_MS) {
+      level.ariaAt = now;
+      const text = level.shown <= METER_FLOOR_DB ? 'no signal' : Math.round(level.shown) + ' dB';
+      drawMeter(level.shown, text);
+    } else {
+      drawMeter(level.shown, null);
+    }
+  }
+
+  function drawMeter(db, ariaText) {
+    const fraction = (Math.min(db, 0) - METER_FLOOR_DB) / -METER_FLOOR_DB;
+    // Clipped rather than scaled, so each colour stays at its level.
+    meterFill.style.clipPath = 'inset(0 ' + (100 - 100 * Math.max(fraction, 0)).toFixed(1) + '% 0 0)';
+    meter.dataset.clip = String(db > -1);
+    if (ariaText !== null) {
+      meter.setAttribute('aria-valuenow', String(Math.round(Math.max(db, METER_FLOOR_DB))));
+      meter.setAttribute('aria-valuetext', ariaText);
+    }
+  }
+
+  // --- WHIP ---------------------------------------------------------------
+
+  async function connect() {
+    endSession(false);
+    const current = generation;
+    setState(host.reconnects > 0 ? 'reconnecting' : 'connecting');
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    peer = pc;
+    pc.addEventListener('connectionstatechange', function () {
+      if (current === generation) onConnectionState(pc.connectionState);
+    });
+    showConnection(pc.connectionState);
+    try {
+      pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendonly', streams: [mic] });
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription({ type: 'offer', sdp: withOpusParameters(offer.sdp, host.channels === 2) });
+      await gatheringComplete(pc);
+      if (current !== generation) return;
+      const response = await fetch(whipUrl, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', Authorization: 'Bearer ' + token },
+        body: pc.localDescription.sdp,
+        cache: 'no-store',
+      });
+      if (current !== generation) {
+        // Stopped meanwhile: end the session this answer opened.
+        const late = response.headers.get('Location');
+        if (response.status === 201 && late) {
+          fetch(new URL(late, whipUrl).href, { method: 'DELETE', headers: { Authorization: 'Bearer ' + token } })
+            .catch(function () {});
+        }
+        return;
+      }
+      await onWhipResponse(pc, response, current);
+    } catch (error) {
+      if (current === generation && wanted) retryLater('connection attempt failed: ' + error.message);
+    }
+  }
+
+  async function onWhipResponse(pc, response, current) {
+    if (response.status === 201) {
+      const location = response.headers.get('Location');
+      host.session = location ? new URL(location, whipUrl).href : null;
+      if (!location) host.warnings.push('the server sent no session URL (Location): leaving cannot end it');
+      const answer = await response.text();
+      if (current !== generation) return;
+      host.answerStereo = /^a=fmtp:\d+ .*\bstereo=1\b/m.test(answer);
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      connectTimer = setTimeout(function () {
+        if (current === generation && pc.connectionState !== 'connected') {
+          retryLater('no connection ' + CONNECT_TIMEOUT_MS / 1000 + ' s after the answer');
+        }
+      }, CONNECT_TIMEOUT_MS);
+      return;
+    }
+    const reason = (await response.text().catch(function () { return ''; })).trim().slice(0, 300);
+    if (current !== generation) return;
+    if (response.status === 401 || response.status === 403) {
+      fail('The studio refused this host key: check it and go on air again.');
+      tokenInput.focus();
+    } else if (response.status === 404) {
+      fail('This stream takes no browser hosts (the server answered 404).');
+    } else if (response.status === 503 || response.status === 429 || response.status >= 500) {
+      const after = Number(response.headers.get('Retry-After'));
+      const delay = after > 0 ? Math.min(after, RETRY_AFTER_MAX_S) * 1000 : undefined;
+      retryLater('the studio is busy (' + response.status + (reason ? ': ' + reason : '') + ')', delay);
+    } else {
+      // 400, 413, 415: this offer will not do better next time.
+      fail('The studio refused the connection (' + response.status + (reason ? ': ' + reason : '') + ').');
+    }
+  }
+
+  function onConnectionState(state) {
+    showConnection(state);
+    if (state === 'connected') {
+      clearTimeout(blipTimer);
+      clearTimeout(connectTimer);
+      blipTimer = 0;
+      retryDelay = RETRY_FIRST_MS;
+      clearError();
+      setOnAir(true);
+      setState('onair');
+      return;
+    }
+    setOnAir(false);
+    if ((state === 'disconnected' || state === 'failed') && !blipTimer) {
+      // ICE often recovers from a short blip by itself (RFC 8445 §8.2, the
+      // agent keeps checking); a real break gets a new session.
+      setState('interrupted');
+      blipTimer = setTimeout(function () {
+        blipTimer = 0;
+        if (wanted) retryLater('connection ' + state + ' for ' + BLIP_GRACE_MS / 1000 + ' s');
+      }, BLIP_GRACE_MS);
+    }
+  }
+
+  function gatheringComplete(pc) {
+    if (pc.iceGatheringState === 'complete') return Promise.resolve();
+    return new Promise(function (resolve) {
+      const timer = setTimeout(done, GATHER_TIMEOUT_MS);
+      pc.addEventListener('icegatheringstatechange', check);
+      function check() { if (pc.iceGatheringState === 'complete') done(); }
+      function done() {
+        clearTimeout(timer);
+        pc.removeEventListener('icegatheringstatechange', check);
+        resolve();
+      }
+    });
+  }
+
+  // Adds to the offer's Opus format parameters (RFC 7587 §6.1) what browsers
+  // may leave out: `useinbandfec=1` (Chromium and Safari offer it already),
+  // so the loss of single packets is repaired, and for a stereo microphone
+  // `stereo=1;sprop-stereo=1`: this end takes and sends two channels.
+  // Parameters already there are kept as they are.
+  function withOpusParameters(sdp, stereo) {
+    const lines = sdp.split('\r\n');
+    const rtpmap = lines.findIndex(function (line) { return /^a=rtpmap:\d+ opus\/48000\/2$/i.test(line); });
+    if (rtpmap < 0) return sdp;
+    const prefix = 'a=fmtp:' + lines[rtpmap].slice('a=rtpmap:'.length).split(' ')[0] + ' ';
+    const wanted = stereo ? ['useinbandfec=1', 'stereo=1', 'sprop-stereo=1'] : ['useinbandfec=1'];
+    const index = lines.findIndex(function (line) { return line.startsWith(prefix); });
+    const params = index < 0 ? [] : lines[index].slice(prefix.length).split(';')
+      .map(function (param) { return param.trim(); }).filter(Boolean);
+    const name = function (param) { return param.split('=')[0].toLowerCase(); };
+    for (const param of wanted) {
+      if (!params.some(function (p) { return name(p) === name(param); })) params.push(param);
+    }
+    if (index < 0) lines.splice(rtpmap + 1, 0, prefix + params.join(';'));
+    else lines[index] = prefix + params.join(';');
+    return lines.join('\r\n');
+  }
+
+  // --- Kiosk start ----------------------------------------------------------
+
+  if (fragment.get('start') === '1' && tokenInput.value) start();
+})();
