@@ -204,6 +204,13 @@ async fn handle(
         return Ok(whip.handle(req).await);
     }
     let head = Head::of(req);
+    if let Some(whip) = &broadcast.whip
+        && matches!(head.method, Method::GET | Method::HEAD)
+        && head.uri.path() == whip.host_page_path()
+    {
+        let page = page::host_page(whip.stream());
+        return Ok(respond(&head, private_html(page)));
+    }
     let mut reply = match head.method {
         Method::GET | Method::HEAD => dispatch(&shared, &head).await,
         Method::OPTIONS => return Ok(preflight(&head)),
@@ -285,6 +292,16 @@ fn html(page: String) -> Reply {
         content_type: "text/html; charset=utf-8",
         // Short: the home page lists streams that come and go.
         cache_control: "public, max-age=10",
+    }
+}
+
+/// A page that must not be kept by shared caches (the host page belongs to
+/// the ingest side: a CDN in front of listeners never needs it).
+fn private_html(page: String) -> Reply {
+    Reply::Text {
+        body: Bytes::from(page),
+        content_type: "text/html; charset=utf-8",
+        cache_control: "no-store",
     }
 }
 

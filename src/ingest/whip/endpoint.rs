@@ -276,6 +276,16 @@ enum Target<'a> {
 }
 
 impl WhipApi {
+    /// The broadcast's stream.
+    pub fn stream(&self) -> &str {
+        &self.shared.stream
+    }
+
+    /// Where the host page is served: `/{stream}/host`.
+    pub fn host_page_path(&self) -> String {
+        format!("/{}/host", self.shared.stream)
+    }
+
     /// Whether `path` belongs to WHIP: `/{stream}/whip` and below, for any
     /// stream name (so another stream's WHIP URL gets a WHIP 404).
     pub fn claims(path: &str) -> bool {

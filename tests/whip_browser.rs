@@ -1,0 +1,522 @@
+//! The host studio page, `/{stream}/host`, in a real browser: headless
+//! Chromium (driven by npm `playwright-core` from `tests/browser/host.js`)
+//! with a fake microphone playing a WAV tone publishes over WHIP (RFC 9725)
+//! to `onair live --webrtc-udp`, next to an ffmpeg RTMP host, while a second
+//! Chromium listens through the listener page (`tests/browser/listen.js`,
+//! hls.js).
+//!
+//! - `browser_host_goes_on_air_mutes_and_leaves`: the host types the key,
+//!   goes on air, mutes, unmutes and goes off air. The page must show ON AIR,
+//!   a connected peer connection and a meter reading the microphone's level;
+//!   the listener must hear sound; and both stored renditions, decoded by
+//!   timestamp, must carry the browser host's tone at its level while it is
+//!   live and unmuted, nothing of it while muted and after it left (its
+//!   `DELETE` ends the session), and the RTMP host's tone throughout.
+//! - `browser_host_with_a_wrong_key_stops_and_says_so`: the kiosk form of
+//!   the page (`#token=KEY&start=1`, no click) with a wrong key: one `POST`,
+//!   answered 401, no retry, and a message that names the key.
+//!
+//! `scripts/browser-deps.sh` installs Chromium and the npm packages; without
+//! them these tests fail, they never skip. Screenshots go to
+//! `$CARGO_TARGET_TMPDIR`.
+
+#[path = "common/broadcast.rs"]
+mod live;
+#[path = "common/wav.rs"]
+mod wav;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use live::{Broadcast, Codec, HostKey, Publisher, Tone};
+use onair::pipeline::RENDITIONS;
+use wav::{WavFormat, sine, write_wav};
+
+const STREAM: &str = "studio";
+/// The browser host: publishes over WHIP with this key as bearer token.
+const BROWSER_HOST: HostKey = HostKey {
+    name: "carol",
+    secret: "carol-whip-secret",
+};
+/// The RTMP host beside it.
+const RTMP_HOST: HostKey = HostKey {
+    name: "alice",
+    secret: "alice-rtmp-secret",
+};
+
+/// The fake microphone: a 660 Hz sine at -12 dBFS RMS in both channels,
+/// 30 s long, longer than the test publishes: Chromium's fake capture
+/// drops a few ms where it loops a file, which would show as a dip in one
+/// window.
+const MIC_TONE_HZ: f64 = 660.0;
+const MIC_RMS_DBFS: f64 = -12.0;
+const MIC_SECONDS: usize = 30;
+const MIC_RATE: u32 = 48_000;
+/// The RTMP host: 440 Hz at ffmpeg's sine level +6 dB, about -15.1 dBFS.
+const RTMP_TONE: Tone = Tone {
+    freq_hz: 440.0,
+    volume_db: 6.0,
+    sample_rate: 48_000,
+    channels: 2,
+    codec: Codec::Aac,
+};
+
+/// The browser host's script, in seconds after it is on air.
+const MUTE_AT_S: f64 = 3.5;
+const UNMUTE_AT_S: f64 = 6.0;
+const OFF_AIR_AT_S: f64 = 9.0;
+/// How long the broadcast runs on after the browser host left, so its
+/// absence is measured.
+const AFTER_OFF_AIR_S: f64 = 2.0;
+
+/// The RTMP host's level: two lossy generations (ffmpeg's AAC, then
+/// onair's AAC or Opus), as in tests/broadcast.rs.
+const RTMP_TOLERANCE_DB: f64 = 1.0;
+/// The browser host's level against the WAV's. The page turns echo
+/// cancellation, noise suppression and automatic gain control off, so
+/// Chromium's capture path is unity gain; what is left is two lossy
+/// generations again (Chromium's Opus, then onair's encoders) and Chromium's
+/// mono/stereo handling of identical channels. A page that left the call
+/// processing on would move the level by more (AGC aims at about -20 dBFS
+/// peak-to-loudness, noise suppression attenuates a steady tone).
+const BROWSER_TOLERANCE_DB: f64 = 2.0;
+/// Measurement window, as in tests/broadcast.rs.
+const WINDOW_S: f64 = 0.1;
+/// From a change at the browser (on air, mute, unmute) to its steady effect
+/// in the program: RTP and the jitter buffer (200 ms), the fade of a host
+/// going silent or coming back, and the page's sampling of the clock.
+const SETTLE_S: f64 = 1.0;
+/// Audio measured up to this long before a later change or the stop.
+const END_MARGIN_S: f64 = 0.3;
+/// A host that is not in the program is below this level.
+const SILENCE_DBFS: f64 = -50.0;
+/// What the page's meter must read while unmuted: the WAV's RMS level,
+/// give or take the analyser's 2048-sample frame (a whole number of cycles
+/// only by chance).
+const METER_TOLERANCE_DB: f64 = 1.0;
+/// Quieter than this (RMS, median over the analyser's reads) is silence,
+/// as in tests/browser.rs.
+const LISTENER_MIN_RMS: f64 = 0.05;
+/// The listener joins once this segment is stored (1.92 s segments).
+const LISTENER_JOIN_AFTER_SEGMENT: u32 = 1;
+/// How far the listener's playback must get.
+const LISTENER_SECONDS: f64 = 4.0;
+
+/// One test at a time: two shared cores run two browsers, the broadcast and
+/// ffmpeg.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn browser_host_goes_on_air_mutes_and_leaves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let wall = Instant::now();
+    let tools = BrowserTools::require();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mic = write_mic_tone(dir.path());
+    let mut broadcast = start_broadcast(&tools);
+    let _rtmp = Publisher::start(&broadcast.rtmp_url(&RTMP_HOST), &RTMP_TONE);
+
+    let host = NodeRun::start(
+        "host.js",
+        [
+            "--page".into(),
+            format!("{}host", stream_url(&broadcast)).into(),
+            "--token".into(),
+            BROWSER_HOST.secret.into(),
+            "--audio-file".into(),
+            mic.into_os_string(),
+            "--mute-at".into(),
+            MUTE_AT_S.to_string().into(),
+            "--unmute-at".into(),
+            UNMUTE_AT_S.to_string().into(),
+            "--seconds".into(),
+            OFF_AIR_AT_S.to_string().into(),
+            "--screenshot".into(),
+            screenshot("host-page-on-air").into_os_string(),
+        ],
+    );
+    wait_for_segment(&broadcast, LISTENER_JOIN_AFTER_SEGMENT);
+    let listener = NodeRun::start(
+        "listen.js",
+        [
+            "--page".into(),
+            format!("{}?player=hlsjs", stream_url(&broadcast)).into(),
+            "--seconds".into(),
+            LISTENER_SECONDS.to_string().into(),
+        ],
+    );
+    let host = host.finish(&broadcast);
+    let listener = listener.finish(&broadcast);
+    let clock = ProgramClock::now(&broadcast);
+    let on_air = clock.at(host.number("on_air_at_ms"));
+    let muted = clock.at(host.number("mute_at_ms"));
+    let unmuted = clock.at(host.number("unmute_at_ms"));
+    let off_air = clock.at(host.number("off_air_at_ms"));
+    broadcast.sleep_until(off_air + AFTER_OFF_AIR_S);
+    let stopped = broadcast.stop();
+
+    assert_page_went_on_air(&host);
+    assert_listener_heard(&listener);
+    let live = on_air + SETTLE_S..muted;
+    let mute = muted + SETTLE_S..unmuted - END_MARGIN_S;
+    let live_again = unmuted + SETTLE_S..off_air;
+    let gone = off_air + SETTLE_S..stopped - END_MARGIN_S;
+    for rendition in RENDITIONS {
+        let program = broadcast.decode(rendition);
+        let level = |what: &str, tone: f64, span: Range<f64>, expected: f64, tolerance: f64| {
+            let stats = program.assert_tone_level(what, tone, span, WINDOW_S, expected, tolerance);
+            eprintln!("{rendition} {what}: expected {expected:.2} dBFS, measured {stats}");
+        };
+        let silent = |what: &str, span: Range<f64>| {
+            let stats = program.assert_tone_below(what, MIC_TONE_HZ, span, WINDOW_S, SILENCE_DBFS);
+            eprintln!("{rendition} {what}: {stats}");
+        };
+        let browser = BROWSER_HOST.name;
+        level(
+            &format!("{browser} on air"),
+            MIC_TONE_HZ,
+            live.clone(),
+            MIC_RMS_DBFS,
+            BROWSER_TOLERANCE_DB,
+        );
+        silent(&format!("{browser} muted"), mute.clone());
+        level(
+            &format!("{browser} unmuted"),
+            MIC_TONE_HZ,
+            live_again.clone(),
+            MIC_RMS_DBFS,
+            BROWSER_TOLERANCE_DB,
+        );
+        silent(&format!("{browser} off air"), gone.clone());
+        level(
+            &format!("{} (RTMP) throughout", RTMP_HOST.name),
+            RTMP_TONE.freq_hz,
+            on_air + SETTLE_S..stopped - END_MARGIN_S,
+            RTMP_TONE.expected_rms_dbfs(),
+            RTMP_TOLERANCE_DB,
+        );
+    }
+    eprintln!(
+        "on air {on_air:.2} s ({} s after the click), muted {muted:.2} s, unmuted {unmuted:.2} s, \
+         off air {off_air:.2} s, stopped {stopped:.2} s; meter {} dBFS (muted: {} dBFS), \
+         {} channels, answer stereo={}; listener RMS {}; {:.1} s",
+        host.text("on_air_after_s"),
+        host.text("level_median_db"),
+        host.text("muted_level_median_db"),
+        host.text("channels"),
+        host.text("answer_stereo"),
+        listener.text("rms_median"),
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn browser_host_with_a_wrong_key_stops_and_says_so() {
+    /// Long enough for two retries had the page retried (1 s, then 2 s).
+    const WATCH_S: f64 = 4.0;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let tools = BrowserTools::require();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mic = write_mic_tone(dir.path());
+    let broadcast = start_broadcast(&tools);
+    let run = NodeRun::start(
+        "host.js",
+        [
+            "--page".into(),
+            format!(
+                "{}host#token=not-{}&start=1",
+                stream_url(&broadcast),
+                BROWSER_HOST.secret
+            )
+            .into(),
+            "--audio-file".into(),
+            mic.into_os_string(),
+            "--seconds".into(),
+            WATCH_S.to_string().into(),
+            "--on-air-timeout".into(),
+            "10".into(),
+            "--screenshot".into(),
+            screenshot("host-page-wrong-key").into_os_string(),
+        ],
+    )
+    .finish(&broadcast);
+    assert_eq!(
+        run.text("whip_requests"),
+        "POST 401",
+        "WHIP requests\n{run}"
+    );
+    assert_eq!(run.text("state"), "failed", "page state\n{run}");
+    assert_eq!(run.text("on_air_seen"), "false", "never on air\n{run}");
+    assert_eq!(run.text("on_air_badge"), "false", "ON AIR badge\n{run}");
+    assert!(
+        run.text("error_text").contains("refused this host key"),
+        "the page must say the key is wrong\n{run}"
+    );
+    assert_eq!(run.number("page_error_count"), 0.0, "script errors\n{run}");
+}
+
+/// The checks of the page's own account of going on air and off again.
+fn assert_page_went_on_air(host: &Run) {
+    let checks = [
+        ("on_air_badge", "true"),
+        ("on_air_seen", "true"),
+        ("on_air_drops", "0"),
+        ("state", "onair"),
+        ("connection_state", "connected"),
+        ("connection_text", "connected"),
+        ("mute_switch_checked", "true"),
+        ("unmute_switch_checked", "true"),
+        ("reconnects", "0"),
+        ("host_error_count", "0"),
+        ("page_error_count", "0"),
+        // One session, ended by "Go off air": the page saw the DELETE's
+        // 200 (the driver's own record of the DELETE may say aborted: the
+        // browser closes right after the page has its answer).
+        ("delete_status", "200"),
+        ("off_air_state", "idle"),
+    ];
+    for (key, expected) in checks {
+        assert_eq!(host.text(key), expected, "{key}\n{host}");
+    }
+    let requests = host.text("whip_requests");
+    assert!(
+        requests.starts_with("POST 201 | DELETE") && requests.matches("POST").count() == 1,
+        "one session, opened and deleted: {requests}\n{host}"
+    );
+    let meter = host.number("level_median_db");
+    assert!(
+        (meter - MIC_RMS_DBFS).abs() <= METER_TOLERANCE_DB,
+        "the meter must read the microphone's {MIC_RMS_DBFS} dBFS, read {meter}\n{host}"
+    );
+    // The meter reads the microphone, not what is sent: mute does not
+    // silence it.
+    let muted_meter = host.number("muted_level_median_db");
+    assert!(
+        (muted_meter - MIC_RMS_DBFS).abs() <= METER_TOLERANCE_DB,
+        "the meter must keep reading the microphone while muted, read {muted_meter}\n{host}"
+    );
+}
+
+fn assert_listener_heard(listener: &Run) {
+    for (key, expected) in [("kind", "hlsjs"), ("state", "playing")] {
+        assert_eq!(listener.text(key), expected, "{key}\n{listener}");
+    }
+    for key in ["player_error_count", "page_error_count"] {
+        assert_eq!(listener.number(key), 0.0, "{key}\n{listener}");
+    }
+    assert!(
+        listener.number("advance_s") >= LISTENER_SECONDS,
+        "the listener's playback must advance {LISTENER_SECONDS} s\n{listener}"
+    );
+    assert!(
+        listener.number("rms_median") >= LISTENER_MIN_RMS,
+        "the listener heard silence\n{listener}"
+    );
+}
+
+/// `onair live` with WHIP on a loopback UDP port, both hosts' keys, and
+/// hls.js for the listener page.
+fn start_broadcast(tools: &BrowserTools) -> Broadcast {
+    let args: [OsString; 4] = [
+        "--webrtc-udp".into(),
+        "127.0.0.1:0".into(),
+        "--hlsjs-file".into(),
+        tools.hlsjs.clone().into_os_string(),
+    ];
+    Broadcast::start_with(STREAM, &[RTMP_HOST, BROWSER_HOST], args)
+}
+
+/// `http://ADDR/{stream}/`: the listener page; the host page is `host` in it.
+fn stream_url(broadcast: &Broadcast) -> String {
+    format!("http://{}/{STREAM}/", broadcast.http_addr())
+}
+
+/// Writes the fake microphone's WAV in `dir`.
+fn write_mic_tone(dir: &Path) -> PathBuf {
+    let path = dir.join("mic.wav");
+    let amplitude = 10f64.powf(MIC_RMS_DBFS / 20.0) * std::f64::consts::SQRT_2;
+    let frames = MIC_SECONDS * MIC_RATE as usize;
+    let samples = sine(MIC_TONE_HZ, MIC_RATE, frames, amplitude, 2);
+    write_wav(&path, MIC_RATE, 2, WavFormat::Int16, &samples);
+    path
+}
+
+/// Waits until segment `msn` of the AAC rendition is stored.
+fn wait_for_segment(broadcast: &Broadcast, msn: u32) {
+    let segment = broadcast.rendition_dir("aac").join(format!("{msn}.m4s"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !segment.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "no {} after 20 s; log:\n{}",
+            segment.display(),
+            broadcast.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn screenshot(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}.png"))
+}
+
+/// Maps the drivers' wall-clock times (ms since the epoch) onto the
+/// broadcast's program time, from one reading of both clocks.
+struct ProgramClock {
+    program_s: f64,
+    epoch_ms: f64,
+}
+
+impl ProgramClock {
+    fn now(broadcast: &Broadcast) -> Self {
+        let epoch_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64()
+            * 1000.0;
+        Self {
+            program_s: broadcast.now(),
+            epoch_ms,
+        }
+    }
+
+    /// Program seconds of `epoch_ms`.
+    fn at(&self, epoch_ms: f64) -> f64 {
+        self.program_s - (self.epoch_ms - epoch_ms) / 1000.0
+    }
+}
+
+/// Chromium, node and the npm packages, or a failure saying how to get them.
+struct BrowserTools {
+    /// The npm copy of hls.js, for the origin to serve.
+    hlsjs: PathBuf,
+}
+
+impl BrowserTools {
+    fn require() -> Self {
+        const HOW: &str = "run scripts/browser-deps.sh";
+        for (tool, arg) in [("chromium", "--version"), ("node", "--version")] {
+            let ran = Command::new(tool).arg(arg).output();
+            assert!(
+                ran.is_ok_and(|o| o.status.success()),
+                "{tool} is missing: {HOW}"
+            );
+        }
+        let modules = browser_dir().join("node_modules");
+        assert!(
+            modules.join("playwright-core/package.json").is_file(),
+            "npm playwright-core is missing from {}: {HOW}",
+            modules.display()
+        );
+        let hlsjs = modules.join("hls.js/dist/hls.min.js");
+        assert!(
+            hlsjs.is_file(),
+            "npm hls.js is missing ({}): {HOW}",
+            hlsjs.display()
+        );
+        Self { hlsjs }
+    }
+}
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// A driver script in `tests/browser` running in the background with its own
+/// Chromium profile; killed if dropped before [`NodeRun::finish`].
+struct NodeRun {
+    script: &'static str,
+    child: Option<Child>,
+    _profile: tempfile::TempDir,
+}
+
+impl NodeRun {
+    fn start(script: &'static str, args: impl IntoIterator<Item = OsString>) -> Self {
+        let profile = tempfile::tempdir().expect("profile dir");
+        let child = Command::new("node")
+            .current_dir(browser_dir())
+            .arg(script)
+            .args(args)
+            .arg("--user-data-dir")
+            .arg(profile.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e} (install nodejs)"));
+        Self {
+            script,
+            child: Some(child),
+            _profile: profile,
+        }
+    }
+
+    /// Waits for the script and reads its `key=value` lines; fails with the
+    /// broadcast's log if it could not measure.
+    fn finish(mut self, broadcast: &Broadcast) -> Run {
+        let child = self.child.take().expect("not finished yet");
+        let output = child.wait_with_output().expect("wait for node");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{} failed ({}):\n{stdout}\n{}\nonair log:\n{}",
+            self.script,
+            output.status,
+            String::from_utf8_lossy(&output.stderr),
+            broadcast.log()
+        );
+        let values = stdout
+            .lines()
+            .filter_map(|line| line.split_once('='))
+            .map(|(key, value)| (key.to_owned(), value.to_owned()))
+            .collect();
+        Run {
+            script: self.script,
+            values,
+        }
+    }
+}
+
+impl Drop for NodeRun {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// What a driver script reported.
+struct Run {
+    script: &'static str,
+    values: BTreeMap<String, String>,
+}
+
+impl Run {
+    fn text(&self, key: &str) -> &str {
+        self.values
+            .get(key)
+            .unwrap_or_else(|| panic!("{} reported no {key}\n{self}", self.script))
+    }
+
+    fn number(&self, key: &str) -> f64 {
+        let text = self.text(key);
+        text.parse()
+            .unwrap_or_else(|_| panic!("{key}={text} is not a number\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{} reported:", self.script)?;
+        for (key, value) in &self.values {
+            writeln!(f, "  {key}={value}")?;
+        }
+        Ok(())
+    }
+}
