@@ -411,6 +411,7 @@ impl WhipApi {
                 };
             }
         };
+        let opus_payload_type = offer.opus_payload_type;
         let id = location_id();
         let location = format!("/{}/{WHIP_SEGMENT}/{id}", self.shared.stream);
         tracing::info!(host, session = accepted.session, "WHIP session created");
@@ -426,7 +427,10 @@ impl WhipApi {
         Answer {
             status: StatusCode::CREATED,
             content_type: "application/sdp",
-            body: Bytes::from(accepted.answer_sdp),
+            body: Bytes::from(sdp::answer_with_stereo(
+                &accepted.answer_sdp,
+                opus_payload_type,
+            )),
             location: Some(location),
             ..Answer::empty(StatusCode::CREATED)
         }

@@ -528,9 +528,59 @@ fn malformed(line: usize, what: &str, text: &str) -> SdpError {
     }
 }
 
+/// Adds `stereo=1; sprop-stereo=1` to the Opus format parameters of an SDP
+/// answer (RFC 7587 §7.1) unless they say otherwise: `stereo` in the
+/// answer is what tells the sender it may send stereo (§6.1), and the
+/// program is stereo. Without an `a=fmtp` line for `payload_type` one is
+/// added after its `a=rtpmap`.
+pub fn answer_with_stereo(answer: &str, payload_type: u8) -> String {
+    let fmtp = format!("a=fmtp:{payload_type} ");
+    let rtpmap = format!("a=rtpmap:{payload_type} ");
+    let has_fmtp = answer.lines().any(|l| l.starts_with(&fmtp));
+    let mut out = String::with_capacity(answer.len() + 48);
+    for line in answer.split_inclusive('\n') {
+        let text = line.trim_end_matches(['\r', '\n']);
+        let ending = &line[text.len()..];
+        if text.starts_with(&fmtp) && !text.contains("stereo=") {
+            out.push_str(text);
+            out.push_str(";stereo=1;sprop-stereo=1");
+            out.push_str(ending);
+        } else {
+            out.push_str(line);
+            if !has_fmtp && text.starts_with(&rtpmap) {
+                let ending = if ending.is_empty() { "\r\n" } else { ending };
+                if line.ends_with('\n') {
+                    out.push_str(&format!("{fmtp}stereo=1;sprop-stereo=1{ending}"));
+                } else {
+                    out.push_str(&format!("{ending}{fmtp}stereo=1;sprop-stereo=1"));
+                }
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_offer_stereo_opus() {
+        let answer = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 minptime=10;useinbandfec=1\r\n";
+        let stereo = answer_with_stereo(answer, 111);
+        assert!(
+            stereo.contains("a=fmtp:111 minptime=10;useinbandfec=1;stereo=1;sprop-stereo=1\r\n")
+        );
+        // Already said: unchanged.
+        assert_eq!(answer_with_stereo(&stereo, 111), stereo);
+        let bare = "v=0\r\na=rtpmap:111 opus/48000/2\r\na=sendrecv\r\n";
+        assert_eq!(
+            answer_with_stereo(bare, 111),
+            "v=0\r\na=rtpmap:111 opus/48000/2\r\na=fmtp:111 stereo=1;sprop-stereo=1\r\na=sendrecv\r\n"
+        );
+        let mono = "a=fmtp:111 stereo=0\r\n";
+        assert_eq!(answer_with_stereo(mono, 111), mono);
+    }
 
     /// A WHIP offer as Chromium makes it for `addTransceiver(track,
     /// {direction: 'sendonly'})` on a microphone track.
