@@ -381,7 +381,7 @@ async fn live(args: LiveArgs) -> Result<()> {
                 keys.clone(),
                 inbox_tx.clone(),
                 clock,
-                onair::ingest::whip::jitter::OpusJitterConfig::default(),
+                whip_jitter(args.jitter_ms),
             );
             Some((api, ingest, media))
         }
@@ -442,6 +442,20 @@ async fn live(args: LiveArgs) -> Result<()> {
     let summary = run::broadcast(pipeline, store.clone(), stop, io).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
+}
+
+/// The Opus jitter buffer of a WHIP host, sized from its live feed's depth
+/// (`--jitter-ms`). In-order packets pass at once; a packet that is missing
+/// is waited for up to three quarters of the depth before it is concealed,
+/// so a burst that arrives late (a stalled sender, a congested path) plays
+/// from the feed's buffer instead of being replaced by concealment and then
+/// dropped, while a real loss is concealed before the feed runs dry.
+fn whip_jitter(jitter_ms: u32) -> onair::ingest::whip::jitter::OpusJitterConfig {
+    let default = onair::ingest::whip::jitter::OpusJitterConfig::default();
+    onair::ingest::whip::jitter::OpusJitterConfig {
+        reorder_ms: (jitter_ms * 3 / 4).max(default.reorder_ms),
+        ..default
+    }
 }
 
 /// What the in-process origin serves for the broadcast beyond the store.

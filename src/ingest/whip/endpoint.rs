@@ -584,6 +584,20 @@ impl Bridge {
             RtcEvent::Closed { session, reason } => {
                 let resource = self.shared.table().by_rtc.remove(&session);
                 let live = self.sessions.remove(&session);
+                if let Some(live) = &live {
+                    let stats = live.jitter.stats();
+                    tracing::info!(
+                        session,
+                        received = stats.received,
+                        lost = stats.lost,
+                        fec = stats.concealed_fec,
+                        plc = stats.concealed_plc,
+                        late = stats.late,
+                        reordered = stats.reordered,
+                        silence_gaps = stats.silence_gaps,
+                        "WHIP session's RTP"
+                    );
+                }
                 match (resource, live) {
                     (Some(r), Some(_)) => {
                         send(
