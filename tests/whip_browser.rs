@@ -168,8 +168,6 @@ fn browser_host_goes_on_air_mutes_and_leaves() {
     let gone = off_air + SETTLE_S..stopped - END_MARGIN_S;
     for rendition in RENDITIONS {
         let program = broadcast.decode(rendition);
-            eprintln!("DIAG {:?}", broadcast.log_lines_with(&[needle]));
-        }
         let level = |what: &str, tone: f64, span: Range<f64>, expected: f64, tolerance: f64| {
             let stats = program.assert_tone_level(what, tone, span, WINDOW_S, expected, tolerance);
             eprintln!("{rendition} {what}: expected {expected:.2} dBFS, measured {stats}");
