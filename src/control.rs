@@ -9,8 +9,9 @@
 //! - `GET /control/hosts/{name}`: one host.
 //! - `PATCH /control/hosts/{name}` with `{"gain_db": -6.0}` and/or
 //!   `{"muted": true}`: sets the gain, then the mute, in the same tick.
-//! - `POST /control/hosts/{name}/kick`: ends a live host's session (it may
-//!   publish again).
+//! - `POST /control/hosts/{name}/kick`: ends a live host's session and keeps
+//!   the host out for [`KICK_HOLD`](crate::studio::KICK_HOLD) (60 s), so a
+//!   publisher that reconnects by itself does not walk straight back in.
 //!
 //! Contract:
 //! - Nothing here touches the mixer: each request becomes

@@ -27,6 +27,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::audio::{Decoded, FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
 use crate::time::SAMPLE_RATE;
 
+/// How long a kicked host is kept out: new sessions in this span are closed
+/// at once, so a publisher that reconnects by itself (OBS, the host page)
+/// does not walk straight back in: 60 s.
+pub const KICK_HOLD: u64 = 60 * SAMPLE_RATE as u64;
+
 /// How fast the hold music fades out when a host comes on air: 0.5 s.
 pub const DUCK_OUT_FRAMES: u32 = SAMPLE_RATE / 2;
 /// How fast the hold music comes back when the last host leaves: 2 s.
@@ -129,7 +134,7 @@ pub enum Command {
         /// Whether to mute.
         muted: bool,
     },
-    /// Ends a live host's session; the host may publish again.
+    /// Ends a live host's session and keeps the host out for [`KICK_HOLD`].
     Kick {
         /// The host's name.
         host: String,
@@ -215,6 +220,10 @@ pub struct Studio {
     closes: Vec<Close>,
     /// Whether the hold music is ducked now.
     ducked: bool,
+    /// Program time up to which the studio has pulled.
+    now: u64,
+    /// Kicked hosts and the program time until which they are kept out.
+    kicked: Vec<(String, u64)>,
     scratch: Vec<f32>,
 }
 
@@ -240,6 +249,8 @@ impl Studio {
             hosts: Vec::new(),
             closes: Vec::new(),
             ducked: false,
+            now: 0,
+            kicked: Vec::new(),
             scratch: Vec::new(),
         }
     }
@@ -343,6 +354,16 @@ impl Studio {
             });
             return;
         };
+        self.kicked.retain(|(_, until)| *until > self.now);
+        if let Some((_, until)) = self.kicked.iter().find(|(host, _)| host == name) {
+            let wait_s = (until - self.now).div_ceil(u64::from(SAMPLE_RATE));
+            tracing::info!(host = name, %session, wait_s, "kicked host refused");
+            self.closes.push(Close {
+                session,
+                reason: format!("kicked by the operator: may publish again in {wait_s} s"),
+            });
+            return;
+        }
         if let Some(old) = live.session.take() {
             tracing::info!(host = name, old = %old.id, new = %session, "host reconnected: replacing its session");
             self.closes.push(Close {
@@ -377,6 +398,7 @@ impl Studio {
     /// Queues every live host's audio on the mixer up to program time
     /// `until` (call before mixing up to it) and ducks the hold music.
     pub fn pull(&mut self, until: u64, mixer: &mut Mixer) {
+        self.now = self.now.max(until);
         let mut on_air = false;
         for host in &mut self.hosts {
             if let Some(live) = &mut host.live {
@@ -430,6 +452,7 @@ impl Studio {
                     .take()
                     .ok_or_else(|| CommandError::NotConnected(name.clone()))?;
                 tracing::info!(host = name, session = %session.id, "host kicked");
+                self.kicked.push((name.clone(), self.now + KICK_HOLD));
                 self.closes.push(Close {
                     session: session.id,
                     reason: "kicked by the operator".into(),

@@ -23,7 +23,7 @@ use onair::hls::TimelineConfig;
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
 use onair::studio::{
-    Close, Command, CommandError, HostInfo, HostKind, IngestEvent, SessionId, Studio,
+    Close, Command, CommandError, HostInfo, HostKind, IngestEvent, KICK_HOLD, SessionId, Studio,
 };
 use wav::{WavFormat, sine, write_wav};
 
@@ -1038,15 +1038,31 @@ fn commands_kick_sessions_and_refuse_what_does_not_apply() {
     );
     assert_eq!(info(&hosts, "hold").state, "playing");
 
-    // An unknown session leaving changes nothing; the host may publish again.
+    // An unknown session leaving changes nothing.
     pipeline.ingest(IngestEvent::Disconnected {
         session: SessionId(99),
         reason: "gone".into(),
     });
-    let mut again = Publisher::new(2, 48_000, 2, 0.0, TONE_A).between(at(2.0), u64::MAX);
+    // A kicked host is kept out for KICK_HOLD: a publisher that reconnects
+    // by itself is closed at once.
+    let early = Publisher::new(2, 48_000, 2, 0.0, TONE_A).between(at(2.0), u64::MAX);
+    pipeline.ingest(early.connected("anna"));
+    let refused = pipeline.take_closes();
+    assert!(
+        refused.len() == 1
+            && refused[0].session == SessionId(2)
+            && refused[0]
+                .reason
+                .starts_with("kicked by the operator: may publish again in"),
+        "{refused:?}"
+    );
+    // After the hold the host may publish again.
+    let back = at(2.0) + KICK_HOLD;
+    run_until(&mut pipeline, &mut anna, back);
+    let mut again = Publisher::new(3, 48_000, 2, 0.0, TONE_A).between(back, u64::MAX);
     pipeline.ingest(again.connected("anna"));
     assert!(pipeline.take_closes().is_empty());
-    run_until(&mut pipeline, &mut again, at(3.0));
+    run_until(&mut pipeline, &mut again, back + at(1.0));
     let hosts = pipeline.command(Command::List).expect("list");
     let a = info(&hosts, "anna");
     assert_eq!((a.state, a.sessions), ("on-air", Some(2)));

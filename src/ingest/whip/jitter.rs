@@ -23,8 +23,9 @@
 //! - Packets leave in sequence order. The next packet in sequence is decoded
 //!   as soon as it is there: reordering only costs time when there is a
 //!   hole. At the very start the first packet is held for
-//!   [`OpusJitterConfig::reorder_ms`] so an earlier one can still overtake
-//!   it.
+//!   [`START_HOLD_MS`] (or `reorder_ms` if shorter) so an earlier one can
+//!   still overtake it; a long hold there would only delay a new session
+//!   (a host's reconnect) while the feed it replaces runs dry.
 //! - A hole (a missing sequence number, or no packet at all) is waited for
 //!   until `reorder_ms` after the expected arrival of the audio it would
 //!   carry; after that the packet is late and its frame is concealed, one
@@ -67,6 +68,10 @@ const MIN_FRAME: i64 = 120;
 const OFFSET_WINDOW: i64 = 2 * SAMPLE_RATE as i64;
 /// Played sequence numbers remembered to tell duplicates from late packets.
 const PLAYED_MEMORY: i64 = 128;
+
+/// How long the first packet of a stream is held for an earlier one to
+/// overtake it, in ms (at most [`OpusJitterConfig::reorder_ms`]).
+pub const START_HOLD_MS: u32 = 40;
 
 /// Settings of an [`OpusJitter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -393,7 +398,7 @@ impl OpusJitter {
         if !self.started {
             return self
                 .first_arrival
-                .map(|a| u64::try_from(a + reorder).unwrap_or(0));
+                .map(|a| u64::try_from(a.saturating_add(self.start_hold())).unwrap_or(0));
         }
         let next = self.held.first_key_value().map(|(&s, _)| s);
         if next == Some(self.played_seq + 1) {
@@ -406,7 +411,17 @@ impl OpusJitter {
         if budget_spent || (next.is_none() && self.last_dtx) {
             return None;
         }
-        u64::try_from(self.next_ts + self.offset.get() + reorder).ok()
+        u64::try_from(
+            self.next_ts
+                .saturating_add(self.offset.get())
+                .saturating_add(reorder),
+        )
+        .ok()
+    }
+
+    /// The hold of the first packet, in samples.
+    fn start_hold(&self) -> i64 {
+        ms_to_samples(self.config.reorder_ms.min(START_HOLD_MS))
     }
 
     /// Plays everything due at program time `now` into `out` (appending):
@@ -426,7 +441,7 @@ impl OpusJitter {
             let Some((&seq, held)) = self.held.first_key_value() else {
                 return Ok(());
             };
-            if now < first.saturating_add(reorder) {
+            if now < first.saturating_add(self.start_hold()) {
                 return Ok(());
             }
             self.started = true;
@@ -651,6 +666,15 @@ mod tests {
     const PKT: u32 = 960;
 
     /// 20 ms stereo Opus packets of a 1 kHz tone with RMS `rms`.
+    #[test]
+    fn poll_at_saturates() {
+        let mut jb = OpusJitterConfig::default().build().expect("build");
+        jb.push(0, 0, &tone_packets(1, false)[0], u64::MAX);
+        assert!(jb.poll_at().is_some());
+        jb.pull(u64::MAX, &mut Vec::new()).expect("pull");
+        let _ = jb.poll_at();
+    }
+
     fn tone_packets(n: usize, fec: bool) -> Vec<Vec<u8>> {
         let app = if fec {
             opus::Application::Voip

@@ -219,7 +219,9 @@ pub fn check_offer(body: &[u8]) -> Result<OfferSummary, SdpError> {
         number += 1;
         let line = raw.strip_suffix('\r').unwrap_or(raw);
         if line.is_empty() {
-            if lines.peek().is_none_or(|rest| rest.trim().is_empty()) {
+            // Only trailing blank lines may follow: anything after a blank
+            // line must still be checked (it is what a bomb would hide).
+            if lines.clone().all(|rest| rest.trim().is_empty()) {
                 break;
             }
             return Err(malformed(
@@ -563,6 +565,20 @@ pub fn answer_with_stereo(answer: &str, payload_type: u8) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_after_blank_lines_are_checked() {
+        let cand = "a=candidate:1 1 udp 1 10.0.0.1 9 typ host\r\n";
+        let hidden = format!("{CHROMIUM_OFFER}\r\n\r\n{}", cand.repeat(MAX_CANDIDATES));
+        assert!(check_offer(hidden.as_bytes()).is_err());
+        let section = CHROMIUM_OFFER
+            .split_once("m=audio")
+            .map(|(_, r)| format!("m=audio{r}"))
+            .unwrap_or_default();
+        let hidden = format!("{CHROMIUM_OFFER}\r\n\r\n{}", section.repeat(MAX_MEDIA));
+        assert!(check_offer(hidden.as_bytes()).is_err());
+        assert!(check_offer(format!("{CHROMIUM_OFFER}\r\n\r\n").as_bytes()).is_ok());
+    }
 
     #[test]
     fn answers_offer_stereo_opus() {
