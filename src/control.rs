@@ -358,6 +358,8 @@ struct HostJson<'a> {
     depth_ms: Option<u64>,
     underruns: Option<u64>,
     sessions: Option<u64>,
+    drift_ppm: Option<f64>,
+    overruns: Option<u64>,
 }
 
 impl<'a> From<&'a HostInfo> for HostJson<'a> {
@@ -376,6 +378,12 @@ impl<'a> From<&'a HostInfo> for HostJson<'a> {
             depth_ms: host.depth_ms,
             underruns: host.underruns,
             sessions: host.sessions,
+            // One decimal: the controller's last digits are noise.
+            drift_ppm: host
+                .drift_ppm
+                .filter(|p| p.is_finite())
+                .map(|p| (p * 10.0).round() / 10.0),
+            overruns: host.overruns,
         }
     }
 }
@@ -657,6 +665,7 @@ mod tests {
                 "protocol": null, "peer": null, "gain_db": 0.0, "muted": false,
                 "rms_dbfs": null, "peak_dbfs": null,
                 "depth_ms": null, "underruns": null, "sessions": null,
+                "drift_ppm": null, "overruns": null,
             })
         );
         assert_eq!(list.host("hold music")["kind"], "hold");
@@ -665,6 +674,8 @@ mod tests {
         assert_eq!(alice["state"], "offline");
         assert_eq!(alice["sessions"], 0);
         assert_eq!(alice["underruns"], 0);
+        assert_eq!(alice["overruns"], 0);
+        assert_eq!(alice["drift_ppm"], 0.0);
         assert!(alice["depth_ms"].is_u64());
 
         let one = Call::get("/control/hosts/alice").send(&api).await;

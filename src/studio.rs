@@ -184,6 +184,12 @@ pub struct HostInfo {
     pub underruns: Option<u64>,
     /// Live hosts: sessions accepted so far.
     pub sessions: Option<u64>,
+    /// Live hosts: the resampling correction absorbing the host's clock
+    /// drift, ppm (positive: the host runs fast).
+    pub drift_ppm: Option<f64>,
+    /// Live hosts: times a burst overflowed the buffer and old audio was
+    /// dropped.
+    pub overruns: Option<u64>,
 }
 
 /// A session the studio wants closed, with the reason to log and send.
@@ -492,6 +498,8 @@ impl Studio {
             depth_ms: stats.map(|s| s.depth_ms()),
             underruns: stats.map(|s| s.underruns),
             sessions: host.live.as_ref().map(|l| l.sessions),
+            drift_ppm: stats.map(|s| s.correction_ppm),
+            overruns: stats.map(|s| s.overruns),
         }
     }
 }

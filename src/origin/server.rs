@@ -783,6 +783,8 @@ mod tests {
                 depth_ms: Some(0),
                 underruns: Some(0),
                 sessions: Some(0),
+                drift_ppm: Some(0.0),
+                overruns: Some(0),
             }]));
             command
         });

@@ -519,7 +519,11 @@ impl Bridge {
         let mut pull = tokio::time::interval(PULL_INTERVAL);
         pull.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Biased: every packet that has arrived is in its jitter buffer
+            // before the next pull, so a task that was not scheduled for a
+            // while never conceals audio that is already here.
             let sent = tokio::select! {
+                biased;
                 event = endpoint.recv() => match event {
                     Some(event) => self.on_event(event).await,
                     None => return,
