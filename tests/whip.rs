@@ -752,10 +752,12 @@ fn whip_reconnect_replaces_the_session() {
 
 /// How far the host's level may dip in a window across a session switch.
 /// The old session's buffered audio is followed by the new session's first
-/// frames with 5 ms fades; the new publisher's own start (its encoder and
-/// player warming up) can leave a few tens of ms quieter in the window of
-/// the junction (measured: up to 4.5 dB, about 60 ms). A dropped session
-/// (silence until the host's buffer refills) would cost far more than 6 dB.
+/// frames with a 5 ms fade-out and a 5 ms fade-in: on an idle machine that
+/// is a 10 ms dip, -0.4 dB over a 100 ms window. Here the second publisher
+/// (Python, PyAV) starts on the same two cores and can hold up the first
+/// one's last packets for a few tens of ms (measured: up to 4.5 dB in one
+/// window). A dropped session, silent until the buffer refills, costs far
+/// more than 6 dB.
 const SWITCH_DIP_DB: f64 = 6.0;
 
 /// Asserts that in every window of `span` one of two tones (two sessions
