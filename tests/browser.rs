@@ -15,6 +15,8 @@
 //! `tests/browser/node_modules`); without them these tests fail, they never
 //! skip. Screenshots of the page go to `$CARGO_TARGET_TMPDIR`.
 
+#[path = "common/browser_tools.rs"]
+mod browser_tools;
 #[path = "common/broadcast.rs"]
 mod live;
 #[path = "common/wav.rs"]
@@ -22,12 +24,13 @@ mod wav;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use browser_tools::{browser_dir, require_browser_tools};
 use wav::{WavFormat, sine, write_wav};
 
 const STREAM: &str = "tone";
@@ -370,37 +373,4 @@ fn listen(base: &str, player: &str, check_index: bool, broadcast: &dyn std::fmt:
         .map(|(key, value)| (key.to_owned(), value.to_owned()))
         .collect();
     Run { values }
-}
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
-}
-
-/// Fails unless Chromium, node and the npm packages are installed; returns
-/// the npm copy of hls.js for the origin to serve.
-fn require_browser_tools() -> PathBuf {
-    const HOW: &str = "run scripts/browser-deps.sh";
-    let chromium = Command::new("chromium").arg("--version").output();
-    assert!(
-        chromium.is_ok_and(|o| o.status.success()),
-        "chromium is missing: {HOW}"
-    );
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "node is missing: {HOW}"
-    );
-    let modules = browser_dir().join("node_modules");
-    assert!(
-        modules.join("playwright-core/package.json").is_file(),
-        "npm playwright-core is missing from {}: {HOW}",
-        modules.display()
-    );
-    let hlsjs = modules.join("hls.js/dist/hls.min.js");
-    assert!(
-        hlsjs.is_file(),
-        "npm hls.js is missing ({}): {HOW}",
-        hlsjs.display()
-    );
-    hlsjs
 }

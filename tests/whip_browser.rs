@@ -20,6 +20,8 @@
 //! them these tests fail, they never skip. Screenshots go to
 //! `$CARGO_TARGET_TMPDIR`.
 
+#[path = "common/browser_tools.rs"]
+mod browser_tools;
 #[path = "common/broadcast.rs"]
 mod live;
 #[path = "common/wav.rs"]
@@ -33,6 +35,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use browser_tools::{browser_dir, require_browser_tools};
 use live::{Broadcast, Codec, HostKey, Publisher, Tone};
 use onair::pipeline::RENDITIONS;
 use wav::{WavFormat, sine, write_wav};
@@ -406,32 +409,10 @@ struct BrowserTools {
 
 impl BrowserTools {
     fn require() -> Self {
-        const HOW: &str = "run scripts/browser-deps.sh";
-        for (tool, arg) in [("chromium", "--version"), ("node", "--version")] {
-            let ran = Command::new(tool).arg(arg).output();
-            assert!(
-                ran.is_ok_and(|o| o.status.success()),
-                "{tool} is missing: {HOW}"
-            );
+        Self {
+            hlsjs: require_browser_tools(),
         }
-        let modules = browser_dir().join("node_modules");
-        assert!(
-            modules.join("playwright-core/package.json").is_file(),
-            "npm playwright-core is missing from {}: {HOW}",
-            modules.display()
-        );
-        let hlsjs = modules.join("hls.js/dist/hls.min.js");
-        assert!(
-            hlsjs.is_file(),
-            "npm hls.js is missing ({}): {HOW}",
-            hlsjs.display()
-        );
-        Self { hlsjs }
     }
-}
-
-fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
 /// A driver script in `tests/browser` running in the background with its own
