@@ -96,6 +96,21 @@ fn decode_all(broadcast: &Broadcast) -> Vec<(&'static str, ProgramAudio)> {
         .collect()
 }
 
+/// Asserts that `tone` is at its expected level (±[`TOLERANCE_DB`]) in
+/// every window of `span`, and prints what was measured.
+fn assert_host_level(
+    rendition: &str,
+    program: &ProgramAudio,
+    what: &str,
+    tone: &Tone,
+    span: Range<f64>,
+) {
+    let expected = tone.expected_rms_dbfs();
+    let stats =
+        program.assert_tone_level(what, tone.freq_hz, span, WINDOW_S, expected, TOLERANCE_DB);
+    eprintln!("{rendition} {what}: expected {expected:.2} dBFS, measured {stats}");
+}
+
 /// Asserts every rendition's playlist is ended and seamless; returns the
 /// last MSN.
 fn assert_seamless_stream(broadcast: &Broadcast) -> u64 {
@@ -148,19 +163,7 @@ fn three_publishers_levels() {
     let span = steady(last_start, stopped);
     for (rendition, program) in decode_all(&broadcast) {
         for (key, tone) in &hosts {
-            let expected = tone.expected_rms_dbfs();
-            let stats = program.assert_tone_level(
-                key.name,
-                tone.freq_hz,
-                span.clone(),
-                WINDOW_S,
-                expected,
-                TOLERANCE_DB,
-            );
-            eprintln!(
-                "{rendition} {}: expected {expected:.2} dBFS, measured {stats}",
-                key.name
-            );
+            assert_host_level(rendition, &program, key.name, tone, span.clone());
         }
     }
     eprintln!(
@@ -195,16 +198,7 @@ fn reconnect_has_no_gap() {
     let alice_span = steady(alice_started, stopped);
     for (rendition, program) in decode_all(&broadcast) {
         let level = |what: &str, tone: &Tone, span: Range<f64>| {
-            let expected = tone.expected_rms_dbfs();
-            let stats = program.assert_tone_level(
-                what,
-                tone.freq_hz,
-                span,
-                WINDOW_S,
-                expected,
-                TOLERANCE_DB,
-            );
-            eprintln!("{rendition} {what}: expected {expected:.2} dBFS, measured {stats}");
+            assert_host_level(rendition, &program, what, tone, span);
         };
         level("alice throughout", &ALICE_TONE, alice_span.clone());
         level(
@@ -275,16 +269,7 @@ fn replace_same_key() {
     let alice_span = steady(alice_started, stopped);
     for (rendition, program) in decode_all(&broadcast) {
         let level = |what: &str, tone: &Tone, span: Range<f64>| {
-            let expected = tone.expected_rms_dbfs();
-            let stats = program.assert_tone_level(
-                what,
-                tone.freq_hz,
-                span,
-                WINDOW_S,
-                expected,
-                TOLERANCE_DB,
-            );
-            eprintln!("{rendition} {what}: expected {expected:.2} dBFS, measured {stats}");
+            assert_host_level(rendition, &program, what, tone, span);
         };
         level("alice throughout", &ALICE_TONE, alice_span.clone());
         level(
