@@ -42,8 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::http_input::{self, BodyError, bearer_token, constant_time_eq};
 use crate::origin::request::CONTROL_PATH;
-use crate::run::{CommandReply, StudioMessage};
-use crate::studio::{Command, CommandError, HostInfo};
+use crate::studio::{Command, CommandError, CommandReply, ControlRequest, HostInfo};
 
 /// How long a request waits for the pipeline's answer. The pipeline takes
 /// its inbox every 20 ms, so this only runs out when the broadcast has
@@ -66,7 +65,7 @@ const NOT_RUNNING: &str = "broadcast is not running";
 pub struct ControlApi {
     /// `None`: the API is disabled.
     token: Option<Arc<str>>,
-    inbox: mpsc::Sender<StudioMessage>,
+    inbox: mpsc::Sender<ControlRequest>,
     reply_timeout: Duration,
 }
 
@@ -81,10 +80,10 @@ impl fmt::Debug for ControlApi {
 
 impl ControlApi {
     /// A control API that sends its commands to `inbox` (the pipeline's, see
-    /// [`crate::run::LiveIo::inbox`]) and admits requests bearing `token`.
+    /// [`crate::run::LiveIo::control`]) and admits requests bearing `token`.
     /// Without a token (or with an empty one) every request is refused with
     /// 403: an open API would let anyone mute or kick the hosts.
-    pub fn new(token: Option<String>, inbox: mpsc::Sender<StudioMessage>) -> Self {
+    pub fn new(token: Option<String>, inbox: mpsc::Sender<ControlRequest>) -> Self {
         Self {
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
             inbox,
@@ -200,7 +199,7 @@ impl ControlApi {
             for command in commands {
                 let (reply, answer) = oneshot::channel();
                 self.inbox
-                    .send(StudioMessage::Control(command, reply))
+                    .send(ControlRequest { command, reply })
                     .await
                     .ok()?;
                 pending.push(answer);
@@ -486,7 +485,8 @@ mod tests {
 
     use crate::audio::mix::MAX_GAIN_DB;
     use crate::audio::{FeedConfig, FeedId, LiveFeedConfig, Mixer, MixerConfig};
-    use crate::studio::{Close, HostKind, IngestEvent, SessionId, Studio};
+    use crate::ingest::{Close, IngestEvent, SessionId};
+    use crate::studio::{HostKind, Studio};
 
     const TOKEN: &str = "s3cret-token";
 
@@ -525,27 +525,55 @@ mod tests {
         }
     }
 
-    /// Answers the inbox as the pipeline thread does, until every sender is
-    /// gone; then hands the desk back for inspection.
-    fn spawn_pipeline(mut desk: Desk) -> (mpsc::Sender<StudioMessage>, JoinHandle<Desk>) {
-        let (inbox, mut messages) = mpsc::channel(16);
+    /// Answers the inbox as the pipeline thread does (ingest events before
+    /// commands), until the control API is gone; then hands the desk back
+    /// for inspection.
+    fn spawn_pipeline(
+        mut desk: Desk,
+    ) -> (
+        mpsc::Sender<IngestEvent>,
+        mpsc::Sender<ControlRequest>,
+        JoinHandle<Desk>,
+    ) {
+        let (ingest, mut events) = mpsc::channel(16);
+        let (control, mut requests) = mpsc::channel(16);
         let task = tokio::spawn(async move {
-            while let Some(message) = messages.recv().await {
-                match message {
-                    StudioMessage::Ingest(event) => desk.studio.ingest(event),
-                    StudioMessage::Control(command, reply) => {
-                        let _ = reply.send(desk.studio.command(&mut desk.mixer, command));
-                    }
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = events.recv() => desk.studio.ingest(event),
+                    request = requests.recv() => match request {
+                        Some(ControlRequest { command, reply }) => {
+                            let _ = reply.send(desk.studio.command(&mut desk.mixer, command));
+                        }
+                        None => return desk,
+                    },
                 }
             }
-            desk
         });
-        (inbox, task)
+        (ingest, control, task)
+    }
+
+    /// A running control API, the ingest side of its pipeline and the
+    /// pipeline task.
+    struct Running {
+        api: ControlApi,
+        ingest: mpsc::Sender<IngestEvent>,
+        task: JoinHandle<Desk>,
     }
 
     fn running() -> (ControlApi, JoinHandle<Desk>) {
-        let (inbox, task) = spawn_pipeline(desk());
-        (ControlApi::new(Some(TOKEN.into()), inbox), task)
+        let Running { api, task, .. } = running_with_ingest();
+        (api, task)
+    }
+
+    fn running_with_ingest() -> Running {
+        let (ingest, control, task) = spawn_pipeline(desk());
+        Running {
+            api: ControlApi::new(Some(TOKEN.into()), control),
+            ingest,
+            task,
+        }
     }
 
     /// Ends the pipeline task (dropping the API closes its inbox).
@@ -734,7 +762,7 @@ mod tests {
 
     #[tokio::test]
     async fn is_disabled_without_a_token() {
-        let (inbox, task) = spawn_pipeline(desk());
+        let (_ingest, inbox, task) = spawn_pipeline(desk());
         for token in [None, Some(String::new())] {
             let api = ControlApi::new(token, inbox.clone());
             for authorization in [
@@ -887,7 +915,7 @@ mod tests {
 
     #[tokio::test]
     async fn kick_ends_only_a_connected_live_session() {
-        let (api, task) = running();
+        let Running { api, ingest, task } = running_with_ingest();
         let kick = |path| Call::new(Method::POST, path);
         let file = kick("/control/hosts/intro/kick").send(&api).await;
         assert_eq!(file.status, StatusCode::CONFLICT);
@@ -903,13 +931,13 @@ mod tests {
         assert_eq!(unknown.status, StatusCode::NOT_FOUND);
 
         let session = SessionId(7);
-        api.inbox
-            .send(StudioMessage::Ingest(IngestEvent::Connected {
+        ingest
+            .send(IngestEvent::Connected {
                 host: "alice".into(),
                 session,
                 protocol: "rtmp",
                 peer: "192.0.2.1:50000".into(),
-            }))
+            })
             .await
             .expect("inbox");
         let connected = Call::get("/control/hosts/alice").send(&api).await;

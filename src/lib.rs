@@ -1,6 +1,6 @@
 //! onair: a live audio broadcast packager.
 //!
-//! Host feeds (files now; RTMP and WHIP later) are decoded, mixed on one 48 kHz
+//! Host feeds (RTMP and WHIP publishers, files) are decoded, mixed on one 48 kHz
 //! program clock, encoded to Opus and AAC-LC, packaged as CMAF Low-Latency HLS
 //! and published to object storage, from where stateless origins serve
 //! listeners. See `docs/ARCHITECTURE.md` for the map of modules.

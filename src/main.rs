@@ -357,12 +357,13 @@ async fn live(args: LiveArgs) -> Result<()> {
             live_feed,
         )?;
     }
-    let clock = run::ProgramClock::start();
+    let clock = onair::time::ProgramClock::start();
     let (inbox_tx, inbox) = tokio::sync::mpsc::channel(INBOX);
+    let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_INBOX);
     let control = args
         .admin_token
         .clone()
-        .map(|token| ControlApi::new(Some(token), inbox_tx.clone()));
+        .map(|token| ControlApi::new(Some(token), control_tx.clone()));
     let whip = match args.webrtc_udp {
         Some(udp) => {
             let config = onair::ingest::whip::rtc::RtcConfig {
@@ -402,7 +403,7 @@ async fn live(args: LiveArgs) -> Result<()> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen for RTMP on {addr}"))?;
-            let ingest = onair::ingest::rtmp::hosts::start(
+            let ingest = onair::ingest::rtmp::bridge::start(
                 listener,
                 keys.clone(),
                 onair::ingest::rtmp::server::ServerConfig::default(),
@@ -423,6 +424,7 @@ async fn live(args: LiveArgs) -> Result<()> {
         }
     });
     drop(inbox_tx);
+    drop(control_tx);
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
     tracing::info!(
@@ -435,7 +437,8 @@ async fn live(args: LiveArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let io = run::LiveIo {
         observer,
-        inbox: Some(inbox),
+        ingest: Some(inbox),
+        control: Some(control_rx),
         closer: Some(closer),
         clock,
     };
@@ -465,10 +468,13 @@ struct BroadcastApis {
     whip: Option<(onair::ingest::whip::endpoint::WhipApi, std::net::SocketAddr)>,
 }
 
-/// Ingest events and control commands queued for the pipeline thread,
-/// which takes them every 20 ms: a few hundred ms of audio packets of many
-/// hosts. A full inbox slows the publishers down through TCP.
+/// Ingest events queued for the pipeline thread, which takes them every
+/// 20 ms: a few hundred ms of audio packets of many hosts. A full inbox
+/// slows the publishers down through TCP.
 const INBOX: usize = 1024;
+
+/// Control commands queued for the pipeline thread: a PATCH is two.
+const CONTROL_INBOX: usize = 64;
 
 /// Announcements queued for the in-process origin: a part of both
 /// renditions with its playlists and deletions is a few dozen operations,

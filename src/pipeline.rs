@@ -15,9 +15,10 @@ use crate::audio::{
 use crate::encode::{
     AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet,
 };
+use crate::ingest::{Close, IngestEvent};
 use crate::packager::{Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec};
 use crate::publish::Batch;
-use crate::studio::{Close, Command, CommandError, HostInfo, HostKind, IngestEvent, Studio};
+use crate::studio::{Command, CommandError, HostInfo, HostKind, Studio};
 
 /// Longest block mixed and encoded at once: one part (320 ms). Smaller steps
 /// follow the caller's pacing (20 ms in a live run).
@@ -250,11 +251,6 @@ impl Pipeline {
     /// The packager, for its timeline and playlists.
     pub fn packager(&self) -> &Packager {
         &self.packager
-    }
-
-    /// The mixer, for levels and host control.
-    pub fn mixer_mut(&mut self) -> &mut Mixer {
-        &mut self.mixer
     }
 
     /// Program time at which every host has ended, once all have (never for

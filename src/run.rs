@@ -11,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc};
 
 use crate::hls::MediaPlaylist;
+use crate::ingest::{Close, IngestEvent};
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
 use crate::publish::{
     self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
 };
-use crate::studio::{Close, Command, CommandError, HostInfo, IngestEvent};
-use crate::time::{SAMPLE_RATE, rescale};
+use crate::studio::ControlRequest;
+use crate::time::{ProgramClock, SAMPLE_RATE, rescale};
 
 /// Batches queued between the pipeline and the store.
 const QUEUE: usize = 16;
@@ -159,55 +160,6 @@ async fn finish_run(
     }
 }
 
-/// The program clock of a live run: program time is the wall time elapsed
-/// since the run started, in samples. Ingest stamps packet arrivals with it
-/// and the pipeline is paced by it, so both agree on "now".
-#[derive(Debug, Clone, Copy)]
-pub struct ProgramClock {
-    start: Instant,
-}
-
-impl ProgramClock {
-    /// A clock whose program time 0 is now.
-    pub fn start() -> Self {
-        Self {
-            start: Instant::now(),
-        }
-    }
-
-    /// Program time now, in samples at 48 kHz.
-    pub fn now(&self) -> u64 {
-        self.at(Instant::now())
-    }
-
-    /// Program time at `instant` (0 before the start).
-    pub fn at(&self, instant: Instant) -> u64 {
-        let elapsed = instant.saturating_duration_since(self.start);
-        rescale(
-            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
-            1_000_000_000,
-            SAMPLE_RATE,
-        )
-    }
-
-    /// The instant of program time `t`.
-    pub fn instant(&self, t: u64) -> Instant {
-        self.start + Duration::from_nanos(rescale(t, SAMPLE_RATE, 1_000_000_000))
-    }
-}
-
-/// The answer to a control command.
-pub type CommandReply = Result<Vec<HostInfo>, CommandError>;
-
-/// What reaches the pipeline thread of a live run from the outside.
-#[derive(Debug)]
-pub enum StudioMessage {
-    /// An ingest session's news (see [`crate::studio::IngestEvent`]).
-    Ingest(IngestEvent),
-    /// A control command and where to send its answer.
-    Control(Command, oneshot::Sender<CommandReply>),
-}
-
 /// Closes ingest sessions on behalf of the studio (replaced, kicked,
 /// refused audio).
 pub type Closer = Box<dyn Fn(Close) + Send>;
@@ -218,8 +170,10 @@ pub struct LiveIo {
     /// how an in-process origin ([`crate::origin::Origin::observe`]) learns
     /// of each part the moment it is stored.
     pub observer: Option<broadcast::Sender<Op>>,
-    /// Ingest events and control commands, taken once per tick (20 ms).
-    pub inbox: Option<mpsc::Receiver<StudioMessage>>,
+    /// Ingest events, taken once per tick (20 ms).
+    pub ingest: Option<mpsc::Receiver<IngestEvent>>,
+    /// Control commands, taken once per tick after the ingest events.
+    pub control: Option<mpsc::Receiver<ControlRequest>>,
     /// Carries out the studio's session closes.
     pub closer: Option<Closer>,
     /// The clock ingest stamps arrivals with.
@@ -230,7 +184,8 @@ impl Default for LiveIo {
     fn default() -> Self {
         Self {
             observer: None,
-            inbox: None,
+            ingest: None,
+            control: None,
             closer: None,
             clock: ProgramClock::start(),
         }
@@ -259,7 +214,8 @@ pub async fn broadcast(
 ) -> Result<RunSummary, RunError> {
     let LiveIo {
         observer,
-        mut inbox,
+        mut ingest,
+        mut control,
         closer,
         clock,
     } = io;
@@ -282,9 +238,7 @@ pub async fn broadcast(
                 );
                 tick = now;
             }
-            if let Some(inbox) = &mut inbox {
-                take_messages(&mut pipeline, inbox);
-            }
+            take_messages(&mut pipeline, ingest.as_mut(), control.as_mut());
             if let Some(batch) = pipeline.advance(clock.now())? {
                 send(&handle, &rt, batch)?;
             }
@@ -299,15 +253,22 @@ pub async fn broadcast(
     finish_run(work, task).await
 }
 
-/// Hands the inbox's waiting messages to the pipeline.
-fn take_messages(pipeline: &mut Pipeline, inbox: &mut mpsc::Receiver<StudioMessage>) {
-    while let Ok(message) = inbox.try_recv() {
-        match message {
-            StudioMessage::Ingest(event) => pipeline.ingest(event),
-            StudioMessage::Control(command, reply) => {
-                // The requester may have gone (timeout): nothing to do.
-                let _ = reply.send(pipeline.command(command));
-            }
+/// Hands the inbox's waiting messages to the pipeline: the ingest events
+/// first, then the commands, so a command sees the hosts as of this tick.
+fn take_messages(
+    pipeline: &mut Pipeline,
+    ingest: Option<&mut mpsc::Receiver<IngestEvent>>,
+    control: Option<&mut mpsc::Receiver<ControlRequest>>,
+) {
+    if let Some(ingest) = ingest {
+        while let Ok(event) = ingest.try_recv() {
+            pipeline.ingest(event);
+        }
+    }
+    if let Some(control) = control {
+        while let Ok(ControlRequest { command, reply }) = control.try_recv() {
+            // The requester may have gone (timeout): nothing to do.
+            let _ = reply.send(pipeline.command(command));
         }
     }
 }

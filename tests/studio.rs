@@ -20,11 +20,10 @@ use onair::audio::{
     Decoded, FeedConfig, FileSource, LiveFeedConfig, Mixer, MixerConfig, SourceOptions,
 };
 use onair::hls::TimelineConfig;
+use onair::ingest::{Close, IngestEvent, SessionId};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
-use onair::studio::{
-    Close, Command, CommandError, HostInfo, HostKind, IngestEvent, KICK_HOLD, SessionId, Studio,
-};
+use onair::studio::{Command, CommandError, HostInfo, HostKind, KICK_HOLD, Studio};
 use wav::{WavFormat, sine, write_wav};
 
 /// Program rate, frames per second.

@@ -259,7 +259,6 @@ pub struct Mixer {
     next_id: u64,
     clock: u64,
     limiter: Limiter,
-    program: Level,
 }
 
 impl Mixer {
@@ -271,7 +270,6 @@ impl Mixer {
             next_id: 0,
             clock: 0,
             limiter: Limiter::new(cfg.limiter, SAMPLE_RATE),
-            program: Level::default(),
         }
     }
 
@@ -443,7 +441,6 @@ impl Mixer {
         }
         self.feeds.retain(|f| !(f.leaving && f.gain.left == 0));
         self.limiter.process(out);
-        self.program = Level::measure([out, &[]], 0);
         self.clock += n as u64;
     }
 
@@ -456,11 +453,6 @@ impl Mixer {
     /// a meter shows a muted host talking). `None` for unknown ids.
     pub fn level(&self, id: FeedId) -> Option<Level> {
         self.feed(id).map(|f| f.level)
-    }
-
-    /// The level of the last mixed block after the limiter.
-    pub fn program_level(&self) -> Level {
-        self.program
     }
 
     /// The limiter's current gain reduction in dB.

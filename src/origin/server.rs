@@ -737,8 +737,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use crate::origin::OriginConfig;
-    use crate::run::StudioMessage;
-    use crate::studio::{Command, HostInfo, HostKind};
+    use crate::studio::{Command, ControlRequest, HostInfo, HostKind};
 
     /// Serves `origin` on a free port; the task ends with the test.
     async fn serve(origin: Origin) -> std::net::SocketAddr {
@@ -766,7 +765,7 @@ mod tests {
     async fn control_requests_reach_the_control_api_with_their_body() {
         let (inbox, mut messages) = mpsc::channel(4);
         let pipeline = tokio::spawn(async move {
-            let Some(StudioMessage::Control(command, reply)) = messages.recv().await else {
+            let Some(ControlRequest { command, reply }) = messages.recv().await else {
                 panic!("no control command arrived");
             };
             let muted = matches!(command, Command::SetMuted { muted: true, .. });

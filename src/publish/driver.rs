@@ -34,11 +34,6 @@ impl PublishHandle {
             .map_err(|_| PublishError::DriverStopped)
     }
 
-    /// Free places in the queue right now; 0 means the next `send` waits.
-    pub fn free_capacity(&self) -> usize {
-        self.tx.capacity()
-    }
-
     /// Whether the driver has stopped.
     pub fn is_stopped(&self) -> bool {
         self.tx.is_closed()

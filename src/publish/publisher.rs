@@ -16,7 +16,7 @@
 //!   plain overwrites; each put is atomic, so readers see the old or the new
 //!   object, never a mix.
 //! - A [`Batch`] is a list of stages. The operations of one stage run
-//!   concurrently (bounded by [`Publisher::with_concurrency`]); a stage starts
+//!   concurrently (at most [`Publisher::DEFAULT_CONCURRENCY`] at once); a stage starts
 //!   only after every operation of the previous stage has been stored. The
 //!   packager puts media in an earlier stage than any playlist naming it, so a
 //!   playlist never lists an object that is not there (RFC 8216bis 6.2.2).
@@ -276,7 +276,6 @@ pub enum PublishError {
 pub struct Publisher {
     store: Store,
     retry: RetryPolicy,
-    concurrency: usize,
     target_duration_s: u32,
     part_target_ms: u32,
     observer: Option<tokio::sync::broadcast::Sender<Op>>,
@@ -298,7 +297,6 @@ impl Publisher {
         Self {
             store,
             retry,
-            concurrency: Self::DEFAULT_CONCURRENCY,
             target_duration_s: DEFAULT_TARGET_DURATION_S,
             part_target_ms: DEFAULT_PART_TARGET_MS,
             observer: None,
@@ -323,21 +321,9 @@ impl Publisher {
         self
     }
 
-    /// Sets how many operations of one stage may be in flight at once
-    /// (at least 1).
-    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency.max(1);
-        self
-    }
-
     /// The store objects go to.
     pub fn store(&self) -> &Store {
         &self.store
-    }
-
-    /// The retry policy.
-    pub fn retry_policy(&self) -> &RetryPolicy {
-        &self.retry
     }
 
     /// Applies the stages of `batch` in order, the operations of each stage
@@ -351,7 +337,7 @@ impl Publisher {
             let announce = self.observer.as_ref().map(|o| (o, stage.clone()));
             let mut running = futures::stream::iter(stage)
                 .map(|op| self.run(op))
-                .buffer_unordered(self.concurrency);
+                .buffer_unordered(Self::DEFAULT_CONCURRENCY);
             while let Some(outcome) = running.next().await {
                 let outcome = outcome?;
                 total.add(&outcome.stats);

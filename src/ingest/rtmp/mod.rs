@@ -10,8 +10,13 @@
 //! - [`flv`]: FLV audio tags: AAC (AudioSpecificConfig and raw frames) and MP3.
 //! - [`session`]: the protocol state machine for one connection: protocol
 //!   control, the command flow ffmpeg and OBS expect, audio events.
-//! - [`server`]: the only file that does IO, a tokio accept loop feeding one
-//!   [`Session`] per connection.
+//! - [`server`]: the driver: a tokio accept loop feeding one [`Session`]
+//!   per connection, with the table of open connections.
+//! - [`bridge`]: the broadcast's RTMP ingest: the authorizer built from the
+//!   host keys and the bridge task that decodes each publisher's audio and
+//!   turns session events into [`IngestEvent`](crate::ingest::IngestEvent)s.
+//!
+//! Only `server` and `bridge` do IO (tokio); the rest is sans-IO.
 //!
 //! Contract: every parser here is sans-IO. It takes the bytes received so far
 //! and either consumes a whole unit or consumes nothing (incomplete input is
@@ -21,10 +26,10 @@
 //! whose [`ErrorContext`] locates the offending bytes in a capture.
 
 pub mod amf0;
+pub mod bridge;
 pub mod chunk;
 pub mod flv;
 pub mod handshake;
-pub mod hosts;
 pub mod server;
 pub mod session;
 

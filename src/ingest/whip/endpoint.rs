@@ -50,8 +50,8 @@ use super::rtc::{AcceptError, RtcEndpoint, RtcEvent, RtcHandle};
 use super::sdp::{self, OfferSummary};
 use crate::http_input::{self, BodyError, bearer_token};
 use crate::ingest::keys::Keys;
-use crate::run::{ProgramClock, StudioMessage};
-use crate::studio::{Close, IngestEvent, SessionId};
+use crate::ingest::{Close, IngestEvent, SessionId};
+use crate::time::ProgramClock;
 
 /// How often each session's jitter buffer is pulled: half an Opus frame,
 /// so a frame waits at most 10 ms once it is due.
@@ -161,7 +161,7 @@ pub fn start(
     rtc: RtcHandle,
     stream: &str,
     keys: Arc<Keys>,
-    inbox: mpsc::Sender<StudioMessage>,
+    inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
     jitter: OpusJitterConfig,
 ) -> (WhipApi, WhipIngest) {
@@ -502,7 +502,7 @@ struct Live {
 
 struct Bridge {
     shared: Arc<Shared>,
-    inbox: mpsc::Sender<StudioMessage>,
+    inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
     jitter: OpusJitterConfig,
     /// Connected sessions by WebRTC id.
@@ -661,8 +661,8 @@ impl Bridge {
 }
 
 /// Hands an event to the studio; false once the broadcast is over.
-async fn send(inbox: &mpsc::Sender<StudioMessage>, event: IngestEvent) -> bool {
-    inbox.send(StudioMessage::Ingest(event)).await.is_ok()
+async fn send(inbox: &mpsc::Sender<IngestEvent>, event: IngestEvent) -> bool {
+    inbox.send(event).await.is_ok()
 }
 
 #[cfg(test)]

@@ -1,11 +1,10 @@
-//! RTMP publishers as live hosts of the broadcast.
+//! The RTMP bridge: RTMP publishers as live hosts of the broadcast.
 //!
 //! [`start`] runs the RTMP [`server`](super::server) with an authorizer
 //! built from the broadcast's [`Keys`] and a bridge task that turns each
-//! accepted publisher's session events into [`IngestEvent`]s for the
-//! studio: `Connected` on an accepted publish, decoded audio stamped with
-//! its arrival on the [`ProgramClock`], `Disconnected` when the publisher
-//! stops. Decoding happens here, off the pipeline thread, one decoder per
+//! accepted publisher's session events into [`IngestEvent`]s: `Connected`
+//! on an accepted publish, decoded audio stamped with its arrival on the
+//! [`ProgramClock`], `Disconnected` when the publisher stops. Decoding happens here, off the pipeline thread, one decoder per
 //! connection.
 //!
 //! Publishers connect to `rtmp://ADDR/live/{secret}`. An unknown secret or
@@ -27,8 +26,8 @@ use super::server::{
 use super::{AudioCodec, Event, Timeline};
 use crate::audio::PacketDecoder;
 use crate::ingest::keys::Keys;
-use crate::run::{ProgramClock, StudioMessage};
-use crate::studio::{Close, IngestEvent, SessionId};
+use crate::ingest::{Close, IngestEvent, SessionId};
+use crate::time::ProgramClock;
 
 /// The RTMP application publishers use: `rtmp://ADDR/live/{secret}`.
 pub const APP: &str = "live";
@@ -77,7 +76,7 @@ pub fn start(
     listener: TcpListener,
     keys: Arc<Keys>,
     mut config: ServerConfig,
-    inbox: mpsc::Sender<StudioMessage>,
+    inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
 ) -> std::io::Result<RtmpIngest> {
     let local_addr = listener.local_addr()?;
@@ -140,7 +139,7 @@ struct Publisher {
 
 struct Bridge {
     keys: Arc<Keys>,
-    inbox: mpsc::Sender<StudioMessage>,
+    inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
     sessions: Arc<Mutex<HashMap<SessionId, ConnectionId>>>,
     connections: Connections,
@@ -153,12 +152,7 @@ impl Bridge {
         while let Some(event) = events.recv().await {
             self.on_event(event, &mut out);
             for message in out.drain(..) {
-                if self
-                    .inbox
-                    .send(StudioMessage::Ingest(message))
-                    .await
-                    .is_err()
-                {
+                if self.inbox.send(message).await.is_err() {
                     // The broadcast is over.
                     return;
                 }

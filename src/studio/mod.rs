@@ -21,11 +21,15 @@
 //! - The hold music is ducked out (over [`DUCK_OUT_FRAMES`]) while any live
 //!   host is on air and comes back (over [`DUCK_IN_FRAMES`]) when none is.
 
-use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+pub mod inbox;
 
-use crate::audio::{Decoded, FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
+use std::fmt;
+
+use crate::audio::{FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
+use crate::ingest::{Close, IngestEvent, SessionId};
 use crate::time::SAMPLE_RATE;
+
+pub use inbox::{CommandReply, ControlRequest};
 
 /// How long a kicked host is kept out: new sessions in this span are closed
 /// at once, so a publisher that reconnects by itself (OBS, the host page)
@@ -36,26 +40,6 @@ pub const KICK_HOLD: u64 = 60 * SAMPLE_RATE as u64;
 pub const DUCK_OUT_FRAMES: u32 = SAMPLE_RATE / 2;
 /// How fast the hold music comes back when the last host leaves: 2 s.
 pub const DUCK_IN_FRAMES: u32 = 2 * SAMPLE_RATE;
-
-/// Identifies one ingest session (an RTMP connection, a WHIP session) for
-/// the life of the broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct SessionId(pub u64);
-
-impl SessionId {
-    /// A new id, unique in this process: ingest protocols draw from one
-    /// sequence so the studio never confuses their sessions.
-    pub fn next() -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(1);
-        Self(NEXT.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-impl fmt::Display for SessionId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session#{}", self.0)
-    }
-}
 
 /// What kind of host a mixer feed is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,42 +61,6 @@ impl HostKind {
             HostKind::Live => "live",
         }
     }
-}
-
-/// What ingest reports to the studio.
-#[derive(Debug, Clone, PartialEq)]
-pub enum IngestEvent {
-    /// A publisher for `host` was accepted. Replaces the host's current
-    /// session, if any.
-    Connected {
-        /// The host's name (from its key).
-        host: String,
-        /// The new session.
-        session: SessionId,
-        /// The ingest protocol, e.g. "rtmp".
-        protocol: &'static str,
-        /// The publisher's address, for the control API.
-        peer: String,
-    },
-    /// Decoded audio of a session.
-    Audio {
-        /// The session.
-        session: SessionId,
-        /// The packet's host timestamp in ms, unwrapped.
-        host_ts_ms: i64,
-        /// The samples at the publisher's rate and channels.
-        audio: Decoded,
-        /// Program time at which the packet arrived.
-        arrival: u64,
-    },
-    /// The session ended (the publisher left, broke the protocol, or was
-    /// closed by the studio).
-    Disconnected {
-        /// The session.
-        session: SessionId,
-        /// Why, for logs.
-        reason: String,
-    },
 }
 
 /// A control API request.
@@ -190,15 +138,6 @@ pub struct HostInfo {
     /// Live hosts: times a burst overflowed the buffer and old audio was
     /// dropped.
     pub overruns: Option<u64>,
-}
-
-/// A session the studio wants closed, with the reason to log and send.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Close {
-    /// The session.
-    pub session: SessionId,
-    /// Why.
-    pub reason: String,
 }
 
 struct Live {

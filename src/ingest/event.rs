@@ -1,0 +1,80 @@
+//! What ingest hands on: the events of host sessions.
+//!
+//! Every ingest protocol (RTMP, WHIP) reports its publishers the same way:
+//! a session is [`Connected`](IngestEvent::Connected), delivers decoded
+//! [`Audio`](IngestEvent::Audio) stamped with the host's own timestamps and
+//! the program time of arrival, and is
+//! [`Disconnected`](IngestEvent::Disconnected). Whoever consumes these (the
+//! studio) may ask for a session to end with a [`Close`], which the
+//! protocol that owns the session carries out. Ingest knows nothing of what
+//! happens to the audio next.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::audio::decode::Decoded;
+
+/// Identifies one ingest session (an RTMP connection, a WHIP session) for
+/// the life of the broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+impl SessionId {
+    /// A new id, unique in this process: ingest protocols draw from one
+    /// sequence so the studio never confuses their sessions.
+    pub fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Self(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session#{}", self.0)
+    }
+}
+
+/// What ingest reports to the studio.
+#[derive(Debug, Clone, PartialEq)]
+pub enum IngestEvent {
+    /// A publisher for `host` was accepted. Replaces the host's current
+    /// session, if any.
+    Connected {
+        /// The host's name (from its key).
+        host: String,
+        /// The new session.
+        session: SessionId,
+        /// The ingest protocol, e.g. "rtmp".
+        protocol: &'static str,
+        /// The publisher's address, for the control API.
+        peer: String,
+    },
+    /// Decoded audio of a session.
+    Audio {
+        /// The session.
+        session: SessionId,
+        /// The packet's host timestamp in ms, unwrapped.
+        host_ts_ms: i64,
+        /// The samples at the publisher's rate and channels.
+        audio: Decoded,
+        /// Program time at which the packet arrived.
+        arrival: u64,
+    },
+    /// The session ended (the publisher left, broke the protocol, or was
+    /// closed by the studio).
+    Disconnected {
+        /// The session.
+        session: SessionId,
+        /// Why, for logs.
+        reason: String,
+    },
+}
+
+/// A session the consumer of ingest events wants closed, with the reason to log and send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// The session.
+    pub session: SessionId,
+    /// Why.
+    pub reason: String,
+}
