@@ -21,4 +21,6 @@ pub mod pipeline;
 pub mod publish;
 pub mod run;
 pub mod studio;
+#[cfg(test)]
+mod testing;
 pub mod time;

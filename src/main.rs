@@ -155,9 +155,12 @@ struct Common {
 
 /// Checks `--stream`: it becomes a key prefix and a URL path segment.
 fn parse_stream_name(s: &str) -> Result<String, String> {
-    if onair::origin::request::is_control(&format!("/{s}")) {
-        Err(format!("stream name {s:?} is reserved for the control API"))
-    } else if onair::packager::valid_name(s) {
+    use onair::publish::layout;
+    if layout::RESERVED_STREAM_NAMES.contains(&s) {
+        Err(format!(
+            "stream name {s:?} is reserved for the control API and the origin's own files"
+        ))
+    } else if layout::valid_stream_name(s) {
         Ok(s.to_string())
     } else {
         Err(format!(

@@ -22,9 +22,9 @@ use bytes::{Bytes, BytesMut};
 use crate::cmaf;
 use crate::encode::{AudioEncoder, CodecInfo, Packet};
 use crate::hls::{
-    self, MediaPlaylist, PartId, PlaylistType, RenditionNames, RenditionReport, Timeline,
-    TimelineConfig, Variant,
+    self, MediaPlaylist, PartId, PlaylistType, RenditionReport, Timeline, TimelineConfig, Variant,
 };
+use crate::publish::layout::{self, ObjectKey, RenditionFile, RenditionPath};
 use crate::publish::{Batch, ObjectKind, Op, PutObject};
 
 /// Every onair file has one track.
@@ -157,16 +157,6 @@ pub enum PackagerError {
     },
 }
 
-/// True if `name` is safe as one object key segment and one URL path segment.
-pub fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 #[derive(Debug)]
 struct Rendition {
     spec: RenditionSpec,
@@ -190,7 +180,6 @@ pub struct Packager {
     stream: String,
     mode: PlaylistMode,
     timeline: Timeline,
-    names: RenditionNames,
     renditions: Vec<Rendition>,
     /// Program time where the next part starts.
     next_start: u64,
@@ -207,12 +196,12 @@ pub struct Packager {
 impl Packager {
     /// Checks the configuration and starts at program time 0.
     pub fn new(cfg: PackagerConfig, specs: Vec<RenditionSpec>) -> Result<Self, PackagerError> {
-        if !valid_name(&cfg.stream) {
+        if !layout::valid_stream_name(&cfg.stream) {
             return Err(PackagerError::BadName(cfg.stream));
         }
         let part_target = cfg.timeline.part_target;
         for s in &specs {
-            if !valid_name(&s.name) {
+            if !layout::valid_name(&s.name) {
                 return Err(PackagerError::BadName(s.name.clone()));
             }
             let f = u64::from(s.frame_len);
@@ -238,7 +227,7 @@ impl Packager {
                         CodecInfo::Aac { .. } => "AAC".into(),
                         CodecInfo::Opus { .. } => "Opus".into(),
                     },
-                    uri: format!("{}/live.m3u8", spec.name),
+                    uri: layout::variant_uri(&spec.name),
                     codecs: spec.codecs().to_string(),
                     bandwidth,
                     average_bandwidth: Some(average),
@@ -260,7 +249,6 @@ impl Packager {
             stream: cfg.stream,
             mode: cfg.mode,
             timeline: timeline_cfg.build()?,
-            names: RenditionNames::standard(),
             renditions,
             next_start: 0,
             end: None,
@@ -281,8 +269,15 @@ impl Packager {
     }
 
     /// Key of an object of rendition `r`.
-    fn key(&self, r: usize, name: &str) -> String {
-        format!("{}/{}/{}", self.stream, self.renditions[r].spec.name, name)
+    fn key(&self, r: usize, file: RenditionFile) -> String {
+        ObjectKey::Rendition {
+            path: RenditionPath {
+                stream: self.stream.clone(),
+                rendition: self.renditions[r].spec.name.clone(),
+            },
+            file,
+        }
+        .key()
     }
 
     /// Init segments of every rendition: the first batch of a broadcast. The
@@ -292,7 +287,7 @@ impl Packager {
         let inits = (0..self.renditions.len())
             .map(|r| {
                 Ok(Op::Put(PutObject {
-                    key: self.key(r, self.names.init_uri()),
+                    key: self.key(r, RenditionFile::Init),
                     body: init_segment(&self.renditions[r].spec)?,
                     kind: ObjectKind::Init,
                 }))
@@ -308,7 +303,7 @@ impl Packager {
     fn announce(&mut self, stages: &mut Vec<Vec<Op>>) {
         if let Some(index) = self.index.take() {
             stages.push(vec![Op::Put(PutObject {
-                key: format!("{}/index.m3u8", self.stream),
+                key: ObjectKey::multivariant(&self.stream).key(),
                 body: index,
                 kind: ObjectKind::Multivariant,
             })]);
@@ -475,7 +470,7 @@ impl Packager {
         for (r, bytes) in parts.into_iter().enumerate() {
             if self.mode == PlaylistMode::Live {
                 media.push(Op::Put(PutObject {
-                    key: self.key(r, &self.names.part_uri(id)),
+                    key: self.key(r, RenditionFile::Part(id)),
                     body: bytes,
                     kind: ObjectKind::Media,
                 }));
@@ -494,7 +489,7 @@ impl Packager {
     fn segment_op(&mut self, r: usize, msn: u64) -> Op {
         let body = std::mem::take(&mut self.renditions[r].segment).freeze();
         Op::Put(PutObject {
-            key: self.key(r, &self.names.segment_uri(msn)),
+            key: self.key(r, RenditionFile::Segment(msn)),
             body,
             kind: ObjectKind::Media,
         })
@@ -510,11 +505,13 @@ impl Packager {
                 .iter()
                 .enumerate()
                 .filter(|(o, _)| *o != r)
-                .map(|(_, o)| RenditionReport::at(format!("../{}/live.m3u8", o.spec.name), last))
+                .map(|(_, o)| RenditionReport::at(layout::report_uri(&o.spec.name), last))
                 .collect(),
             _ => Vec::new(),
         };
-        let mut playlist = self.timeline.media_playlist(&self.names, &reports);
+        let mut playlist = self
+            .timeline
+            .media_playlist(layout::rendition_names(), &reports);
         if self.mode == PlaylistMode::Vod {
             to_vod(&mut playlist);
         }
@@ -526,12 +523,12 @@ impl Packager {
     fn playlists(&self, kind: ObjectKind, at: Option<PartId>) -> Vec<Op> {
         (0..self.renditions.len())
             .map(|r| {
-                let name = match at {
-                    Some(id) => format!("at/{}.{}.m3u8", id.msn, id.part),
-                    None => "live.m3u8".to_string(),
+                let file = match at {
+                    Some(id) => RenditionFile::At(id),
+                    None => RenditionFile::Live,
                 };
                 Op::Put(PutObject {
-                    key: self.key(r, &name),
+                    key: self.key(r, file),
                     body: Bytes::from(self.media_playlist(r).render()),
                     kind,
                 })
@@ -544,13 +541,11 @@ impl Packager {
         let mut ops = Vec::new();
         for seg in self.timeline.take_expired(now) {
             for r in 0..self.renditions.len() {
-                ops.push(Op::Delete(self.key(r, &self.names.segment_uri(seg.msn))));
+                ops.push(Op::Delete(self.key(r, RenditionFile::Segment(seg.msn))));
                 for part in 0..seg.parts {
                     let id = PartId { msn: seg.msn, part };
-                    ops.push(Op::Delete(self.key(r, &self.names.part_uri(id))));
-                    ops.push(Op::Delete(
-                        self.key(r, &format!("at/{}.{}.m3u8", id.msn, id.part)),
-                    ));
+                    ops.push(Op::Delete(self.key(r, RenditionFile::Part(id))));
+                    ops.push(Op::Delete(self.key(r, RenditionFile::At(id))));
                 }
             }
         }

@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::hls::MediaPlaylist;
 use crate::ingest::{Close, IngestEvent};
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
+use crate::publish::layout::RenditionPath;
 use crate::publish::{
     self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
 };
@@ -289,7 +290,11 @@ pub struct Resume {
 pub async fn resume_point(store: &Store, stream: &str) -> Result<Option<Resume>, RunError> {
     let mut next: Option<Resume> = None;
     for r in RENDITIONS {
-        let path = object_store::path::Path::from(format!("{stream}/{r}/live.m3u8"));
+        // A name the packager refuses has nothing stored to resume from.
+        let Some(rendition) = RenditionPath::new(stream, r) else {
+            continue;
+        };
+        let path = object_store::path::Path::from(rendition.live_key());
         let bytes = match store.object_store().get(&path).await {
             Ok(got) => got.bytes().await,
             Err(object_store::Error::NotFound { .. }) => continue,

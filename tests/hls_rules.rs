@@ -89,7 +89,7 @@ fn assert_delta_rebuilds(full: &MediaPlaylist, delta: &MediaPlaylist, context: &
 
 #[test]
 fn a_live_broadcast_passes_every_rule_at_every_part() {
-    let opus = RenditionNames::standard();
+    let opus = onair::publish::layout::rendition_names().clone();
     let mut t = TimelineConfig {
         epoch_unix_ms: 1_764_300_000_000,
         first_msn: 42,
@@ -142,7 +142,7 @@ fn renditions_differ_only_in_names() {
         t.push_part(PART).expect("part");
     }
     let aac = RenditionNames::new("aac-init.mp4", "a{msn}.m4s", "a{msn}-{part}.m4s").expect("ok");
-    let opus = RenditionNames::standard();
+    let opus = onair::publish::layout::rendition_names().clone();
     let last = t.last_part().expect("parts");
     assert_eq!(last, PartId { msn: 6, part: 3 });
     let a = t.media_playlist(&aac, &[RenditionReport::at("../opus/live.m3u8", last)]);
@@ -186,7 +186,7 @@ fn survive(text: &str) -> bool {
         return false;
     };
     let _ = check(&p);
-    let _ = check_named(&p, &RenditionNames::standard());
+    let _ = check_named(&p, onair::publish::layout::rendition_names());
     let _ = p.delta(u64::MAX).render();
     let _ = p.delta(12 * 48_000).render();
     let once = p.render();
@@ -208,7 +208,7 @@ fn parser_survives_truncation_and_mutation() {
     for _ in 0..80 {
         t.push_part(PART).expect("part");
     }
-    let names = RenditionNames::standard();
+    let names = onair::publish::layout::rendition_names().clone();
     let p = t.media_playlist(
         &names,
         &[RenditionReport::at(

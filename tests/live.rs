@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
 use onair::encode::{AacConfig, OpusConfig};
-use onair::hls::{MediaPlaylist, PartId, RenditionNames, TimelineConfig, check_named};
+use onair::hls::{MediaPlaylist, PartId, TimelineConfig, check_named};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig, RENDITIONS};
 use onair::publish::{Batch, ObjectKind, Op};
@@ -490,7 +490,7 @@ impl Model {
 
     /// The rules for a playlist just stored.
     fn check_playlist(&mut self, key: &str, p: MediaPlaylist) {
-        let violations = check_named(&p, &RenditionNames::standard());
+        let violations = check_named(&p, onair::publish::layout::rendition_names());
         if !violations.is_empty() {
             self.problem(format!("{key} breaks {violations:?}"));
         }

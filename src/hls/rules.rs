@@ -411,8 +411,8 @@ mod tests {
         for _ in 0..50 {
             t.push_part(PART).expect("part");
         }
-        let p = t.media_playlist(&RenditionNames::standard(), &[]);
-        assert_eq!(check_named(&p, &RenditionNames::standard()), Vec::new());
+        let p = t.media_playlist(&RenditionNames::for_tests(), &[]);
+        assert_eq!(check_named(&p, &RenditionNames::for_tests()), Vec::new());
         p
     }
 
@@ -421,7 +421,7 @@ mod tests {
     }
 
     fn violations(p: &MediaPlaylist) -> Vec<Violation> {
-        check_named(p, &RenditionNames::standard())
+        check_named(p, &RenditionNames::for_tests())
     }
 
     #[test]

@@ -223,15 +223,6 @@ impl RenditionNames {
         Ok(names)
     }
 
-    /// The store layout of DESIGN: `init.mp4`, `{msn}.m4s`, `{msn}.{part}.m4s`.
-    pub fn standard() -> Self {
-        RenditionNames {
-            init: "init.mp4".into(),
-            segment: "{msn}.m4s".into(),
-            part: "{msn}.{part}.m4s".into(),
-        }
-    }
-
     /// URI of the initialization section.
     pub fn init_uri(&self) -> &str {
         &self.init
@@ -247,6 +238,14 @@ impl RenditionNames {
         self.part
             .replace("{msn}", &id.msn.to_string())
             .replace("{part}", &id.part.to_string())
+    }
+
+    /// Names for unit tests: the pattern of the store layout
+    /// (`crate::publish::layout`), written out here because hls sits below
+    /// it.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self::new("init.mp4", "{msn}.m4s", "{msn}.{part}.m4s").expect("valid patterns")
     }
 }
 
@@ -665,7 +664,7 @@ mod tests {
         for _ in 0..8 {
             t.push_part(PART).expect("part");
         }
-        let names = RenditionNames::standard();
+        let names = RenditionNames::for_tests();
         let report = RenditionReport::at("../aac/live.m3u8", t.last_part().expect("some"));
         let text = t.media_playlist(&names, &[report]).render();
         let expected = "\
@@ -713,7 +712,7 @@ mod tests {
         t.push_part(4_800).expect("short part");
         t.finish();
         assert_eq!(t.push_part(PART), Err(TimelineError::Finished));
-        let p = t.media_playlist(&RenditionNames::standard(), &[]);
+        let p = t.media_playlist(&RenditionNames::for_tests(), &[]);
         assert!(p.end_list);
         assert!(p.preload_hint.is_none());
         assert!(p.open.is_none());
@@ -735,7 +734,7 @@ mod tests {
         t.push_part(PART).expect("part");
         assert_eq!(t.push_part(PART / 2), Ok(PartId { msn: 100, part: 1 }));
         assert_eq!(t.push_part(PART), Ok(PartId { msn: 101, part: 0 }));
-        let p = t.media_playlist(&RenditionNames::standard(), &[]);
+        let p = t.media_playlist(&RenditionNames::for_tests(), &[]);
         assert_eq!(rules::check(&p), Vec::new());
         assert_eq!(p.segments[0].duration, PART + PART / 2);
     }
@@ -794,7 +793,7 @@ mod tests {
     fn window_slides_and_segments_expire_three_target_durations_later() {
         // Window of 6 segments (11.52 s).
         let mut t = timeline(Some(6 * SEGMENT));
-        let names = RenditionNames::standard();
+        let names = RenditionNames::for_tests();
         for _ in 0..6 * 6 {
             t.push_part(PART).expect("part");
         }
@@ -859,7 +858,7 @@ mod tests {
         }
         .build()
         .expect("valid");
-        let names = RenditionNames::standard();
+        let names = RenditionNames::for_tests();
         t.push_part(PART).expect("part");
         let p = t.media_playlist(&names, &[]);
         assert_eq!(p.media_sequence, 500);
@@ -890,7 +889,7 @@ mod tests {
             t.push_part(PART).expect("part");
         }
         t.finish();
-        let p = t.media_playlist(&RenditionNames::standard(), &[]);
+        let p = t.media_playlist(&RenditionNames::for_tests(), &[]);
         assert_eq!(p.segments.len(), 1875);
         assert_eq!(rules::check(&p), Vec::new());
         for (i, s) in p.segments.iter().enumerate() {

@@ -43,10 +43,10 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::control::ControlApi;
 use crate::ingest::whip::endpoint::WhipApi;
+use crate::publish::layout::{ObjectKey, RenditionFile, RenditionPath};
 use crate::publish::{ObjectKind, Op, Store};
 
 use cache::{Document, Loader, ObjectCache, ShortLived};
-use request::RenditionPath;
 use tracker::Trackers;
 
 /// The hls.js the listener page loads by default (a public CDN).
@@ -217,13 +217,14 @@ impl Shared {
                         self.trackers.observe_live(rendition, object.body);
                     }
                 }
+                ObjectKind::Page => {}
                 ObjectKind::Multivariant => {
-                    if let Some(stream) = object.key.strip_suffix("/index.m3u8") {
+                    if let Some(ObjectKey::Multivariant { stream }) = ObjectKey::parse(&object.key)
+                    {
                         let doc = Arc::new(Document::new(object.body));
-                        self.indexes.put(stream, Some(doc), Instant::now(), None);
+                        self.indexes.put(&stream, Some(doc), Instant::now(), None);
                     }
                 }
-                ObjectKind::Page => {}
             },
             Op::Delete(key) => self.cache.remove(&key),
         }
@@ -244,12 +245,11 @@ impl Shared {
 
 /// `{stream}/{rendition}/live.m3u8` to its rendition.
 fn live_playlist_rendition(key: &str) -> Option<RenditionPath> {
-    let rest = key.strip_suffix("/live.m3u8")?;
-    let (stream, rendition) = rest.split_once('/')?;
-    (crate::packager::valid_name(stream) && crate::packager::valid_name(rendition)).then(|| {
-        RenditionPath {
-            stream: stream.to_owned(),
-            rendition: rendition.to_owned(),
-        }
-    })
+    match ObjectKey::parse(key)? {
+        ObjectKey::Rendition {
+            path,
+            file: RenditionFile::Live,
+        } => Some(path),
+        _ => None,
+    }
 }

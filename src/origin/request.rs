@@ -3,11 +3,11 @@
 //! Contract:
 //! - [`route`] maps a request path and query to exactly one [`Route`] or a
 //!   [`Rejection`], and never panics, whatever the input.
-//! - Every accepted route names keys inside one `{stream}/` prefix built from
-//!   names that pass [`crate::packager::valid_name`] and numbers written in
-//!   canonical decimal, so a request can only ever address the key the
-//!   packager would have written (no `..`, no percent-encoding, no aliases
-//!   such as `007.m4s`).
+//! - Every accepted route names keys of the store layout
+//!   ([`crate::publish::layout`]) inside one `{stream}/` prefix: valid names
+//!   and numbers in canonical decimal, so a request can only ever address the
+//!   key the packager would have written (no `..`, no percent-encoding, no
+//!   aliases such as `007.m4s`).
 //! - Malformed targets (overlong, empty or dot segments, percent-encoded or
 //!   control bytes, bad directive values) are [`Rejection::BadRequest`];
 //!   well-formed targets that name nothing onair serves are
@@ -20,7 +20,9 @@
 //!   overlap.
 
 use crate::hls::PartId;
-use crate::packager::valid_name;
+use crate::publish::layout::{self, MULTIVARIANT, RenditionFile};
+
+pub use crate::publish::layout::RenditionPath;
 
 /// Longest request target (path and query) accepted, in bytes. onair's own
 /// URLs are far shorter; anything longer is abuse or garbage.
@@ -72,33 +74,8 @@ pub enum Route {
     },
 }
 
-/// One rendition of one stream; both names are valid key segments.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RenditionPath {
-    /// Stream name.
-    pub stream: String,
-    /// Rendition folder name (`aac`, `opus`).
-    pub rendition: String,
-}
-
-impl RenditionPath {
-    /// The store key of `name` in this rendition's folder.
-    pub fn key(&self, name: &str) -> String {
-        format!("{}/{}/{}", self.stream, self.rendition, name)
-    }
-
-    /// The key of the rendition's newest media playlist.
-    pub fn live_key(&self) -> String {
-        self.key("live.m3u8")
-    }
-
-    /// The key of the immutable playlist as it stood when `id` completed.
-    pub fn at_key(&self, id: PartId) -> String {
-        self.key(&format!("at/{}.{}.m3u8", id.msn, id.part))
-    }
-}
-
-/// A media object of a rendition, by the store layout of DESIGN.md.
+/// A media object of a rendition: the [`RenditionFile`]s a listener may
+/// request directly (playlists have their own routes, `at/` playlists none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MediaName {
     /// `init.mp4`.
@@ -110,29 +87,25 @@ pub enum MediaName {
 }
 
 impl MediaName {
-    /// The object's file name.
-    pub fn file_name(&self) -> String {
-        match self {
-            Self::Init => "init.mp4".to_owned(),
-            Self::Segment(msn) => format!("{msn}.m4s"),
-            Self::Part(id) => format!("{}.{}.m4s", id.msn, id.part),
+    /// The object in the rendition's folder.
+    pub fn file(&self) -> RenditionFile {
+        match *self {
+            Self::Init => RenditionFile::Init,
+            Self::Segment(msn) => RenditionFile::Segment(msn),
+            Self::Part(id) => RenditionFile::Part(id),
         }
     }
 
-    /// Reads a media file name (`init.mp4`, `12.m4s`, `12.3.m4s`); numbers
-    /// must be canonical decimal. Also reads the URIs of a playlist's parts
-    /// and preload hint, which the packager writes in the same form.
+    /// Reads a media file name (`init.mp4`, `12.m4s`, `12.3.m4s`) by the
+    /// store layout; numbers must be canonical decimal. Also reads the URIs
+    /// of a playlist's parts and preload hint, which the packager writes in
+    /// the same form.
     pub fn parse(name: &str) -> Option<MediaName> {
-        if name == "init.mp4" {
-            return Some(Self::Init);
-        }
-        let stem = name.strip_suffix(".m4s")?;
-        match stem.split_once('.') {
-            None => canonical_u64(stem).map(Self::Segment),
-            Some((msn, part)) => Some(Self::Part(PartId {
-                msn: canonical_u64(msn)?,
-                part: u32::try_from(canonical_u64(part)?).ok()?,
-            })),
+        match RenditionFile::parse(name)? {
+            RenditionFile::Init => Some(Self::Init),
+            RenditionFile::Segment(msn) => Some(Self::Segment(msn)),
+            RenditionFile::Part(id) => Some(Self::Part(id)),
+            RenditionFile::Live | RenditionFile::At(_) => None,
         }
     }
 }
@@ -203,15 +176,12 @@ pub fn route(path: &str, query: Option<&str>) -> Result<Route, Rejection> {
         ([stream], "") => Ok(Route::ListenerPage {
             stream: stream_name(stream)?,
         }),
-        ([stream], "index.m3u8") => Ok(Route::Multivariant {
+        ([stream], MULTIVARIANT) => Ok(Route::Multivariant {
             stream: stream_name(stream)?,
         }),
         ([stream, rendition], file) => {
-            let rendition = RenditionPath {
-                stream: stream_name(stream)?,
-                rendition: name(rendition)?,
-            };
-            if file == "live.m3u8" {
+            let rendition = RenditionPath::new(stream, rendition).ok_or(Rejection::NotFound)?;
+            if RenditionFile::parse(file) == Some(RenditionFile::Live) {
                 return Ok(Route::MediaPlaylist {
                     rendition,
                     directives: directives(query.unwrap_or(""))?,
@@ -239,23 +209,14 @@ fn check_path_bytes(path: &str) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// A stream or rendition name, or 404: a name the packager cannot write
-/// cannot exist.
-fn name(segment: &str) -> Result<String, Rejection> {
-    if valid_name(segment) {
+/// A stream name, or 404: a name the packager cannot write cannot exist,
+/// and reserved names (the control API's folder) are never streams.
+fn stream_name(segment: &str) -> Result<String, Rejection> {
+    if layout::valid_stream_name(segment) {
         Ok(segment.to_owned())
     } else {
         Err(Rejection::NotFound)
     }
-}
-
-/// A stream name, or 404: also refuses the control API's folder, which is
-/// never a stream even if one were published under that name.
-fn stream_name(segment: &str) -> Result<String, Rejection> {
-    if CONTROL_PATH.strip_prefix('/') == Some(segment) {
-        return Err(Rejection::NotFound);
-    }
-    name(segment)
 }
 
 /// Reads `_HLS_msn`, `_HLS_part` and `_HLS_skip` (RFC 8216bis 6.2.5): values
@@ -317,15 +278,10 @@ fn decimal(text: &str) -> Option<u64> {
     text.parse().ok()
 }
 
-/// A number as the packager writes it: decimal without leading zeros.
-fn canonical_u64(text: &str) -> Option<u64> {
-    let v = decimal(text)?;
-    (v.to_string() == text).then_some(v)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::XorShift;
 
     fn rendition() -> RenditionPath {
         RenditionPath {
@@ -371,7 +327,7 @@ mod tests {
                 }),
                 "{file}"
             );
-            assert_eq!(name.file_name(), file);
+            assert_eq!(name.file().name(), file);
         }
     }
 
@@ -506,22 +462,6 @@ mod tests {
         assert_eq!(r.at_key(PartId { msn: 3, part: 1 }), "show/aac/at/3.1.m3u8");
     }
 
-    /// A small deterministic generator, so the property test needs no crate.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[(self.next() % items.len() as u64) as usize]
-        }
-    }
-
     /// Random and hostile targets, built from fragments that matter to the
     /// router (separators, dots, escapes, numbers at the edges of their
     /// types, directive names): routing never panics, and whatever it
@@ -568,7 +508,7 @@ mod tests {
             "hls.min.js",
             "#",
         ];
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut rng = XorShift::new(0x9e37_79b9_7f4a_7c15);
         for _ in 0..50_000 {
             let n = 1 + rng.next() % 12;
             let mut target = String::new();
@@ -588,12 +528,12 @@ mod tests {
                     vec![format!("{stream}/index.m3u8")]
                 }
                 Route::MediaPlaylist { rendition, .. } => vec![rendition.live_key()],
-                Route::Media { rendition, name } => vec![rendition.key(&name.file_name())],
+                Route::Media { rendition, name } => vec![rendition.key(name.file())],
             };
             for key in keys {
                 let parts: Vec<&str> = key.split('/').collect();
                 assert!(
-                    parts.iter().all(|p| valid_name(p)),
+                    parts.iter().all(|p| layout::valid_name(p)),
                     "{target:?} routed to unsafe key {key:?}"
                 );
                 // The key is exactly the requested path: no aliasing.

@@ -38,6 +38,7 @@ use tokio::sync::watch;
 
 use crate::hls::PartId;
 use crate::publish::ObjectKind;
+use crate::publish::layout::ObjectKey;
 
 use crate::ingest::whip::endpoint::WhipApi;
 
@@ -419,7 +420,7 @@ async fn media(shared: &Arc<Shared>, rendition: &RenditionPath, name: MediaName)
     }
     drop(rx);
     match decision {
-        MediaDecision::Fetch => match object(shared, rendition.key(&name.file_name())).await {
+        MediaDecision::Fetch => match object(shared, rendition.key(name.file())).await {
             Ok(doc) => {
                 let (kind, cache_control) = match name {
                     MediaName::Init => (ObjectKind::Init, &INIT_CACHE_CONTROL),
@@ -528,7 +529,11 @@ async fn index(shared: &Shared, stream: &str) -> Result<Arc<Document>, Reply> {
     let known = match shared.indexes.get(stream, now) {
         Some(known) => known,
         None => {
-            let read = match shared.loader.get(&format!("{stream}/index.m3u8")).await {
+            let read = match shared
+                .loader
+                .get(&ObjectKey::multivariant(stream).key())
+                .await
+            {
                 Ok(bytes) => Some(Arc::new(Document::new(bytes))),
                 Err(LoadError::NotFound) => None,
                 Err(LoadError::Store(_)) => {
@@ -560,7 +565,7 @@ async fn live_streams(shared: &Shared) -> Vec<String> {
     };
     let states = shared.trackers.states();
     names.extend(states.iter().map(|(r, _)| r.stream.clone()));
-    names.retain(|n| crate::packager::valid_name(n));
+    names.retain(|n| crate::publish::layout::valid_stream_name(n));
     names.sort();
     names.dedup();
     names.retain(|name| {

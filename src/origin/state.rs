@@ -274,7 +274,7 @@ fn add_samples(t: ProgramDateTime, samples: u64) -> Option<ProgramDateTime> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::hls::{RenditionNames, TimelineConfig};
+    use crate::hls::TimelineConfig;
 
     pub(crate) const PART: u64 = 15_360;
     pub(crate) const EPOCH_MS: i64 = 1_764_300_000_000;
@@ -293,7 +293,7 @@ pub(crate) mod tests {
         for _ in 0..parts {
             t.push_part(PART).expect("part");
         }
-        t.media_playlist(&RenditionNames::standard(), &[])
+        t.media_playlist(crate::publish::layout::rendition_names(), &[])
     }
 
     fn id(msn: u64, part: u32) -> PartId {

@@ -1,5 +1,7 @@
 //! Publishing: every object of a broadcast goes to object storage.
 //!
+//! - [`layout`]: where each object of a broadcast lives (keys, names,
+//!   kinds); pure.
 //! - [`store`]: opens a store from a URL (`file://`, `memory://`, `s3://`,
 //!   `gs://`, `az://` or a plain path) with client timeouts that keep one
 //!   attempt short.
@@ -16,11 +18,13 @@
 //! stops the driver before any later batch.
 
 pub mod driver;
+pub mod layout;
 pub mod publisher;
 pub mod retry;
 pub mod store;
 
 pub use driver::{PublishHandle, PublishSummary, spawn};
-pub use publisher::{Batch, BatchStats, ObjectKind, Op, PublishError, Publisher, PutObject};
+pub use layout::ObjectKind;
+pub use publisher::{Batch, BatchStats, Op, PublishError, Publisher, PutObject};
 pub use retry::RetryPolicy;
 pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};

@@ -33,86 +33,9 @@ use object_store::{
     Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
+use super::layout::ObjectKind;
 use super::retry::{RetryPolicy, Retryable, classify};
 use super::store::Store;
-
-/// What an object is, which decides how it is stored and cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ObjectKind {
-    /// A CMAF header (`init.mp4`: `ftyp` + `moov`).
-    Init,
-    /// A media segment or a part (`{msn}.m4s`, `{msn}.{part}.m4s`).
-    Media,
-    /// A media playlist as it stood when one part completed
-    /// (`at/{msn}.{part}.m3u8`); the answer to a blocking playlist reload.
-    PartPlaylist,
-    /// The newest media playlist (`live.m3u8`), rewritten every part.
-    LivePlaylist,
-    /// The multivariant playlist (`index.m3u8`).
-    Multivariant,
-    /// A web page.
-    Page,
-}
-
-/// One year, the conventional "forever" of HTTP caching (RFC 9111 5.2.2.1).
-const ONE_YEAR_S: u32 = 31_536_000;
-
-/// How long a web page may be cached: long enough to absorb a burst of
-/// listeners arriving together, short enough that an edit shows within a minute.
-const PAGE_MAX_AGE_S: u32 = 60;
-
-impl ObjectKind {
-    /// The `Content-Type` to store and serve.
-    ///
-    /// - Playlists: `application/vnd.apple.mpegurl` (RFC 8216bis 4).
-    /// - Init and media: `audio/mp4` (RFC 4337 2: MPEG-4 files with audio
-    ///   and no visual content). A media segment on its own could also be
-    ///   labelled `video/iso.segment`, the type registered for ISO BMFF
-    ///   segments without their initialization (ISO/IEC 23009-1 / IANA), but
-    ///   for audio-only CMAF that label says "video", MSE and CDNs key their
-    ///   handling on `audio/mp4`, and Apple's HLS authoring guidance lists
-    ///   `audio/mp4` for audio fMP4, so one type serves both init and media.
-    /// - Pages: `text/html; charset=utf-8`.
-    pub fn content_type(&self) -> &'static str {
-        match self {
-            Self::Init | Self::Media => "audio/mp4",
-            Self::PartPlaylist | Self::LivePlaylist | Self::Multivariant => {
-                "application/vnd.apple.mpegurl"
-            }
-            Self::Page => "text/html; charset=utf-8",
-        }
-    }
-
-    /// The `Cache-Control` to store and serve, given the playlist's
-    /// `EXT-X-TARGETDURATION` (seconds) and `PART-TARGET` (milliseconds).
-    ///
-    /// - Init and media never change: cached for a year, `immutable`.
-    /// - An `at/` playlist never changes either, but is only useful while its
-    ///   part is near the live edge: 6 target durations, the span of the
-    ///   CAN-SKIP-UNTIL window a delta update may refer back to.
-    /// - `live.m3u8` changes every part: half a part target. `max-age` counts
-    ///   whole seconds (RFC 9111 1.2.2), so sub-second halves round down to 0,
-    ///   that is "revalidate every time"; blocking reloads are answered from
-    ///   the cacheable `at/` objects instead.
-    /// - The multivariant playlist rarely changes: one target duration.
-    /// - Pages: one minute.
-    pub fn cache_control(&self, target_duration_s: u32, part_target_ms: u32) -> String {
-        match self {
-            Self::Init | Self::Media => format!("public, max-age={ONE_YEAR_S}, immutable"),
-            Self::PartPlaylist => {
-                format!("public, max-age={}", target_duration_s.saturating_mul(6))
-            }
-            Self::LivePlaylist => format!("public, max-age={}", part_target_ms / 2 / 1000),
-            Self::Multivariant => format!("public, max-age={target_duration_s}"),
-            Self::Page => format!("public, max-age={PAGE_MAX_AGE_S}"),
-        }
-    }
-
-    /// Whether an object of this kind, once stored, must never change.
-    pub fn immutable(&self) -> bool {
-        matches!(self, Self::Init | Self::Media | Self::PartPlaylist)
-    }
-}
 
 /// One object to store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -606,61 +529,6 @@ fn validate(batch: &Batch) -> Result<(), PublishError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn content_types_follow_the_hls_and_mp4_registrations() {
-        assert_eq!(ObjectKind::Init.content_type(), "audio/mp4");
-        assert_eq!(ObjectKind::Media.content_type(), "audio/mp4");
-        for kind in [
-            ObjectKind::PartPlaylist,
-            ObjectKind::LivePlaylist,
-            ObjectKind::Multivariant,
-        ] {
-            assert_eq!(kind.content_type(), "application/vnd.apple.mpegurl");
-        }
-        assert_eq!(ObjectKind::Page.content_type(), "text/html; charset=utf-8");
-    }
-
-    #[test]
-    fn cache_control_for_default_timing() {
-        let cc = |kind: ObjectKind| kind.cache_control(2, 320);
-        assert_eq!(cc(ObjectKind::Init), "public, max-age=31536000, immutable");
-        assert_eq!(cc(ObjectKind::Media), "public, max-age=31536000, immutable");
-        assert_eq!(cc(ObjectKind::PartPlaylist), "public, max-age=12");
-        assert_eq!(cc(ObjectKind::LivePlaylist), "public, max-age=0");
-        assert_eq!(cc(ObjectKind::Multivariant), "public, max-age=2");
-        assert_eq!(cc(ObjectKind::Page), "public, max-age=60");
-    }
-
-    #[test]
-    fn cache_control_scales_with_timing() {
-        assert_eq!(
-            ObjectKind::PartPlaylist.cache_control(6, 2000),
-            "public, max-age=36"
-        );
-        assert_eq!(
-            ObjectKind::LivePlaylist.cache_control(6, 2000),
-            "public, max-age=1"
-        );
-        assert_eq!(
-            ObjectKind::LivePlaylist.cache_control(6, 1999),
-            "public, max-age=0"
-        );
-        assert_eq!(
-            ObjectKind::PartPlaylist.cache_control(u32::MAX, 0),
-            format!("public, max-age={}", u32::MAX)
-        );
-    }
-
-    #[test]
-    fn only_media_init_and_part_playlists_are_immutable() {
-        assert!(ObjectKind::Init.immutable());
-        assert!(ObjectKind::Media.immutable());
-        assert!(ObjectKind::PartPlaylist.immutable());
-        assert!(!ObjectKind::LivePlaylist.immutable());
-        assert!(!ObjectKind::Multivariant.immutable());
-        assert!(!ObjectKind::Page.immutable());
-    }
 
     fn put(key: &str) -> Op {
         Op::Put(PutObject {
