@@ -1,7 +1,7 @@
 //! The control API: the operator's HTTP interface to a live broadcast.
 //!
-//! Served by the origin under [`CONTROL_PATH`]`/` (see
-//! [`Origin::with_control`](crate::origin::Origin::with_control)), it lets
+//! Served under [`CONTROL_PATH`]`/` by whatever HTTP server the broadcast
+//! hands its [`Routes`] to (the in-process origin's), it lets
 //! the person running the show see every host and act on them while the
 //! broadcast is on air:
 //!
@@ -40,9 +40,21 @@ use hyper::body::Body;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::http_input::{self, BodyError, bearer_token, constant_time_eq};
-use crate::origin::request::CONTROL_PATH;
 use crate::studio::{Command, CommandError, CommandReply, ControlRequest, HostInfo};
+use crate::web::input::{self, BodyError, bearer_token, constant_time_eq};
+use crate::web::{ResponseFuture, Routes};
+
+/// Where the control API is served: this path and everything below it. Its
+/// first segment is a reserved stream name of the store layout
+/// ([`crate::publish::layout::RESERVED_STREAM_NAMES`]), so no stream's URLs
+/// ever fall under it.
+pub const CONTROL_PATH: &str = "/control";
+
+/// Whether `path` is the control API's ([`CONTROL_PATH`] or below it).
+pub fn is_control(path: &str) -> bool {
+    path.strip_prefix(CONTROL_PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
 /// How long a request waits for the pipeline's answer. The pipeline takes
 /// its inbox every 20 ms, so this only runs out when the broadcast has
@@ -79,8 +91,8 @@ impl fmt::Debug for ControlApi {
 }
 
 impl ControlApi {
-    /// A control API that sends its commands to `inbox` (the pipeline's, see
-    /// [`crate::run::LiveIo::control`]) and admits requests bearing `token`.
+    /// A control API that sends its commands to `inbox` (the studio's
+    /// control inbox) and admits requests bearing `token`.
     /// Without a token (or with an empty one) every request is refused with
     /// 403: an open API would let anyone mute or kick the hosts.
     pub fn new(token: Option<String>, inbox: mpsc::Sender<ControlRequest>) -> Self {
@@ -219,6 +231,17 @@ impl ControlApi {
     }
 }
 
+impl Routes for ControlApi {
+    /// Every method on [`CONTROL_PATH`] and below.
+    fn claims(&self, _method: &Method, path: &str) -> bool {
+        is_control(path)
+    }
+
+    fn handle(&self, req: Request<hyper::body::Incoming>) -> ResponseFuture<'_> {
+        Box::pin(ControlApi::handle(self, req))
+    }
+}
+
 /// What a control path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Endpoint {
@@ -292,7 +315,7 @@ where
     B: Body,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    http_input::read_body(body, MAX_BODY_BYTES)
+    input::read_body(body, MAX_BODY_BYTES)
         .await
         .map_err(|error| {
             let status = match error {
@@ -1052,5 +1075,18 @@ mod tests {
         let text = format!("{api:?}");
         assert!(!text.contains(TOKEN), "{text}");
         assert!(text.contains("enabled: true"), "{text}");
+    }
+
+    #[test]
+    fn control_paths_are_claimed_exactly() {
+        for path in ["/control", "/control/", "/control/hosts/a/kick"] {
+            assert!(is_control(path), "{path:?}");
+        }
+        // Streams whose names merely start with the word stay streams.
+        for path in ["/controls/", "/control-room/index.m3u8", "/", "/show/"] {
+            assert!(!is_control(path), "{path:?}");
+        }
+        let folder = CONTROL_PATH.trim_start_matches('/');
+        assert!(crate::publish::layout::RESERVED_STREAM_NAMES.contains(&folder));
     }
 }

@@ -12,7 +12,6 @@ pub mod cmaf;
 pub mod control;
 pub mod encode;
 pub mod hls;
-pub mod http_input;
 pub mod ingest;
 pub mod loadtest;
 pub mod origin;
@@ -24,3 +23,4 @@ pub mod studio;
 #[cfg(test)]
 mod testing;
 pub mod time;
+pub mod web;

@@ -521,11 +521,11 @@ async fn start_origin(
     let (mut origin, listener) = bind_origin(addr, store, page).await?;
     let local = listener.local_addr().context("listener address")?;
     if let Some(control) = apis.control {
-        origin = origin.with_control(control);
+        origin = origin.with_routes(std::sync::Arc::new(control));
         tracing::info!("control API: http://{local}/control/hosts");
     }
     if let Some((whip, media)) = apis.whip {
-        origin = origin.with_whip(whip);
+        origin = origin.with_routes(std::sync::Arc::new(whip));
         tracing::info!(
             "WHIP ingest: http://{local}/{stream}/whip (media on udp {media}); host page http://{local}/{stream}/host"
         );

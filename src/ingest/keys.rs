@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use crate::http_input::constant_time_eq;
+use crate::web::input::constant_time_eq;
 
 /// Why keys could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

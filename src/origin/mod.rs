@@ -14,10 +14,11 @@
 //! - [`server`]: the hyper service: headers, gzip, CORS, ETag, limits.
 //! - [`page`]: the listener pages.
 //!
-//! With [`Origin::with_control`], the origin also serves the broadcast's
-//! control API ([`crate::control`]) under [`request::CONTROL_PATH`]; that is
+//! With [`Origin::with_routes`], the origin also serves resources other
+//! layers own (the broadcast's control API, WHIP ingest and its host page)
+//! through the [`Routes`] interface, without knowing what they are; they are
 //! the one part that is not stateless, and only the broadcast's own
-//! in-process origin has it.
+//! in-process origin has them.
 //!
 //! Contract: the origin keeps no state a second replica would not have:
 //! everything it serves and decides comes from the store (or, in-process,
@@ -41,10 +42,9 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::control::ControlApi;
-use crate::ingest::whip::endpoint::WhipApi;
 use crate::publish::layout::{ObjectKey, RenditionFile, RenditionPath};
 use crate::publish::{ObjectKind, Op, Store};
+use crate::web::Routes;
 
 use cache::{Document, Loader, ObjectCache, ShortLived};
 use tracker::Trackers;
@@ -93,17 +93,9 @@ impl Default for OriginConfig {
 #[derive(Debug, Clone)]
 pub struct Origin {
     shared: Arc<Shared>,
-    /// The broadcast's own resources, when this origin serves a broadcast.
-    broadcast: BroadcastApis,
-}
-
-/// What an in-process origin serves for its broadcast beyond the store.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct BroadcastApis {
-    /// The control API.
-    pub(crate) control: Option<Arc<ControlApi>>,
-    /// WHIP ingest and the host page.
-    pub(crate) whip: Option<Arc<WhipApi>>,
+    /// Resources other layers serve here, asked in order before the
+    /// origin's own routes.
+    routes: Arc<[Arc<dyn Routes>]>,
 }
 
 #[derive(Debug)]
@@ -141,23 +133,18 @@ impl Origin {
                 listing: ShortLived::default(),
                 waiting: AtomicUsize::new(0),
             }),
-            broadcast: BroadcastApis::default(),
+            routes: Arc::new([]),
         }
     }
 
-    /// Also serves `api` under [`request::CONTROL_PATH`], for any method.
-    /// Without it those paths are 404 like any unknown path: a standalone
-    /// origin has no broadcast to control.
-    pub fn with_control(mut self, api: ControlApi) -> Origin {
-        self.broadcast.control = Some(Arc::new(api));
-        self
-    }
-
-    /// Also serves WHIP ingest (`/{stream}/whip…`, see
-    /// [`crate::ingest::whip::endpoint`]) and the host page
-    /// (`/{stream}/host`) of the broadcast's stream.
-    pub fn with_whip(mut self, api: WhipApi) -> Origin {
-        self.broadcast.whip = Some(Arc::new(api));
+    /// Also serves what `routes` claims (see [`Routes`]), before the
+    /// origin's own routes and after those added earlier. Without it a
+    /// request for such a path is the origin's like any other (most often
+    /// 404): a standalone origin has no broadcast to control or ingest.
+    pub fn with_routes(mut self, routes: Arc<dyn Routes>) -> Origin {
+        let mut all = self.routes.to_vec();
+        all.push(routes);
+        self.routes = all.into();
         self
     }
 

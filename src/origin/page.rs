@@ -1,24 +1,17 @@
-//! The listener pages: `/{stream}/` plays one stream, `/` lists the live ones;
-//! and the host studio, `/{stream}/host`, which publishes a browser's
-//! microphone to the stream over WHIP.
+//! The listener pages: `/{stream}/` plays one stream, `/` lists the live
+//! ones.
 //!
 //! Contract:
 //! - Pages are self-contained HTML (style and script inline, nothing loaded
 //!   from elsewhere) except hls.js, which the listener page loads from the
 //!   configured URL, and only in browsers without a native HLS player (or
 //!   with `?player=hlsjs`). The project commits no third-party code.
-//! - Every name and URL put into a page is escaped for where it goes: HTML
-//!   text and attributes ([`html_escape`]), the JSON configuration read by the
-//!   script ([`json_string`], safe inside `<script>`), and link paths
-//!   (percent-encoded). Stream names are [`crate::packager::valid_name`]s
+//! - Every name and URL put into a page is escaped for where it goes, with
+//!   the kit of [`crate::web::page`]. Stream names are valid layout names
 //!   already, but the pages do not rely on it.
 //! - The listener page plays `index.m3u8` relative to itself, so it works
-//!   behind any path prefix; the script is `page.js`, the style `page.css`.
-//! - The host page POSTs its WHIP offer (RFC 9725) to `whip` relative to
-//!   itself (`/{stream}/whip`), so it works behind any prefix too; it loads
-//!   nothing at all from elsewhere. Its script is `host.js`, its style
-//!   `page.css` and `host.css`. The host's key is typed in or read from the
-//!   URL fragment by the script: it is never in the page the server sends.
+//!   behind any path prefix; the script is `page.js`, the style the shared
+//!   one.
 //!
 //! # Chromium's native HLS and multivariant playlists (measured)
 //!
@@ -70,18 +63,13 @@
 
 use std::fmt::Write as _;
 
+use crate::web::page::{STYLE, fill, html_escape, json_object, path_segment};
+
 const TEMPLATE: &str = include_str!("page.html");
-const STYLE: &str = include_str!("page.css");
 const SCRIPT: &str = include_str!("page.js");
-const HOST_TEMPLATE: &str = include_str!("host.html");
-const HOST_STYLE: &str = include_str!("host.css");
-const HOST_SCRIPT: &str = include_str!("host.js");
 
 /// The playlist the listener page plays, relative to the page at `/{stream}/`.
 const PLAYLIST: &str = "index.m3u8";
-/// The WHIP endpoint the host page publishes to, relative to the page at
-/// `/{stream}/host`.
-const WHIP_ENDPOINT: &str = "whip";
 
 /// The page at `/{stream}/`: plays the stream with the browser's HLS player
 /// or with hls.js loaded from `hlsjs_url`, with a play button, the state of
@@ -101,37 +89,6 @@ pub fn listener_page(stream: &str, hlsjs_url: &str) -> String {
             ("script", SCRIPT),
         ],
     )
-}
-
-/// The page at `/{stream}/host`: asks for the microphone and publishes it to
-/// the stream's live mix over WHIP with the host's key, with a level meter, a
-/// mute switch, the connection's state and an "on air" indicator.
-pub fn host_page(stream: &str) -> String {
-    let config = json_object(&[("stream", stream), ("whip", WHIP_ENDPOINT)]);
-    fill(
-        HOST_TEMPLATE,
-        &[
-            ("stream", &html_escape(stream)),
-            ("style", STYLE),
-            ("host_style", HOST_STYLE),
-            ("config", &config),
-            ("script", HOST_SCRIPT),
-        ],
-    )
-}
-
-/// A JSON object of string members, safe inside `<script>` (see
-/// [`json_string`]).
-fn json_object(members: &[(&str, &str)]) -> String {
-    let mut object = String::from("{");
-    for (i, (key, value)) in members.iter().enumerate() {
-        if i > 0 {
-            object.push(',');
-        }
-        let _ = write!(object, "{}:{}", json_string(key), json_string(value));
-    }
-    object.push('}');
-    object
 }
 
 /// The page at `/`: links to the listener page of each stream in `streams`.
@@ -158,90 +115,6 @@ pub fn index_page(streams: &[String]) -> String {
          <title>On air · onair</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
          <p class=\"kicker\">onair</p>\n<h1>On air</h1>\n{list}</main>\n</body>\n</html>\n"
     )
-}
-
-/// Replaces each `{{name}}` of `template` by its value in one pass, so text
-/// inserted is never itself scanned for markers. Unknown markers stay.
-fn fill(template: &str, values: &[(&str, &str)]) -> String {
-    let mut out =
-        String::with_capacity(template.len() + values.iter().map(|v| v.1.len()).sum::<usize>());
-    let mut rest = template;
-    while let Some(open) = rest.find("{{") {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 2..];
-        let value = after.find("}}").and_then(|close| {
-            let name = &after[..close];
-            values
-                .iter()
-                .find(|(key, _)| *key == name)
-                .map(|(_, value)| (*value, close + 2))
-        });
-        match value {
-            Some((value, used)) => {
-                out.push_str(value);
-                rest = &after[used..];
-            }
-            None => {
-                out.push_str("{{");
-                rest = after;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Escapes text for HTML element content and quoted attribute values.
-fn html_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A JSON string literal (RFC 8259 section 7) that is also safe inside an
-/// HTML `<script>` element: `<`, `>` and `&` are escaped so no `</script>` or
-/// `<!--` can appear, and U+2028/U+2029 so old JavaScript parsers agree.
-fn json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' | '\0'..='\u{1f}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so a name
-/// is exactly one path segment.
-fn path_segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            let _ = write!(out, "%{byte:02X}");
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -274,45 +147,6 @@ mod tests {
         assert!(page.contains(
             r#""hlsjs":"https://cdn.example/hls.js\"\u003e\u003c/script\u003e\u003cscript\u003ealert(1)\u003c/script\u003e\u2028""#
         ));
-    }
-
-    #[test]
-    fn host_page_fills_every_marker_and_loads_nothing() {
-        let page = host_page("morning-show");
-        assert!(!page.contains("{{"), "unfilled marker in the page");
-        assert!(page.contains("<title>Host morning-show · onair</title>"));
-        assert!(page.contains("<h1>morning-show</h1>"));
-        assert!(page.contains(r#"{"stream":"morning-show","whip":"whip"}"#));
-        assert!(page.contains("window.onairHost = host"));
-        assert!(page.contains(".play {"), "the listener page's style");
-        assert!(page.contains(".on-air {"), "the host page's style");
-        // Self-contained: no script, style or image from anywhere.
-        for attribute in ["src=", "<link rel=\"stylesheet\"", "@import"] {
-            assert!(!page.contains(attribute), "{attribute} in the host page");
-        }
-    }
-
-    #[test]
-    fn host_page_keeps_hostile_names_inert() {
-        let page = host_page("</script><img src=x onerror=alert(1)>");
-        assert!(!page.contains("<img"));
-        assert_eq!(page.matches("</script>").count(), 2);
-        assert!(page.contains(r#""stream":"\u003c/script\u003e\u003cimg"#));
-    }
-
-    #[test]
-    fn json_strings_escape_controls_and_quotes() {
-        assert_eq!(json_string("a\"b\\c\n\u{1}"), r#""a\"b\\c\n\u0001""#);
-        assert_eq!(json_string("é"), "\"é\"");
-    }
-
-    #[test]
-    fn fill_does_not_rescan_inserted_text() {
-        assert_eq!(
-            fill("<{{a}}|{{b}}|{{c}}>", &[("a", "{{b}}"), ("b", "B")]),
-            "<{{b}}|B|{{c}}>"
-        );
-        assert_eq!(fill("{{a", &[("a", "A")]), "{{a");
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //! - Delivery directives (RFC 8216bis 6.2.5) are read only on media
 //!   playlists; other routes ignore the query, so cache busters do no harm.
 //!   Unknown query parameters are ignored everywhere.
-//! - [`CONTROL_PATH`] belongs to the control API ([`crate::control`]): no
-//!   stream is ever routed under it, so listener and operator URLs never
+//! - Reserved stream names ([`layout::RESERVED_STREAM_NAMES`], such as the
+//!   control API's folder) are never routed: routes that other layers serve
+//!   on the same server (see [`crate::web::Routes`]) and listener URLs never
 //!   overlap.
 
 use crate::hls::PartId;
@@ -30,16 +31,6 @@ pub const MAX_TARGET_LEN: usize = 512;
 
 /// Where the origin serves a copy of hls.js when one is configured.
 pub const HLSJS_PATH: &str = "/_onair/hls.min.js";
-
-/// Where the control API ([`crate::control`]) is served: this path and
-/// everything below it.
-pub const CONTROL_PATH: &str = "/control";
-
-/// Whether `path` is the control API's ([`CONTROL_PATH`] or below it).
-pub fn is_control(path: &str) -> bool {
-    path.strip_prefix(CONTROL_PATH)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-}
 
 /// What a request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,13 +431,7 @@ mod tests {
         ] {
             assert_eq!(route(path, None), Err(Rejection::NotFound), "{path:?}");
         }
-        for path in ["/control", "/control/", "/control/hosts/a/kick"] {
-            assert!(is_control(path), "{path:?}");
-        }
         // Streams whose names merely start with the word stay streams.
-        for path in ["/controls/", "/control-room/index.m3u8", "/", "/show/"] {
-            assert!(!is_control(path), "{path:?}");
-        }
         assert_eq!(
             route("/control-room/", None),
             Ok(Route::ListenerPage {

@@ -6,9 +6,8 @@
 //!   request headers must arrive within the configured time (slowloris).
 //! - `GET` and `HEAD` serve, `OPTIONS` answers CORS preflights, anything
 //!   else is 405. Every response carries `Access-Control-Allow-Origin: *`.
-//!   Exception: with a control API configured, every request under
-//!   [`request::CONTROL_PATH`] goes to it whatever its method, body
-//!   included, and gets its headers (no CORS).
+//!   Exception: a request that added [`Routes`] claim goes to their owner
+//!   whatever its method, body included, and gets the owner's headers.
 //! - `Content-Type` comes from [`ObjectKind`]; `Cache-Control` too: media
 //!   and init immutable for a year; answers to blocking reloads and `at/`
 //!   playlists six target durations; a plain `live.m3u8` half a part (0 s);
@@ -39,8 +38,7 @@ use tokio::sync::watch;
 use crate::hls::PartId;
 use crate::publish::ObjectKind;
 use crate::publish::layout::ObjectKey;
-
-use crate::ingest::whip::endpoint::WhipApi;
+use crate::web::Routes;
 
 use super::blocking::{
     MediaDecision, PlaylistAnswer, PlaylistDecision, decide_media, decide_playlist,
@@ -49,7 +47,7 @@ use super::cache::{Document, LoadError};
 use super::request::{self, Directives, HLSJS_PATH, MediaName, Rejection, RenditionPath, Route};
 use super::state::StreamState;
 use super::tracker::{Live, TrackState, header_value, td_seconds};
-use super::{BroadcastApis, Origin, Shared, page};
+use super::{Origin, Shared, page};
 
 type Body = Full<Bytes>;
 
@@ -95,10 +93,10 @@ impl Origin {
             };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
-            let broadcast = self.broadcast.clone();
+            let routes = self.routes.clone();
             let builder = builder.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(shared.clone(), broadcast.clone(), req));
+                let service = service_fn(move |req| handle(shared.clone(), routes.clone(), req));
                 if let Err(error) = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await
@@ -190,28 +188,17 @@ impl Reply {
 
 async fn handle(
     shared: Arc<Shared>,
-    broadcast: BroadcastApis,
+    routes: Arc<[Arc<dyn Routes>]>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     // Before `Head::of`, which drops the body a PATCH or a WHIP offer needs.
-    if let Some(control) = &broadcast.control
-        && request::is_control(req.uri().path())
+    if let Some(owner) = routes
+        .iter()
+        .find(|r| r.claims(req.method(), req.uri().path()))
     {
-        return Ok(control.handle(req).await);
-    }
-    if let Some(whip) = &broadcast.whip
-        && WhipApi::claims(req.uri().path())
-    {
-        return Ok(whip.handle(req).await);
+        return Ok(owner.handle(req).await);
     }
     let head = Head::of(req);
-    if let Some(whip) = &broadcast.whip
-        && matches!(head.method, Method::GET | Method::HEAD)
-        && head.uri.path() == whip.host_page_path()
-    {
-        let page = page::host_page(whip.stream());
-        return Ok(respond(&head, private_html(page)));
-    }
     let mut reply = match head.method {
         Method::GET | Method::HEAD => dispatch(&shared, &head).await,
         Method::OPTIONS => return Ok(preflight(&head)),
@@ -293,16 +280,6 @@ fn html(page: String) -> Reply {
         content_type: "text/html; charset=utf-8",
         // Short: the home page lists streams that come and go.
         cache_control: "public, max-age=10",
-    }
-}
-
-/// A page that must not be kept by shared caches (the host page belongs to
-/// the ingest side: a CDN in front of listeners never needs it).
-fn private_html(page: String) -> Reply {
-    Reply::Text {
-        body: Bytes::from(page),
-        content_type: "text/html; charset=utf-8",
-        cache_control: "no-store",
     }
 }
 
@@ -739,10 +716,8 @@ mod tests {
     use super::*;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::mpsc;
 
     use crate::origin::OriginConfig;
-    use crate::studio::{Command, ControlRequest, HostInfo, HostKind};
 
     /// Serves `origin` on a free port; the task ends with the test.
     async fn serve(origin: Origin) -> std::net::SocketAddr {
@@ -766,57 +741,60 @@ mod tests {
         Origin::new(&store, OriginConfig::default())
     }
 
+    /// Routes that answer every method under `/echo` with the method and
+    /// the body they received.
+    #[derive(Debug)]
+    struct Echo;
+
+    impl Routes for Echo {
+        fn claims(&self, _method: &Method, path: &str) -> bool {
+            path.starts_with("/echo")
+        }
+
+        fn handle(&self, req: Request<Incoming>) -> crate::web::ResponseFuture<'_> {
+            Box::pin(async move {
+                let method = req.method().clone();
+                let body = crate::web::input::read_body(req.into_body(), 1024)
+                    .await
+                    .unwrap_or_default();
+                let text = format!("{method} {}", String::from_utf8_lossy(&body));
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            })
+        }
+    }
+
     #[tokio::test]
-    async fn control_requests_reach_the_control_api_with_their_body() {
-        let (inbox, mut messages) = mpsc::channel(4);
-        let pipeline = tokio::spawn(async move {
-            let Some(ControlRequest { command, reply }) = messages.recv().await else {
-                panic!("no control command arrived");
-            };
-            let muted = matches!(command, Command::SetMuted { muted: true, .. });
-            let _ = reply.send(Ok(vec![HostInfo {
-                name: "alice".into(),
-                kind: HostKind::Live,
-                state: "offline",
-                protocol: None,
-                peer: None,
-                gain_db: 0.0,
-                muted,
-                rms_dbfs: f32::NEG_INFINITY,
-                peak_dbfs: f32::NEG_INFINITY,
-                depth_ms: Some(0),
-                underruns: Some(0),
-                sessions: Some(0),
-                drift_ppm: Some(0.0),
-                overruns: Some(0),
-            }]));
-            command
-        });
-        let api = crate::control::ControlApi::new(Some("t".into()), inbox);
-        let addr = serve(origin().with_control(api)).await;
+    async fn claimed_requests_reach_their_owner_with_their_body() {
+        let addr = serve(origin().with_routes(Arc::new(Echo))).await;
         let body = r#"{"muted": true}"#;
         let response = exchange(
             addr,
             &format!(
-                "PATCH /control/hosts/alice HTTP/1.1\r\nHost: origin\r\n\
-                 Authorization: Bearer t\r\nContent-Type: application/json\r\n\
+                "PATCH /echo/hosts/alice HTTP/1.1\r\nHost: origin\r\n\
+                 Content-Type: application/json\r\n\
                  Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             ),
         )
         .await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-        assert!(response.contains("\"muted\":true"), "{response}");
+        assert!(response.ends_with(&format!("PATCH {body}")), "{response}");
         let lower = response.to_ascii_lowercase();
         assert!(lower.contains("cache-control: no-store"), "{response}");
+        // The owner's headers only: the origin adds no CORS to them.
         assert!(!lower.contains("access-control-allow-origin"), "{response}");
-        assert_eq!(
-            pipeline.await.expect("pipeline"),
-            Command::SetMuted {
-                host: "alice".into(),
-                muted: true
-            }
-        );
+        // Paths nobody claims are still the origin's.
+        let home = exchange(
+            addr,
+            "GET / HTTP/1.1\r\nHost: origin\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(home.starts_with("HTTP/1.1 200"), "{home}");
+        assert!(home.contains("Nothing is on air"), "{home}");
     }
 
     #[tokio::test]

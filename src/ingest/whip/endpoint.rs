@@ -2,8 +2,9 @@
 //! bridge from WebRTC sessions to the studio.
 //!
 //! # HTTP (RFC 9725 §4)
-//! Served by the origin's server (see
-//! [`Origin::with_whip`](crate::origin::Origin::with_whip)):
+//! Served by whatever HTTP server the broadcast hands [`WhipApi`]'s
+//! [`Routes`] to (the in-process origin's), beside the host page
+//! (`GET /{stream}/host`, see [`super::page`], never cached):
 //! - `POST /{stream}/whip` with `Content-Type: application/sdp` and
 //!   `Authorization: Bearer SECRET` (a host key's secret): the offer is
 //!   checked by [`sdp::check_offer`] before the WebRTC stack sees it, then
@@ -46,12 +47,14 @@ use hyper::body::Body;
 use tokio::sync::mpsc;
 
 use super::jitter::{OpusJitter, OpusJitterConfig};
+use super::page::{HOST_SEGMENT, host_page};
 use super::rtc::{AcceptError, RtcEndpoint, RtcEvent, RtcHandle};
 use super::sdp::{self, OfferSummary};
-use crate::http_input::{self, BodyError, bearer_token};
 use crate::ingest::keys::Keys;
 use crate::ingest::{Close, IngestEvent, SessionId};
 use crate::time::ProgramClock;
+use crate::web::input::{self, BodyError, bearer_token};
+use crate::web::{ResponseFuture, Routes};
 
 /// How often each session's jitter buffer is pulled: half an Opus frame,
 /// so a frame waits at most 10 ms once it is due.
@@ -283,12 +286,38 @@ impl WhipApi {
 
     /// Where the host page is served: `/{stream}/host`.
     pub fn host_page_path(&self) -> String {
-        format!("/{}/host", self.shared.stream)
+        format!("/{}/{HOST_SEGMENT}", self.shared.stream)
+    }
+
+    /// Whether `path` is the broadcast's host page.
+    fn is_host_page(&self, path: &str) -> bool {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(self.shared.stream.as_str()))
+            .and_then(|p| p.strip_prefix('/'))
+            == Some(HOST_SEGMENT)
+    }
+
+    /// The host page, for `GET` and `HEAD`.
+    fn host_page(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(host_page(&self.shared.stream))));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // The page belongs to the ingest side: a CDN in front of listeners
+        // never needs it.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        response
     }
 
     /// Whether `path` belongs to WHIP: `/{stream}/whip` and below, for any
     /// stream name (so another stream's WHIP URL gets a WHIP 404).
-    pub fn claims(path: &str) -> bool {
+    pub fn is_whip_path(path: &str) -> bool {
         let mut segments = path.trim_start_matches('/').split('/');
         let _stream = segments.next();
         segments.next() == Some(WHIP_SEGMENT)
@@ -377,7 +406,7 @@ impl WhipApi {
                 "the offer must be sent as Content-Type: application/sdp",
             );
         }
-        let body = match http_input::read_body(req.into_body(), sdp::MAX_OFFER_BYTES).await {
+        let body = match input::read_body(req.into_body(), sdp::MAX_OFFER_BYTES).await {
             Ok(body) => body,
             Err(error @ BodyError::TooLarge { .. }) => {
                 return Answer::text(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
@@ -457,6 +486,25 @@ impl WhipApi {
             }
             None => Answer::text(StatusCode::NOT_FOUND, "no such WHIP session"),
         }
+    }
+}
+
+impl Routes for WhipApi {
+    /// Every method on `/{stream}/whip` and below (any stream), and `GET` or
+    /// `HEAD` of the broadcast's host page.
+    fn claims(&self, method: &Method, path: &str) -> bool {
+        WhipApi::is_whip_path(path)
+            || (matches!(*method, Method::GET | Method::HEAD) && self.is_host_page(path))
+    }
+
+    fn handle(&self, req: Request<hyper::body::Incoming>) -> ResponseFuture<'_> {
+        Box::pin(async move {
+            if self.is_host_page(req.uri().path()) {
+                self.host_page()
+            } else {
+                WhipApi::handle(self, req).await
+            }
+        })
     }
 }
 
@@ -671,12 +719,12 @@ mod tests {
 
     #[test]
     fn claims_only_whip_paths() {
-        assert!(WhipApi::claims("/show/whip"));
-        assert!(WhipApi::claims("/show/whip/abc"));
-        assert!(!WhipApi::claims("/show/"));
-        assert!(!WhipApi::claims("/show/host"));
-        assert!(!WhipApi::claims("/show/aac/live.m3u8"));
-        assert!(!WhipApi::claims("/whip"));
+        assert!(WhipApi::is_whip_path("/show/whip"));
+        assert!(WhipApi::is_whip_path("/show/whip/abc"));
+        assert!(!WhipApi::is_whip_path("/show/"));
+        assert!(!WhipApi::is_whip_path("/show/host"));
+        assert!(!WhipApi::is_whip_path("/show/aac/live.m3u8"));
+        assert!(!WhipApi::is_whip_path("/whip"));
     }
 
     #[test]

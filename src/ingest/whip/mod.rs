@@ -2,5 +2,6 @@
 
 pub mod endpoint;
 pub mod jitter;
+pub mod page;
 pub mod rtc;
 pub mod sdp;

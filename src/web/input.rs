@@ -1,4 +1,4 @@
-//! Untrusted HTTP request input shared by the control API and WHIP ingest:
+//! Untrusted HTTP request input, shared by the control API and WHIP ingest:
 //! bearer credentials compared in constant time, and request bodies read
 //! with a bound.
 

@@ -1,0 +1,69 @@
+//! The host page, `/{stream}/host`: publishes a browser's microphone to the
+//! stream's live mix over WHIP.
+//!
+//! Contract:
+//! - The page POSTs its WHIP offer (RFC 9725) to `whip` relative to itself
+//!   (`/{stream}/whip`), so it works behind any path prefix; it loads
+//!   nothing at all from elsewhere. Its script is `host.js`, its style the
+//!   shared one ([`crate::web::page::STYLE`]) and `host.css`.
+//! - The host's key is typed in or read from the URL fragment by the
+//!   script: it is never in the page the server sends.
+//! - Names put into the page are escaped for where they go, with the kit of
+//!   [`crate::web::page`].
+
+use crate::web::page::{STYLE, fill, html_escape, json_object};
+
+use super::endpoint::WHIP_SEGMENT;
+
+const HOST_TEMPLATE: &str = include_str!("host.html");
+const HOST_STYLE: &str = include_str!("host.css");
+const HOST_SCRIPT: &str = include_str!("host.js");
+
+/// The last path segment of the host page (`/{stream}/host`).
+pub const HOST_SEGMENT: &str = "host";
+
+/// The page at `/{stream}/host`: asks for the microphone and publishes it to
+/// the stream's live mix over WHIP with the host's key, with a level meter, a
+/// mute switch, the connection's state and an "on air" indicator.
+pub fn host_page(stream: &str) -> String {
+    let config = json_object(&[("stream", stream), ("whip", WHIP_SEGMENT)]);
+    fill(
+        HOST_TEMPLATE,
+        &[
+            ("stream", &html_escape(stream)),
+            ("style", STYLE),
+            ("host_style", HOST_STYLE),
+            ("config", &config),
+            ("script", HOST_SCRIPT),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_page_fills_every_marker_and_loads_nothing() {
+        let page = host_page("morning-show");
+        assert!(!page.contains("{{"), "unfilled marker in the page");
+        assert!(page.contains("<title>Host morning-show · onair</title>"));
+        assert!(page.contains("<h1>morning-show</h1>"));
+        assert!(page.contains(r#"{"stream":"morning-show","whip":"whip"}"#));
+        assert!(page.contains("window.onairHost = host"));
+        assert!(page.contains(".play {"), "the listener page's style");
+        assert!(page.contains(".on-air {"), "the host page's style");
+        // Self-contained: no script, style or image from anywhere.
+        for attribute in ["src=", "<link rel=\"stylesheet\"", "@import"] {
+            assert!(!page.contains(attribute), "{attribute} in the host page");
+        }
+    }
+
+    #[test]
+    fn host_page_keeps_hostile_names_inert() {
+        let page = host_page("</script><img src=x onerror=alert(1)>");
+        assert!(!page.contains("<img"));
+        assert_eq!(page.matches("</script>").count(), 2);
+        assert!(page.contains(r#""stream":"\u003c/script\u003e\u003cimg"#));
+    }
+}
