@@ -986,9 +986,7 @@ mod tests {
     }
 
     fn date(text: &str) -> ProgramDateTime {
-        DateTime::parse_from_rfc3339(text)
-            .unwrap()
-            .with_timezone(&Utc)
+        crate::hls::parse_pdt(text).unwrap()
     }
 
     /// Segment 7 complete (two parts), segment 8 open with one part.
@@ -1044,7 +1042,7 @@ mod tests {
                 (
                     p.id,
                     p.uri.as_str(),
-                    crate::hls::playlist::format_pdt(p.completed_at.unwrap()),
+                    crate::hls::format_pdt(p.completed_at.unwrap()),
                 )
             })
             .collect();

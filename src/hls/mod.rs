@@ -2,7 +2,9 @@
 //!
 //! Pure code, no IO:
 //! - [`playlist`]: a typed media playlist model with a writer, a parser that
-//!   never panics, and Playlist Delta Updates (`EXT-X-SKIP`).
+//!   never panics, and Playlist Delta Updates (`EXT-X-SKIP`); also the one
+//!   text form of `EXT-X-PROGRAM-DATE-TIME` ([`format_pdt`], [`parse_pdt`]),
+//!   which everything that writes or reads a program date uses.
 //! - [`timeline`]: the state machine the packager drives with completed
 //!   parts; it renders each rendition's media playlist and reports segments
 //!   whose objects may be deleted.
@@ -18,9 +20,10 @@ pub mod rules;
 pub mod timeline;
 
 pub use multivariant::{MultivariantError, Variant, multivariant};
+pub(crate) use playlist::add_samples;
 pub use playlist::{
     HintType, Map, MediaPlaylist, OpenSegment, ParseError, Part, PlaylistType, PreloadHint,
-    ProgramDateTime, RenditionReport, Segment, ServerControl, Skip,
+    ProgramDateTime, RenditionReport, Segment, ServerControl, Skip, format_pdt, parse_pdt,
 };
 pub use rules::{Violation, check, check_named};
 pub use timeline::{

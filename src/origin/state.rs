@@ -11,8 +11,8 @@
 //!   parts, which is exact for onair's streams, where only a segment's last
 //!   part can be short.
 
-use crate::hls::{HintType, MediaPlaylist, PartId, ProgramDateTime};
-use crate::time::{SAMPLE_RATE, millis};
+use crate::hls::{HintType, MediaPlaylist, PartId, ProgramDateTime, add_samples};
+use crate::time::SAMPLE_RATE;
 
 use super::request::MediaName;
 
@@ -264,11 +264,6 @@ fn hint_end(p: &MediaPlaylist) -> Option<ProgramDateTime> {
         .as_ref()
         .map_or(0, |o| o.parts.iter().map(|x| x.duration).sum());
     add_samples(open_start, listed.saturating_add(pt))
-}
-
-fn add_samples(t: ProgramDateTime, samples: u64) -> Option<ProgramDateTime> {
-    let ms = i64::try_from(millis(samples)).ok()?;
-    t.checked_add_signed(chrono::TimeDelta::try_milliseconds(ms)?)
 }
 
 #[cfg(test)]
