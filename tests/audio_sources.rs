@@ -1,6 +1,8 @@
 //! Decoding real files made by ffmpeg in every supported format and rate, and
 //! the errors for broken files.
 
+#[path = "common/analysis.rs"]
+mod analysis;
 #[path = "common/wav.rs"]
 mod wav;
 
@@ -73,20 +75,16 @@ fn decode_all(path: &Path) -> Vec<f32> {
     out
 }
 
-/// Frequency from rising zero crossings (interpolated) and amplitude from RMS.
-fn tone_of(x: &[f32]) -> (f64, f64) {
-    let mut crossings = Vec::new();
-    for (i, w) in x.windows(2).enumerate() {
-        if w[0] < 0.0 && w[1] >= 0.0 {
-            let frac = f64::from(-w[0]) / f64::from(w[1] - w[0]);
-            crossings.push(i as f64 + frac);
-        }
-    }
-    assert!(crossings.len() > 10, "no tone");
-    let (first, last) = (crossings[0], crossings[crossings.len() - 1]);
-    let freq = (crossings.len() - 1) as f64 * 48_000.0 / (last - first);
-    let rms = (x.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>() / x.len() as f64).sqrt();
-    (freq, rms * std::f64::consts::SQRT_2)
+/// Frequency (Hz) and peak amplitude of the tone near `nominal` Hz in `x`
+/// (one channel at 48 kHz). The frequency comes from the phase advance over
+/// 10 ms windows, unambiguous within ±50 Hz of `nominal`; a tone further off
+/// also reads far below its level.
+fn tone_of(x: &[f32], nominal: f64) -> (f64, f64) {
+    const RATE: f64 = 48_000.0;
+    const WINDOW: usize = 480;
+    let ppm = analysis::frequency_offset_ppm(x, nominal, RATE, WINDOW);
+    let freq = nominal * (1.0 + ppm * 1e-6);
+    (freq, analysis::tone_amplitude(x, nominal, RATE))
 }
 
 fn check_tone(path: &Path, rate: u32, lossy_frames: Option<u64>, level_db: f64) {
@@ -118,13 +116,13 @@ fn check_tone(path: &Path, rate: u32, lossy_frames: Option<u64>, level_db: f64) 
         path.display()
     );
     let mid = &left[12_000..60_000];
-    let (freq, amp) = tone_of(mid);
+    let (freq, amp) = tone_of(mid, 1000.0);
     assert!(
         (freq - 1000.0).abs() < 0.5,
         "{}: frequency {freq}",
         path.display()
     );
-    let db = 20.0 * (amp / 0.125).log10();
+    let db = analysis::dbfs(amp / 0.125);
     assert!(
         db.abs() < level_db,
         "{}: level off by {db} dB",

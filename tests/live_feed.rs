@@ -7,6 +7,9 @@
 //! The program side pulls 10 ms at a time, as the mixer driver does, and the
 //! output is checked sample by sample against the sine the host sent.
 
+#[path = "common/analysis.rs"]
+mod analysis;
+
 use std::f64::consts::TAU;
 use std::path::Path;
 use std::process::Command;
@@ -104,18 +107,6 @@ fn mp3_frames(data: &[u8]) -> Vec<Vec<u8>> {
     frames
 }
 
-/// Amplitude of the `freq` component of `x` (one channel at `rate`), by
-/// correlation with a quadrature pair.
-fn amplitude_at(x: &[f32], freq: f64, rate: u32) -> f64 {
-    let (mut s, mut c) = (0.0f64, 0.0f64);
-    for (i, v) in x.iter().enumerate() {
-        let ph = TAU * freq * i as f64 / f64::from(rate);
-        s += f64::from(*v) * ph.sin();
-        c += f64::from(*v) * ph.cos();
-    }
-    2.0 * (s * s + c * c).sqrt() / x.len() as f64
-}
-
 /// Decodes every packet and concatenates the first channel.
 fn decode_all(dec: &mut PacketDecoder, packets: &[Vec<u8>]) -> (u32, usize, Vec<f32>) {
     let mut first = Vec::new();
@@ -133,11 +124,12 @@ fn decode_all(dec: &mut PacketDecoder, packets: &[Vec<u8>]) -> (u32, usize, Vec<
 /// start-up transient.
 fn assert_tone(x: &[f32], rate: u32, what: &str) {
     let mid = &x[x.len() / 4..x.len() * 3 / 4];
-    let a = amplitude_at(mid, 1000.0, rate);
-    let db = 20.0 * (a / 0.5).log10();
+    let rate = f64::from(rate);
+    let a = analysis::tone_amplitude(mid, 1000.0, rate);
+    let db = analysis::dbfs(a / 0.5);
     assert!(db.abs() < 0.5, "{what}: 1 kHz level off by {db:.2} dB");
     for other in [700.0, 1300.0, 2000.0] {
-        let o = amplitude_at(mid, other, rate);
+        let o = analysis::tone_amplitude(mid, other, rate);
         assert!(o < a * 0.01, "{what}: energy at {other} Hz: {o} vs {a}");
     }
 }

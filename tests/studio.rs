@@ -10,6 +10,8 @@
 //! since the previous one. The program pulls and mixes 20 ms at a time, as
 //! `onair live` does, and the mix is measured per window.
 
+#[path = "common/analysis.rs"]
+mod analysis;
 #[path = "common/wav.rs"]
 mod wav;
 
@@ -69,7 +71,12 @@ struct Tone {
 
 impl Tone {
     fn amplitude(self) -> f64 {
-        10f64.powf(self.dbfs / 20.0)
+        analysis::amplitude_of_dbfs(self.dbfs)
+    }
+
+    /// RMS level, dBFS: 3.01 dB below the peak.
+    fn rms_dbfs(self) -> f64 {
+        self.dbfs - analysis::dbfs(std::f64::consts::SQRT_2)
     }
 
     /// Largest sample-to-sample step of the tone at the program rate: its
@@ -90,63 +97,23 @@ const TONE_B: Tone = Tone {
     dbfs: -20.0,
 };
 
-/// `20·log10`, with silence at `-inf`.
-fn db(amplitude: f64) -> f64 {
-    20.0 * amplitude.log10()
-}
-
-/// The component of `x` (one channel at the program rate) at `freq` Hz: a
-/// Hann-windowed DFT evaluated at that exact frequency, scaled so a sine of
-/// amplitude `a` has modulus `a`. Its argument is the phase at the window's
-/// start. A tone a few hundred ppm off `freq` reads the same over a 100 ms
-/// window (0.01 bin off), and the Hann sidelobes put the other host's tone,
-/// over 50 bins away, more than 100 dB down.
-fn tone_phasor(x: &[f32], freq: f64) -> (f64, f64) {
-    let n = x.len() as f64;
-    let w = TAU * freq / RATE as f64;
-    let (mut re, mut im, mut sum) = (0.0, 0.0, 0.0);
-    for (i, v) in x.iter().enumerate() {
-        let g = 0.5 - 0.5 * (TAU * i as f64 / n).cos();
-        let ph = w * i as f64;
-        re += f64::from(*v) * g * ph.cos();
-        im -= f64::from(*v) * g * ph.sin();
-        sum += g;
-    }
-    (2.0 * re / sum, 2.0 * im / sum)
-}
-
-/// Level of the `freq` component of `x`, dBFS (peak of the sine).
-fn tone_dbfs(x: &[f32], freq: f64) -> f64 {
-    let (re, im) = tone_phasor(x, freq);
-    db(re.hypot(im))
-}
-
-/// Level of the `freq` component in each whole [`WINDOW`] of `x`, with the
-/// window's start in frames from the start of `x`.
+/// Level of the `freq` component in each whole [`WINDOW`] of `x` (one
+/// channel at the program rate), dBFS, with the window's start in frames
+/// from the start of `x`. A tone a few hundred ppm off `freq` reads the same
+/// over a 100 ms window (0.01 bin off), and the Hann window puts the other
+/// host's tone, over 50 bins away, more than 100 dB down.
 fn window_levels(x: &[f32], freq: u32) -> Vec<(u64, f64)> {
-    x.chunks_exact(WINDOW)
-        .enumerate()
-        .map(|(k, w)| ((k * WINDOW) as u64, tone_dbfs(w, f64::from(freq))))
+    analysis::tone_levels(x, f64::from(freq), RATE as f64, WINDOW)
+        .into_iter()
+        .map(|(start, level)| (start as u64, level))
         .collect()
 }
 
-/// The frequency offset of a tone near `freq` Hz, in ppm, from its phase
-/// advance across consecutive [`WINDOW`]s of `x`. At ±300 ppm the phase moves
-/// well under π per window, so the unwrapping is unambiguous.
+/// The frequency offset of a tone near `freq` Hz in `x`, in ppm, from its
+/// phase advance across consecutive [`WINDOW`]s. At ±300 ppm the phase
+/// moves well under π per window, so the reading is unambiguous.
 fn frequency_offset_ppm(x: &[f32], freq: u32) -> f64 {
-    let phases: Vec<f64> = x
-        .chunks_exact(WINDOW)
-        .map(|w| {
-            let (re, im) = tone_phasor(w, f64::from(freq));
-            im.atan2(re)
-        })
-        .collect();
-    let advance: f64 = phases
-        .windows(2)
-        .map(|p| (p[1] - p[0] + PI).rem_euclid(TAU) - PI)
-        .sum();
-    let elapsed = (phases.len() - 1) as f64 * WINDOW as f64 / RATE as f64;
-    advance / (TAU * f64::from(freq) * elapsed) * 1e6
+    analysis::frequency_offset_ppm(x, f64::from(freq), RATE as f64, WINDOW)
 }
 
 /// The largest sample-to-sample step of `x` (one channel) and the index of
@@ -433,7 +400,7 @@ impl DepthTrack {
     fn new(name: &'static str, tone: Tone) -> Self {
         Self {
             name,
-            expected_rms_dbfs: tone.dbfs - db(2f64.sqrt()),
+            expected_rms_dbfs: tone.rms_dbfs(),
             smoothed_ms: None,
             smoothed_bounds: (f64::MAX, 0.0),
             depth_bounds: (u64::MAX, 0),
@@ -987,7 +954,7 @@ fn commands_kick_sessions_and_refuse_what_does_not_apply() {
     assert_eq!(info(&hosts, "anna").state, "on-air");
     assert_eq!(info(&hosts, "hold").state, "ducked");
     assert!(
-        (f64::from(info(&hosts, "anna").rms_dbfs) - (TONE_A.dbfs - db(2f64.sqrt()))).abs() < 0.3,
+        (f64::from(info(&hosts, "anna").rms_dbfs) - TONE_A.rms_dbfs()).abs() < 0.3,
         "anna metered at {} dBFS",
         info(&hosts, "anna").rms_dbfs
     );

@@ -319,8 +319,9 @@ fn both_renditions_are_aligned_with_the_input_and_each_other() {
     }
 }
 
-/// The measurements themselves, on a synthetic signal: a sine between two
-/// bins and a weak one 60 dB below it, plus the lag of a delayed click.
+/// The measurements themselves, on synthetic signals: a sine between two
+/// bins and a weak one 43 dB below it, a tone 300 ppm sharp, and the lag of
+/// a delayed click.
 #[test]
 fn analysis_reads_known_signals() {
     let rate = f64::from(RATE);
@@ -332,8 +333,14 @@ fn analysis_reads_known_signals() {
                 + weak * (std::f64::consts::TAU * 3_000.0 * t + 1.0).sin()
         })
         .collect();
-    let level = dbfs(analysis::tone_amplitude(&x, 440.2, rate));
-    assert!((level + 12.0).abs() < 0.01, "Goertzel read {level}");
+    let level = analysis::tone_dbfs(&x, 440.2, rate);
+    assert!((level + 12.0).abs() < 0.01, "tone level read {level}");
+    // A sine is a cosine a quarter turn late.
+    let phase = analysis::tone_phasor(&x, 440.2, rate).phase();
+    assert!(
+        (phase + std::f64::consts::FRAC_PI_2).abs() < 1e-3,
+        "tone phase read {phase}"
+    );
     let spectrum = analysis::amplitude_spectrum(&x);
     let (freq, amp) = analysis::strongest_other_component(&spectrum, rate, &[440.2], TONE_GUARD_HZ);
     assert!((freq - 3_000.0).abs() < 1.0, "spur found at {freq} Hz");
@@ -342,6 +349,16 @@ fn analysis_reads_known_signals() {
         "spur read {} dBFS",
         dbfs(amp)
     );
+
+    // One second of a 1 kHz tone 300 ppm sharp, as f32 like decoded audio.
+    let sharp: Vec<f32> = (0..RATE)
+        .map(|n| {
+            let t = f64::from(n) / rate;
+            (0.5 * (std::f64::consts::TAU * 1_000.0 * (1.0 + 300e-6) * t + 1.0).cos()) as f32
+        })
+        .collect();
+    let ppm = analysis::frequency_offset_ppm(&sharp, 1_000.0, rate, 4_800);
+    assert!((ppm - 300.0).abs() < 0.1, "frequency offset read {ppm} ppm");
 
     let mut reference = vec![0.0; 4_000];
     reference[2_000] = 1.0;

@@ -3,8 +3,6 @@
 //! 60 ms of jitter (so packets reorder) and a 2 s outage, into
 //! [`OpusJitter`], pulled every 10 ms.
 
-use std::time::{Duration, Instant};
-
 use onair::ingest::whip::jitter::{Frame, FrameKind, OpusJitterConfig};
 
 const RATE: u32 = 48_000;
@@ -78,7 +76,6 @@ fn lossy_jittery_network_with_an_outage() {
     let mut jb = OpusJitterConfig::default().build().expect("build");
     let mut frames: Vec<Frame> = Vec::new();
     let mut pending = network.iter().peekable();
-    let mut slowest = Duration::ZERO;
     let mut pulls_during_outage_with_frames = 0;
     let end = (PACKETS + 10) * PACKET;
     let mut now = 0;
@@ -87,9 +84,7 @@ fn lossy_jittery_network_with_an_outage() {
             jb.push(p.1, p.2, &p.3, p.0);
         }
         let before = frames.len();
-        let started = Instant::now();
         jb.pull(now, &mut frames).expect("pull");
-        slowest = slowest.max(started.elapsed());
         // Well inside the outage (after 200 ms of concealment plus the
         // reorder wait), nothing comes out.
         let outage_ms = now * 1000 / u64::from(RATE);
@@ -99,12 +94,8 @@ fn lossy_jittery_network_with_an_outage() {
         now += 480;
     }
     let stats = jb.stats();
-    println!("{stats:?}, {dropped} dropped by the network, slowest pull {slowest:?}");
+    println!("{stats:?}, {dropped} dropped by the network");
 
-    assert!(
-        slowest < Duration::from_millis(50),
-        "a pull took {slowest:?}"
-    );
     assert_eq!(pulls_during_outage_with_frames, 0);
 
     // The timeline: every 20 ms frame is there, decoded or concealed,

@@ -3,6 +3,9 @@
 //! the SDP travels over the script's stdio. Requires `python3` with `aiortc`
 //! (`pip install aiortc`); without them the test fails.
 
+#[path = "common/analysis.rs"]
+mod analysis;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::Path;
@@ -199,22 +202,6 @@ fn write_tone(path: &Path, seconds: u32) {
     std::fs::write(path, wav).expect("write tone WAV");
 }
 
-/// Level in dBFS (sine peak relative to full scale) of the `hz` component of
-/// `samples` (Goertzel; the window holds a whole number of periods).
-fn tone_dbfs(samples: &[f32], hz: f64) -> f64 {
-    let n = samples.len() as f64;
-    let coeff = 2.0 * (2.0 * std::f64::consts::PI * hz / f64::from(RATE)).cos();
-    let (mut s1, mut s2) = (0.0_f64, 0.0_f64);
-    for &x in samples {
-        let s0 = f64::from(x) + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s0;
-    }
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    let amplitude = 2.0 * power.sqrt() / n;
-    20.0 * amplitude.max(1e-12).log10()
-}
-
 async fn next_event(endpoint: &mut RtcEndpoint, within: Duration, what: &str) -> RtcEvent {
     timeout(within, endpoint.recv())
         .await
@@ -389,13 +376,13 @@ async fn aiortc_publishes_a_tone_that_survives_garbage_and_closes() {
         left.extend(pcm.chunks_exact(2).take(frames).map(|f| f[0]));
     }
     let window = &left[left.len() - RATE as usize..];
-    let level = tone_dbfs(window, TONE_HZ);
+    let level = analysis::tone_dbfs(window, TONE_HZ, f64::from(RATE));
     eprintln!("decoded 1 kHz level: {level:.2} dBFS");
     assert!(
         (level - TONE_DBFS).abs() <= 2.0,
         "1 kHz at {level:.2} dBFS, expected {TONE_DBFS} ± 2"
     );
-    let off_tone = tone_dbfs(window, 3100.0);
+    let off_tone = analysis::tone_dbfs(window, 3100.0, f64::from(RATE));
     assert!(
         off_tone < TONE_DBFS - 30.0,
         "3.1 kHz at {off_tone:.2} dBFS: the signal is not a clean tone"

@@ -1,15 +1,26 @@
-//! Measurements on decoded audio: sine levels (windowed Goertzel), amplitude
-//! spectra (radix-2 FFT with a flat-top window), alignment (normalised
+//! Measurements on decoded audio: a sine's level, phase and frequency
+//! (a Hann-windowed DFT at the tone's exact frequency), amplitude spectra
+//! (radix-2 FFT with a flat-top window), alignment (normalised
 //! cross-correlation), and decoding onair's renditions with ffmpeg the way a
 //! player presents them.
 //!
 //! Levels are in dBFS of a sine: `20·log10(peak amplitude)`, so a full-scale
-//! sine reads 0 dBFS.
+//! sine reads 0 dBFS. Everything is computed in `f64`, from `f32` or `f64`
+//! samples; positions and lengths are sample counts, and a sample rate turns
+//! them into seconds only where a frequency is involved.
+//!
+//! Tone measurements, all on one channel:
+//! - [`tone_phasor`]: the complex amplitude of the sine at a given frequency
+//!   (amplitude and phase), the primitive the others are built on;
+//! - [`tone_amplitude`] and [`tone_dbfs`]: its level over a whole span;
+//! - [`tone_levels`]: its level in consecutive windows;
+//! - [`frequency_offset_ppm`]: how far the tone runs from its nominal
+//!   frequency, from its phase advance across consecutive windows.
 
 // Each test crate includes this file and uses only some of it.
 #![allow(dead_code)]
 
-use std::f64::consts::TAU;
+use std::f64::consts::{PI, TAU};
 use std::ops::Range;
 use std::path::Path;
 use std::process::Command;
@@ -34,13 +45,6 @@ pub fn channel(samples: &[f32], channels: usize, c: usize) -> Vec<f64> {
         .collect()
 }
 
-/// A periodic Hann window of `n` points.
-fn hann(n: usize) -> Vec<f64> {
-    (0..n)
-        .map(|i| 0.5 - 0.5 * (TAU * i as f64 / n as f64).cos())
-        .collect()
-}
-
 /// The flat-top window HFT95 of `n` points (Heinzel, Rüdiger and Schilling,
 /// "Spectrum and spectral density estimation by the Discrete Fourier
 /// transform (DFT)", 2002): under 0.005 dB of scalloping, sidelobes below
@@ -58,25 +62,122 @@ fn flat_top(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Peak amplitude of the sine at `freq` Hz in `x` (sampled at `rate` Hz).
-///
-/// A Hann-windowed DFT evaluated exactly at `freq` by the Goertzel recurrence
-/// (any real frequency, not only a bin centre), normalised by the window's sum
-/// so a sine of amplitude `a` reads `a`. The window keeps leakage from other
-/// tones far below the measured level; `x` should hold many periods.
-pub fn tone_amplitude(x: &[f64], freq: f64, rate: f64) -> f64 {
-    let window = hann(x.len());
-    let w = TAU * freq / rate;
-    let coeff = 2.0 * w.cos();
-    let (mut s1, mut s2) = (0.0, 0.0);
-    for (v, g) in x.iter().zip(&window) {
-        let s = v * g + coeff * s1 - s2;
-        s2 = s1;
-        s1 = s;
+/// The complex amplitude of a sine: a component `a·cos(2π·f·n/rate + φ)`
+/// (`n` counting samples from the start of the measured span) reads
+/// `a·e^{iφ}`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Phasor {
+    pub re: f64,
+    pub im: f64,
+}
+
+impl Phasor {
+    /// Peak amplitude `a`.
+    pub fn amplitude(self) -> f64 {
+        self.re.hypot(self.im)
     }
-    // |X(w)|² from the last two states of the recurrence.
-    let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
-    2.0 * power.max(0.0).sqrt() / window.iter().sum::<f64>()
+
+    /// Phase `φ` at the first sample of the span, in `-π..=π`.
+    pub fn phase(self) -> f64 {
+        self.im.atan2(self.re)
+    }
+}
+
+/// The component of `x` (one channel sampled at `rate` Hz) at `freq` Hz: a
+/// Hann-windowed DFT evaluated at exactly `freq` (any real frequency, not
+/// only a bin centre), scaled by the window's sum so that a sine of
+/// amplitude `a` and phase `φ` reads `a·e^{iφ}` (see [`Phasor`]).
+///
+/// The window keeps leakage from other components far below the measured
+/// one: with `x.len() = N`, a tone `k` bins (`k·rate/N` Hz) away from `freq`
+/// leaks in at most about `-32 - 60·log10(k/2.5)` dB of its level from
+/// `k = 2.5` on (-71 dB at 10 bins, below -100 dB beyond 35). A tone
+/// slightly off `freq` reads a little low: 0.13 dB at 0.15 bin, 1.4 dB at
+/// half a bin. `x` should hold many periods of the tone.
+pub fn tone_phasor<T: Copy + Into<f64>>(x: &[T], freq: f64, rate: f64) -> Phasor {
+    let n = x.len() as f64;
+    let w = TAU * freq / rate;
+    let (mut re, mut im, mut sum) = (0.0, 0.0, 0.0);
+    for (i, v) in x.iter().enumerate() {
+        // Periodic Hann window.
+        let g = 0.5 - 0.5 * (TAU * i as f64 / n).cos();
+        let (sin, cos) = (w * i as f64).sin_cos();
+        let v: f64 = (*v).into();
+        re += v * g * cos;
+        im -= v * g * sin;
+        sum += g;
+    }
+    if sum == 0.0 {
+        return Phasor { re: 0.0, im: 0.0 };
+    }
+    Phasor {
+        re: 2.0 * re / sum,
+        im: 2.0 * im / sum,
+    }
+}
+
+/// Peak amplitude of the sine at `freq` Hz in `x` (sampled at `rate` Hz):
+/// the modulus of [`tone_phasor`].
+pub fn tone_amplitude<T: Copy + Into<f64>>(x: &[T], freq: f64, rate: f64) -> f64 {
+    tone_phasor(x, freq, rate).amplitude()
+}
+
+/// Level of the sine at `freq` Hz in `x`, dBFS of its peak ([`dbfs`] of
+/// [`tone_amplitude`]); `-inf` where there is none at all.
+pub fn tone_dbfs<T: Copy + Into<f64>>(x: &[T], freq: f64, rate: f64) -> f64 {
+    dbfs(tone_amplitude(x, freq, rate))
+}
+
+/// [`tone_dbfs`] in each whole window of `window` samples of `x`, with the
+/// index in `x` where the window starts; a last partial window is left out.
+pub fn tone_levels<T: Copy + Into<f64>>(
+    x: &[T],
+    freq: f64,
+    rate: f64,
+    window: usize,
+) -> Vec<(usize, f64)> {
+    x.chunks_exact(window)
+        .enumerate()
+        .map(|(k, w)| (k * window, tone_dbfs(w, freq, rate)))
+        .collect()
+}
+
+/// How far the tone near `freq` Hz in `x` (sampled at `rate` Hz) runs from
+/// `freq`, in parts per million (positive: higher), from its phase advance
+/// across consecutive windows of `window` samples.
+///
+/// A tone at `freq` advances by `2π·freq·window/rate` from one window's start
+/// to the next; what it advances beyond that, averaged over the windows, is
+/// the offset. Each step is taken in `-π..π`, so the measurement is
+/// unambiguous while the offset stays under `rate / (2·window)` Hz (5 Hz for
+/// 100 ms windows); beyond that it folds back. Within that range the steps
+/// add up to the phase difference between the first and the last window, so
+/// noise in one window's phase is divided by the whole span. Needs at least
+/// two windows.
+pub fn frequency_offset_ppm<T: Copy + Into<f64>>(
+    x: &[T],
+    freq: f64,
+    rate: f64,
+    window: usize,
+) -> f64 {
+    let phases: Vec<f64> = x
+        .chunks_exact(window)
+        .map(|w| tone_phasor(w, freq, rate).phase())
+        .collect();
+    assert!(
+        phases.len() >= 2,
+        "a frequency offset needs two windows of {window} samples, got {} samples",
+        x.len()
+    );
+    // The nominal advance per window, reduced to one turn first so that a
+    // long window loses no precision.
+    let nominal = TAU * (freq * window as f64 / rate).fract();
+    let advance: f64 = phases
+        .windows(2)
+        .map(|p| (p[1] - p[0] - nominal + PI).rem_euclid(TAU) - PI)
+        .sum();
+    let elapsed = (phases.len() - 1) as f64 * window as f64 / rate;
+    advance / (TAU * freq * elapsed) * 1e6
 }
 
 /// In-place iterative radix-2 decimation-in-time FFT; the length must be a
