@@ -4,3 +4,4 @@ pub mod endpoint;
 pub mod jitter;
 pub mod rtc;
 pub mod sdp;
+mod sessions;
