@@ -664,6 +664,181 @@ async fn hanging_s3_endpoint_fails_within_the_request_timeout() {
     drop(listener);
 }
 
+// ---------------------------------------------------------------------------
+// Retries on tokio's clock, paused: the exact schedule, no real waiting
+// ---------------------------------------------------------------------------
+
+/// The timer wheel rounds every sleep up to the next millisecond.
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
+/// When each put attempt on `key` started, in order.
+fn put_starts(events: &[Event], key: &str) -> Vec<tokio::time::Instant> {
+    events
+        .iter()
+        .filter(|e| e.kind == EventKind::Start && e.key == key)
+        .map(|e| e.at)
+        .collect()
+}
+
+fn position(events: &[Event], kind: EventKind, key: &str) -> Option<usize> {
+    events.iter().position(|e| e.kind == kind && e.key == key)
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_retries_a_failing_store_on_the_policy_schedule() {
+    let store = open_store("memory://").expect("open memory store");
+    let observed = ObservedStore::wrap(&store);
+    let retry = RetryPolicy::default();
+    let failing = "paused/opus/1.0.m4s";
+    let sibling = "paused/aac/1.0.m4s";
+    let playlist = "paused/opus/live.m3u8";
+    let next = "paused/opus/1.1.m4s";
+    observed.fail_next_puts(failing, 3, FailureKind::Transient);
+
+    let (handle, task) = spawn(Publisher::new(observed.store(), retry), 4);
+    let started = tokio::time::Instant::now();
+    handle
+        .send(Batch {
+            stages: vec![
+                vec![
+                    Op::Put(object(failing, b"opus part", ObjectKind::Media)),
+                    Op::Put(object(sibling, b"aac part", ObjectKind::Media)),
+                ],
+                vec![Op::Put(object(
+                    playlist,
+                    b"#EXTM3U",
+                    ObjectKind::LivePlaylist,
+                ))],
+            ],
+        })
+        .await
+        .expect("send the first batch");
+    handle
+        .send(Batch {
+            stages: vec![vec![Op::Put(object(next, b"next part", ObjectKind::Media))]],
+        })
+        .await
+        .expect("send the second batch");
+    drop(handle);
+    let summary = task
+        .await
+        .expect("driver task panicked")
+        .expect("three transient failures are within five attempts");
+    let elapsed = started.elapsed();
+
+    assert_eq!(summary.batches, 2);
+    assert_eq!((summary.totals.puts, summary.totals.retries), (4, 3));
+    assert_eq!(observed.put_attempts(failing), 4);
+    assert_eq!(
+        read_bytes(&store, failing).await.as_deref(),
+        Some(&b"opus part"[..])
+    );
+
+    // Each retry starts its backoff after the failure before it (the store
+    // answers at once, so an attempt fails the instant it starts).
+    let events = observed.events();
+    let starts = put_starts(&events, failing);
+    assert_eq!(starts.len(), 4, "{events:?}");
+    for (attempt, pair) in (1..).zip(starts.windows(2)) {
+        let wait = pair[1] - pair[0];
+        let backoff = retry.backoff(attempt, failing);
+        assert!(
+            wait >= backoff && wait <= backoff + TIMER_SLACK,
+            "wait after attempt {attempt}: {wait:?}, backoff {backoff:?}"
+        );
+    }
+    let waits: Duration = (1..=3).map(|a| retry.backoff(a, failing)).sum();
+    assert!(
+        elapsed >= waits && elapsed <= waits + 3 * TIMER_SLACK,
+        "{elapsed:?} for {waits:?} of backoff"
+    );
+
+    // The retrying put held back neither its sibling in the stage nor
+    // anything outside it: the next stage and the next batch waited for it.
+    let at = |kind, key| {
+        position(&events, kind, key).unwrap_or_else(|| panic!("no {kind:?} {key}: {events:?}"))
+    };
+    let sibling_done = at(EventKind::Done, sibling);
+    let second_attempt = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.kind == EventKind::Start && e.key == failing)
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("a second attempt");
+    assert!(sibling_done < second_attempt, "{events:?}");
+    let failing_done = events
+        .iter()
+        .rposition(|e| e.kind == EventKind::Done && e.key == failing)
+        .expect("stored at last");
+    assert!(failing_done < at(EventKind::Start, playlist), "{events:?}");
+    assert!(
+        at(EventKind::Done, playlist) < at(EventKind::Start, next),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn driver_gives_up_after_the_policy_attempts_and_stores_nothing_later() {
+    let store = open_store("memory://").expect("open memory store");
+    let observed = ObservedStore::wrap(&store);
+    let retry = RetryPolicy::default();
+    let failing = "down/opus/7.0.m4s";
+    let playlist = "down/opus/live.m3u8";
+    let next = "down/opus/7.1.m4s";
+    observed.fail_next_puts(failing, 100, FailureKind::Transient);
+
+    let (handle, task) = spawn(Publisher::new(observed.store(), retry), 4);
+    let started = tokio::time::Instant::now();
+    handle
+        .send(Batch {
+            stages: vec![
+                vec![Op::Put(object(failing, b"part", ObjectKind::Media))],
+                vec![Op::Put(object(
+                    playlist,
+                    b"#EXTM3U",
+                    ObjectKind::LivePlaylist,
+                ))],
+            ],
+        })
+        .await
+        .expect("send the first batch");
+    // Queued behind the failing batch, or refused once the driver stopped.
+    let _ = handle
+        .send(Batch {
+            stages: vec![vec![Op::Put(object(next, b"part", ObjectKind::Media))]],
+        })
+        .await;
+    let result = task.await.expect("driver task panicked");
+    let elapsed = started.elapsed();
+
+    let attempts = retry.attempts();
+    match &result {
+        Err(PublishError::Unavailable {
+            key, attempts: a, ..
+        }) => {
+            assert_eq!((key.as_str(), *a), (failing, attempts));
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert_eq!(observed.put_attempts(failing), attempts);
+    let waits: Duration = (1..attempts).map(|a| retry.backoff(a, failing)).sum();
+    let slack = TIMER_SLACK * (attempts - 1);
+    assert!(
+        elapsed >= waits && elapsed <= waits + slack,
+        "{elapsed:?} for {waits:?} of backoff"
+    );
+    let events = observed.events();
+    for key in [playlist, next] {
+        assert_eq!(
+            position(&events, EventKind::Start, key),
+            None,
+            "{key} was attempted after {failing} failed: {events:?}"
+        );
+    }
+    assert!(handle.is_stopped());
+}
+
 fn s3_options(endpoint: &str, request_timeout: Option<Duration>) -> StoreOptions {
     let defaults = StoreOptions::default();
     StoreOptions {
@@ -699,6 +874,8 @@ enum EventKind {
 struct Event {
     kind: EventKind,
     key: String,
+    /// On tokio's clock, so paused-time tests can read the retry schedule.
+    at: tokio::time::Instant,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -731,6 +908,7 @@ impl Observer {
         self.state().events.push(Event {
             kind,
             key: key.to_owned(),
+            at: tokio::time::Instant::now(),
         });
     }
 }
@@ -755,6 +933,7 @@ impl Hooks for Observer {
                 state.events.push(Event {
                     kind: EventKind::Start,
                     key: key.clone(),
+                    at: tokio::time::Instant::now(),
                 });
                 (delay, failure)
             };

@@ -1,6 +1,12 @@
-//! The tokio task that applies batches to the store, one after another.
+//! The tokio side of publishing: the waits between attempts, the stages of a
+//! batch, and the task that applies batches to the store one after another.
 //!
-//! Contract: [`spawn`] starts a task that receives [`Batch`]es over a bounded
+//! Contract: [`perform`] makes the attempts at one operation that its
+//! [`RetryState`](super::retry::RetryState) allows, sleeping on tokio's clock until each retry instant
+//! (so tests with paused time see the exact schedule at no cost in real
+//! time). [`apply`] applies a batch's stages in order, the operations of one
+//! stage concurrently, and stops at the first operation that fails for good.
+//! [`spawn`] starts a task that receives [`Batch`]es over a bounded
 //! channel and applies them strictly in the order sent, each completely before
 //! the next begins, so the order the packager decided (media before the
 //! playlists naming them, across batches too) holds in the store. When the
@@ -11,10 +17,13 @@
 //! handle is dropped the task finishes the queued batches and returns a
 //! [`PublishSummary`].
 
+use futures::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use super::publisher::{Batch, BatchStats, PublishError, Publisher};
+use super::publisher::{self, AttemptError, Batch, BatchStats, Op, PublishError, Publisher};
+use super::retry::{Decision, classify};
 
 /// Sends batches to a running publish driver. Cloneable; the driver ends once
 /// every clone is dropped and the queue is drained.
@@ -84,4 +93,74 @@ async fn run(
         }
     }
     Ok(summary)
+}
+
+/// Applies the stages of `batch` with `publisher` in order, the operations of
+/// each stage concurrently (at most [`Publisher::DEFAULT_CONCURRENCY`] at
+/// once), each retried by [`perform`]. A stage starts only once every operation of
+/// the previous one is stored, and is announced on the publisher's observer
+/// then. Stops at the first operation that fails for good: later stages are
+/// not started (so no playlist names a missing object), and operations of
+/// the failing stage still in flight are abandoned.
+pub async fn apply(publisher: &Publisher, batch: Batch) -> Result<BatchStats, PublishError> {
+    publisher::validate(&batch)?;
+    let mut total = BatchStats::default();
+    for stage in batch.stages {
+        let announce = publisher.observer().map(|o| (o, stage.clone()));
+        // Each future owns its operation: futures borrowing from `stage`
+        // would make the spawned driver task's future not `Send` for every
+        // lifetime, which `tokio::spawn` requires.
+        let mut running = futures::stream::iter(stage)
+            .map(|op| async move { perform(publisher, &op).await })
+            .buffer_unordered(Publisher::DEFAULT_CONCURRENCY);
+        while let Some(stats) = running.next().await {
+            total.add(&stats?);
+        }
+        if let Some((observer, ops)) = announce {
+            for op in ops {
+                // No receiver is not an error: nobody is listening yet.
+                let _ = observer.send(op);
+            }
+        }
+    }
+    Ok(total)
+}
+
+/// Performs `op` with `publisher`: attempts it, and after each failure asks
+/// the operation's [`RetryState`](super::retry::RetryState) what follows,
+/// sleeping until the retry instant it names. Returns what the operation
+/// stored, its retries counted in [`BatchStats::retries`], or the error it
+/// ended with.
+pub async fn perform(publisher: &Publisher, op: &Op) -> Result<BatchStats, PublishError> {
+    let policy = publisher.retry_policy();
+    let mut retry = policy.start(op.key());
+    loop {
+        let error = match publisher.attempt(op).await {
+            Ok(stats) => {
+                return Ok(BatchStats {
+                    retries: u64::from(retry.attempt().saturating_sub(1)),
+                    ..stats
+                });
+            }
+            Err(AttemptError::Final(error)) => return Err(error),
+            Err(AttemptError::Store(error)) => error,
+        };
+        let attempt = retry.attempt();
+        let now = Instant::now();
+        match retry.failed(now.into_std(), classify(&error)) {
+            Decision::RetryAt(at) => {
+                let at = Instant::from_std(at);
+                tracing::warn!(
+                    op = op.verb(), key = op.key(), store = %publisher.store().url(),
+                    attempt, max = policy.attempts(),
+                    wait = ?at.saturating_duration_since(now),
+                    error = %error, "store operation failed; retrying"
+                );
+                tokio::time::sleep_until(at).await;
+            }
+            Decision::GiveUp(why) => {
+                return Err(publisher.give_up(op, retry.attempt(), why, error));
+            }
+        }
+    }
 }

@@ -5,12 +5,15 @@
 //! - [`store`]: opens a store from a URL (`file://`, `memory://`, `s3://`,
 //!   `gs://`, `az://` or a plain path) with client timeouts that keep one
 //!   attempt short.
-//! - [`retry`]: the retry policy and the transient/permanent split (pure).
+//! - [`retry`]: the retry policy, the transient/permanent split and each
+//!   operation's retry state, which says when to attempt again or to give up
+//!   (pure, time passed in).
 //! - [`publisher`]: typed puts (Content-Type, Cache-Control, conditional
-//!   create for immutable objects) and staged batches that keep media ahead
-//!   of the playlists naming it.
-//! - [`driver`]: the tokio task that applies batches in order behind a
-//!   bounded queue.
+//!   create for immutable objects), one attempt at a time, and staged batches
+//!   that keep media ahead of the playlists naming it.
+//! - [`driver`]: the tokio side: sleeps until each retry, applies a batch's
+//!   stages in order, and runs the task that applies batches in order behind
+//!   a bounded queue.
 //!
 //! Invariants the rest of onair relies on: an immutable object, once stored,
 //! never changes; a batch stage starts only after the previous stage is
@@ -25,6 +28,6 @@ pub mod store;
 
 pub use driver::{PublishHandle, PublishSummary, spawn};
 pub use layout::ObjectKind;
-pub use publisher::{Batch, BatchStats, Op, PublishError, Publisher, PutObject};
-pub use retry::RetryPolicy;
+pub use publisher::{AttemptError, Batch, BatchStats, Op, PublishError, Publisher, PutObject};
+pub use retry::{Decision, GiveUp, RetryPolicy, RetryState};
 pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};

@@ -1,4 +1,5 @@
-//! Storing the objects of a broadcast: typed puts, staged batches, retries.
+//! Storing the objects of a broadcast: typed puts, staged batches, one
+//! attempt at a time.
 //!
 //! Contract:
 //! - Every object carries an [`ObjectKind`] that fixes its `Content-Type`, its
@@ -23,18 +24,24 @@
 //! - Transient failures are retried with the [`RetryPolicy`]; configuration
 //!   failures (permissions, missing bucket, unsupported operation) are not.
 //!   Every error names the key, the store URL, the attempt count and the cause.
+//!
+//! [`Publisher::attempt`] makes a single attempt at one operation and reports
+//! its outcome, never waiting; [`RetryState`](super::retry::RetryState) decides
+//! whether and when to try again, and the [`driver`] sleeps
+//! until then. [`Publisher::apply`], [`Publisher::put`] and
+//! [`Publisher::delete`] run that loop on the caller's task.
 
 use std::collections::HashSet;
 
 use bytes::Bytes;
-use futures::StreamExt;
 use object_store::path::Path;
 use object_store::{
     Attribute, AttributeValue, Attributes, ObjectStoreExt, PutMode, PutOptions, PutPayload,
 };
 
+use super::driver;
 use super::layout::ObjectKind;
-use super::retry::{RetryPolicy, Retryable, classify};
+use super::retry::{GiveUp, RetryPolicy};
 use super::store::Store;
 
 /// One object to store.
@@ -59,10 +66,19 @@ pub enum Op {
 }
 
 impl Op {
-    fn key(&self) -> &str {
+    /// The key the operation is on.
+    pub fn key(&self) -> &str {
         match self {
             Self::Put(obj) => &obj.key,
             Self::Delete(key) => key,
+        }
+    }
+
+    /// The operation's name in errors and logs.
+    pub(super) fn verb(&self) -> &'static str {
+        match self {
+            Self::Put(_) => "put",
+            Self::Delete(_) => "delete",
         }
     }
 }
@@ -204,10 +220,16 @@ pub struct Publisher {
     observer: Option<tokio::sync::broadcast::Sender<Op>>,
 }
 
-/// What one operation did, before being summed into [`BatchStats`].
-struct OpOutcome {
-    attempts: u32,
-    stats: BatchStats,
+/// Why one attempt at an operation failed.
+#[derive(Debug)]
+pub enum AttemptError {
+    /// The store failed the attempt.
+    /// [`classify`](super::retry::classify) says whether another attempt may
+    /// succeed; [`Publisher::give_up`] turns it into the operation's error.
+    Store(object_store::Error),
+    /// The operation failed in a way no other attempt can change (different
+    /// bytes stored under an immutable key, an invalid key).
+    Final(PublishError),
 }
 
 impl Publisher {
@@ -249,53 +271,82 @@ impl Publisher {
         &self.store
     }
 
+    /// The policy the operations of this publisher are retried with.
+    pub fn retry_policy(&self) -> RetryPolicy {
+        self.retry
+    }
+
     /// Applies the stages of `batch` in order, the operations of each stage
-    /// concurrently. Stops at the first operation that fails for good:
-    /// later stages are not started (so no playlist names a missing object),
-    /// and operations of the failing stage still in flight are abandoned.
+    /// concurrently, retrying as the [`RetryPolicy`] says. Stops at the first
+    /// operation that fails for good: later stages are not started (so no
+    /// playlist names a missing object), and operations of the failing stage
+    /// still in flight are abandoned. This is what the publish driver does
+    /// with each batch ([`driver::apply`]).
     pub async fn apply(&self, batch: Batch) -> Result<BatchStats, PublishError> {
-        validate(&batch)?;
-        let mut total = BatchStats::default();
-        for stage in batch.stages {
-            let announce = self.observer.as_ref().map(|o| (o, stage.clone()));
-            let mut running = futures::stream::iter(stage)
-                .map(|op| self.run(op))
-                .buffer_unordered(Self::DEFAULT_CONCURRENCY);
-            while let Some(outcome) = running.next().await {
-                let outcome = outcome?;
-                total.add(&outcome.stats);
-                total.retries += u64::from(outcome.attempts.saturating_sub(1));
-            }
-            if let Some((observer, ops)) = announce {
-                for op in ops {
-                    // No receiver is not an error: nobody is listening yet.
-                    let _ = observer.send(op);
-                }
-            }
-        }
-        Ok(total)
+        driver::apply(self, batch).await
     }
 
-    /// Stores one object (see the module docs for immutable kinds).
+    /// Stores one object (see the module docs for immutable kinds), retrying
+    /// as the [`RetryPolicy`] says.
     pub async fn put(&self, obj: PutObject) -> Result<(), PublishError> {
-        let path = parse_key(&obj.key)?;
-        self.put_path(&path, &obj).await.map(|_| ())
+        parse_key(&obj.key)?;
+        driver::perform(self, &Op::Put(obj)).await.map(|_| ())
     }
 
-    /// Deletes one object; a key that does not exist is success.
+    /// Deletes one object, retrying as the [`RetryPolicy`] says; a key that
+    /// does not exist is success.
     pub async fn delete(&self, key: &str) -> Result<(), PublishError> {
-        let path = parse_key(key)?;
-        self.delete_path(&path, key).await.map(|_| ())
+        parse_key(key)?;
+        driver::perform(self, &Op::Delete(key.to_owned()))
+            .await
+            .map(|_| ())
     }
 
-    async fn run(&self, op: Op) -> Result<OpOutcome, PublishError> {
-        // Keys were validated by `validate`; parsing again is cheap and keeps
-        // this free of assumptions.
-        let path = parse_key(op.key())?;
-        match &op {
-            Op::Put(obj) => self.put_path(&path, obj).await,
-            Op::Delete(key) => self.delete_path(&path, key).await,
+    /// Makes one attempt at `op`, without retrying or waiting, and returns
+    /// what it stored ([`BatchStats::retries`] is 0) or why it failed.
+    pub async fn attempt(&self, op: &Op) -> Result<BatchStats, AttemptError> {
+        // Batch keys were validated before anything was stored; parsing
+        // again is cheap and keeps this free of assumptions.
+        let path = parse_key(op.key()).map_err(AttemptError::Final)?;
+        match op {
+            Op::Put(obj) => self.attempt_put(&path, obj).await,
+            Op::Delete(_) => self.attempt_delete(&path).await,
         }
+    }
+
+    /// The error of `op` once its retry state gave up for `why` after
+    /// `attempts` attempts, the last failing with `cause`.
+    pub fn give_up(
+        &self,
+        op: &Op,
+        attempts: u32,
+        why: GiveUp,
+        cause: object_store::Error,
+    ) -> PublishError {
+        let (op_name, key, store) = (op.verb(), op.key().to_owned(), self.store.url().to_owned());
+        match why {
+            GiveUp::Permanent(reason) => PublishError::Rejected {
+                op: op_name,
+                key,
+                store,
+                attempts,
+                reason,
+                cause: Box::new(cause),
+            },
+            GiveUp::Exhausted => PublishError::Unavailable {
+                op: op_name,
+                key,
+                store,
+                attempts,
+                cause: Box::new(cause),
+            },
+        }
+    }
+
+    /// Where each operation is announced once its stage is stored, if
+    /// anywhere.
+    pub(super) fn observer(&self) -> Option<&tokio::sync::broadcast::Sender<Op>> {
+        self.observer.as_ref()
     }
 
     fn put_options(&self, obj: &PutObject) -> PutOptions {
@@ -320,64 +371,55 @@ impl Publisher {
         options
     }
 
-    async fn put_path(&self, path: &Path, obj: &PutObject) -> Result<OpOutcome, PublishError> {
-        let options = self.put_options(obj);
-        let max = self.retry.attempts();
-        let mut attempt = 1;
-        loop {
-            let payload = PutPayload::from_bytes(obj.body.clone());
-            let result = self
-                .store
-                .object_store()
-                .put_opts(path, payload, options.clone())
-                .await;
-            let error = match result {
-                Ok(_) => return Ok(self.put_outcome(attempt, obj, false)),
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) if obj.kind.immutable() => match self.compare_stored(path, obj).await {
-                    Ok(()) => return Ok(self.put_outcome(attempt, obj, true)),
-                    Err(CompareError::Different { stored_len }) => {
-                        return Err(PublishError::WouldOverwrite {
-                            key: obj.key.clone(),
-                            store: self.store.url().to_owned(),
-                            stored_len,
-                            new_len: obj.body.len(),
-                        });
+    async fn attempt_put(&self, path: &Path, obj: &PutObject) -> Result<BatchStats, AttemptError> {
+        let payload = PutPayload::from_bytes(obj.body.clone());
+        let result = self
+            .store
+            .object_store()
+            .put_opts(path, payload, self.put_options(obj))
+            .await;
+        let error = match result {
+            Ok(_) => return Ok(self.put_stats(obj, false)),
+            Err(
+                object_store::Error::AlreadyExists { .. }
+                | object_store::Error::Precondition { .. },
+            ) if obj.kind.immutable() => match self.compare_stored(path, obj).await {
+                Ok(()) => return Ok(self.put_stats(obj, true)),
+                Err(CompareError::Different { stored_len }) => {
+                    return Err(AttemptError::Final(PublishError::WouldOverwrite {
+                        key: obj.key.clone(),
+                        store: self.store.url().to_owned(),
+                        stored_len,
+                        new_len: obj.body.len(),
+                    }));
+                }
+                // Deleted between our create and our read: a transient
+                // failure, so the next attempt creates it again.
+                Err(CompareError::Store(object_store::Error::NotFound { path, source })) => {
+                    object_store::Error::Generic {
+                        store: "publish",
+                        source: format!(
+                            "object {path} existed on create but was gone on read back: {source}"
+                        )
+                        .into(),
                     }
-                    // Deleted between our create and our read: create again.
-                    Err(CompareError::Store(object_store::Error::NotFound { path, source })) => {
-                        object_store::Error::Generic {
-                            store: "publish",
-                            source: format!(
-                                "object {path} existed on create but was gone on read back: {source}"
-                            )
-                            .into(),
-                        }
-                    }
-                    Err(CompareError::Store(error)) => error,
-                },
-                Err(error) => error,
-            };
-            attempt = self
-                .after_failure("put", &obj.key, attempt, max, error)
-                .await?;
-        }
+                }
+                Err(CompareError::Store(error)) => error,
+            },
+            Err(error) => error,
+        };
+        Err(AttemptError::Store(error))
     }
 
-    fn put_outcome(&self, attempts: u32, obj: &PutObject, already_present: bool) -> OpOutcome {
+    fn put_stats(&self, obj: &PutObject, already_present: bool) -> BatchStats {
         if already_present {
             tracing::debug!(key = %obj.key, store = %self.store.url(), "immutable object already stored with identical bytes");
         }
-        OpOutcome {
-            attempts,
-            stats: BatchStats {
-                puts: 1,
-                already_present: u64::from(already_present),
-                bytes: u64::try_from(obj.body.len()).unwrap_or(u64::MAX),
-                ..BatchStats::default()
-            },
+        BatchStats {
+            puts: 1,
+            already_present: u64::from(already_present),
+            bytes: u64::try_from(obj.body.len()).unwrap_or(u64::MAX),
+            ..BatchStats::default()
         }
     }
 
@@ -401,65 +443,13 @@ impl Publisher {
         }
     }
 
-    async fn delete_path(&self, path: &Path, key: &str) -> Result<OpOutcome, PublishError> {
-        let max = self.retry.attempts();
-        let mut attempt = 1;
-        loop {
-            match self.store.object_store().delete(path).await {
-                Ok(()) | Err(object_store::Error::NotFound { .. }) => {
-                    return Ok(OpOutcome {
-                        attempts: attempt,
-                        stats: BatchStats {
-                            deletes: 1,
-                            ..BatchStats::default()
-                        },
-                    });
-                }
-                Err(error) => {
-                    attempt = self
-                        .after_failure("delete", key, attempt, max, error)
-                        .await?;
-                }
-            }
-        }
-    }
-
-    /// Decides what follows failed attempt `attempt`: an error if the failure
-    /// is permanent or the attempts are used up, otherwise a wait and the
-    /// number of the next attempt.
-    async fn after_failure(
-        &self,
-        op: &'static str,
-        key: &str,
-        attempt: u32,
-        max: u32,
-        error: object_store::Error,
-    ) -> Result<u32, PublishError> {
-        match classify(&error) {
-            Retryable::Permanent(reason) => Err(PublishError::Rejected {
-                op,
-                key: key.to_owned(),
-                store: self.store.url().to_owned(),
-                attempts: attempt,
-                reason,
-                cause: Box::new(error),
+    async fn attempt_delete(&self, path: &Path) -> Result<BatchStats, AttemptError> {
+        match self.store.object_store().delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(BatchStats {
+                deletes: 1,
+                ..BatchStats::default()
             }),
-            Retryable::Transient if attempt >= max => Err(PublishError::Unavailable {
-                op,
-                key: key.to_owned(),
-                store: self.store.url().to_owned(),
-                attempts: attempt,
-                cause: Box::new(error),
-            }),
-            Retryable::Transient => {
-                let wait = self.retry.backoff(attempt, key);
-                tracing::warn!(
-                    op, key, store = %self.store.url(), attempt, max, wait = ?wait,
-                    error = %error, "store operation failed; retrying"
-                );
-                tokio::time::sleep(wait).await;
-                Ok(attempt + 1)
-            }
+            Err(error) => Err(AttemptError::Store(error)),
         }
     }
 }
@@ -509,7 +499,7 @@ fn parse_key(key: &str) -> Result<Path, PublishError> {
 
 /// Checks every key before anything is stored, so that a malformed batch
 /// stores nothing rather than its first stages.
-fn validate(batch: &Batch) -> Result<(), PublishError> {
+pub(super) fn validate(batch: &Batch) -> Result<(), PublishError> {
     for (stage, ops) in batch.stages.iter().enumerate() {
         let mut seen = HashSet::with_capacity(ops.len());
         for op in ops {

@@ -2,13 +2,17 @@
 //!
 //! Contract: pure functions, no clock and no randomness. [`RetryPolicy`] says
 //! how many attempts an operation gets and how long to wait between them;
-//! [`classify`] says whether an `object_store` error is worth another attempt.
-//! The waits grow exponentially and carry a jitter that is derived from the
-//! object key, so concurrent operations that fail together do not retry in
-//! lockstep, while the same key always gets the same schedule (tests see
-//! exactly what production does).
+//! [`classify`] says whether an `object_store` error is worth another attempt;
+//! a [`RetryState`] follows one operation through its attempts and, after each
+//! failure, decides: attempt again at a given instant, or give up. The caller
+//! passes the time in and does the waiting (the publish driver sleeps on tokio's
+//! clock), so the schedule is tested here without a runtime. The waits grow
+//! exponentially and carry a jitter that is derived from the object key, so
+//! concurrent operations that fail together do not retry in lockstep, while the
+//! same key always gets the same schedule (tests see exactly what production
+//! does).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How many times to attempt a store operation and how long to wait between
 /// attempts.
@@ -63,6 +67,83 @@ impl RetryPolicy {
             jitter_seed(key, attempt) % spread.saturating_add(1)
         };
         half + Duration::from_nanos(offset)
+    }
+
+    /// The retry schedule of one operation on `key`, at its first attempt.
+    pub fn start<'k>(&self, key: &'k str) -> RetryState<'k> {
+        RetryState {
+            policy: *self,
+            key,
+            attempt: 1,
+        }
+    }
+}
+
+/// What follows a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Make the next attempt at this instant (the failure's instant plus the
+    /// policy's backoff), not before.
+    RetryAt(Instant),
+    /// The operation has failed; no further attempt.
+    GiveUp(GiveUp),
+}
+
+/// Why an operation is given up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveUp {
+    /// The error cannot go away by trying again; the reason says what an
+    /// operator must fix.
+    Permanent(&'static str),
+    /// Every attempt the policy allows failed with transient errors.
+    Exhausted,
+}
+
+/// Longest wait before a retry. A larger backoff (only a policy with an
+/// absurd `max_backoff` yields one) is cut to this, as tokio cuts any longer
+/// sleep, so the retry instant is always representable.
+const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 24 * 60 * 60);
+
+/// Where one operation stands in its [`RetryPolicy`]: which attempt it is
+/// on, and after a failure, whether and when to attempt again.
+///
+/// Pure: it reads no clock. The caller makes attempt number
+/// [`RetryState::attempt`], and when that fails reports it with
+/// [`RetryState::failed`] and the instant of the failure, then waits until the
+/// instant returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryState<'k> {
+    policy: RetryPolicy,
+    key: &'k str,
+    attempt: u32,
+}
+
+impl RetryState<'_> {
+    /// Number of the current attempt, from 1; once the operation is over,
+    /// the attempts it took.
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Records that the current attempt failed at `now` with an error of
+    /// kind `retryable`, and says what follows: a permanent error gives up at
+    /// once, a transient one is retried after [`RetryPolicy::backoff`] until
+    /// [`RetryPolicy::attempts`] are used up. On [`Decision::RetryAt`] the
+    /// state moves on to the next attempt.
+    pub fn failed(&mut self, now: Instant, retryable: Retryable) -> Decision {
+        match retryable {
+            Retryable::Permanent(reason) => Decision::GiveUp(GiveUp::Permanent(reason)),
+            Retryable::Transient if self.attempt >= self.policy.attempts() => {
+                Decision::GiveUp(GiveUp::Exhausted)
+            }
+            Retryable::Transient => {
+                let wait = self.policy.backoff(self.attempt, self.key).min(FAR_FUTURE);
+                self.attempt += 1;
+                // `now` 30 years short of the end of `Instant`'s range is not
+                // a clock reading; retrying at once beats panicking on it.
+                Decision::RetryAt(now.checked_add(wait).unwrap_or(now))
+            }
+        }
     }
 }
 
@@ -176,6 +257,131 @@ mod tests {
         };
         assert_eq!(p.attempts(), 1);
         assert_eq!(p.backoff(1, "k"), Duration::ZERO);
+    }
+
+    /// Fails every attempt of an operation on `key` with `kind`, each
+    /// attempt taking `took` of simulated time; returns the wait after each
+    /// failed attempt, why the operation ended and the attempts it took.
+    fn fail_throughout(
+        policy: RetryPolicy,
+        key: &str,
+        took: Duration,
+        kind: Retryable,
+    ) -> (Vec<Duration>, GiveUp, u32) {
+        let mut state = policy.start(key);
+        let mut now = Instant::now();
+        let mut waits = Vec::new();
+        loop {
+            let failed_at = now + took;
+            match state.failed(failed_at, kind) {
+                Decision::RetryAt(at) => {
+                    waits.push(at - failed_at);
+                    now = at;
+                }
+                Decision::GiveUp(why) => return (waits, why, state.attempt()),
+            }
+        }
+    }
+
+    #[test]
+    fn transient_failures_retry_after_each_backoff_until_the_attempts_run_out() {
+        let p = policy();
+        let key = "demo/opus/3.1.m4s";
+        let (waits, why, attempts) =
+            fail_throughout(p, key, Duration::from_millis(30), Retryable::Transient);
+        assert_eq!(why, GiveUp::Exhausted);
+        assert_eq!(attempts, 6, "every attempt the policy allows was made");
+        let expected: Vec<Duration> = (1..6).map(|a| p.backoff(a, key)).collect();
+        assert_eq!(waits, expected, "the wait after attempt n is backoff(n)");
+    }
+
+    #[test]
+    fn the_retry_instant_counts_from_the_failure() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut a = p.start("k");
+        let mut b = p.start("k");
+        let late = t0 + Duration::from_secs(3);
+        assert_eq!(
+            a.failed(t0, Retryable::Transient),
+            Decision::RetryAt(t0 + p.backoff(1, "k"))
+        );
+        assert_eq!(
+            b.failed(late, Retryable::Transient),
+            Decision::RetryAt(late + p.backoff(1, "k"))
+        );
+        assert_eq!((a.attempt(), b.attempt()), (2, 2));
+    }
+
+    #[test]
+    fn a_permanent_failure_gives_up_at_once_even_after_retries() {
+        let p = policy();
+        let (waits, why, attempts) = fail_throughout(
+            p,
+            "k",
+            Duration::ZERO,
+            Retryable::Permanent("the credentials lack permission"),
+        );
+        assert!(waits.is_empty(), "{waits:?}");
+        assert_eq!(why, GiveUp::Permanent("the credentials lack permission"));
+        assert_eq!(attempts, 1);
+
+        let mut state = p.start("k");
+        let now = Instant::now();
+        assert!(matches!(
+            state.failed(now, Retryable::Transient),
+            Decision::RetryAt(_)
+        ));
+        assert_eq!(
+            state.failed(now, Retryable::Permanent("the store is misconfigured")),
+            Decision::GiveUp(GiveUp::Permanent("the store is misconfigured"))
+        );
+        assert_eq!(
+            state.attempt(),
+            2,
+            "the attempts made, the failed one included"
+        );
+    }
+
+    #[test]
+    fn the_default_policy_waits_at_most_one_and_a_half_seconds_over_five_attempts() {
+        let (waits, why, attempts) = fail_throughout(
+            RetryPolicy::default(),
+            "demo/aac/12.0.m4s",
+            Duration::from_millis(5),
+            Retryable::Transient,
+        );
+        assert_eq!((why, attempts), (GiveUp::Exhausted, 5));
+        let total: Duration = waits.iter().sum();
+        assert!(
+            total >= Duration::from_millis(750) && total <= Duration::from_millis(1_500),
+            "{waits:?}"
+        );
+    }
+
+    #[test]
+    fn a_single_attempt_policy_never_retries() {
+        let p = RetryPolicy {
+            max_attempts: 0,
+            ..policy()
+        };
+        let (waits, why, attempts) = fail_throughout(p, "k", Duration::ZERO, Retryable::Transient);
+        assert!(waits.is_empty());
+        assert_eq!((why, attempts), (GiveUp::Exhausted, 1));
+    }
+
+    #[test]
+    fn an_absurd_backoff_still_yields_a_retry_instant() {
+        let p = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+        };
+        let now = Instant::now();
+        match p.start("k").failed(now, Retryable::Transient) {
+            Decision::RetryAt(at) => assert!(at > now + Duration::from_secs(365 * 24 * 3600)),
+            other => panic!("expected a retry, got {other:?}"),
+        }
     }
 
     #[test]

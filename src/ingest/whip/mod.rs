@@ -5,3 +5,4 @@ pub mod jitter;
 pub mod page;
 pub mod rtc;
 pub mod sdp;
+mod sessions;
