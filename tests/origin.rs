@@ -21,6 +21,16 @@
 //! - gzip, Content-Type, Cache-Control, CORS, ETag/304, HEAD, 405, h2c;
 //! - standalone: store requests per part with 200 concurrent listeners.
 //!
+//! Nothing here measures how fast anything happens: a loaded machine may be
+//! slow at any step. The tests wait on events instead (the broadcast's
+//! stored playlists, blocking reloads the origin answers once it has a part)
+//! with a generous overall timeout only as a hang guard. What must be
+//! answered at once is asked while the broadcast is held still: a request
+//! that waited would then end in 503 after three target durations instead
+//! of its answer. What must wait is asked for parts the held broadcast has
+//! not published, and the broadcast resumes only once the origin reports
+//! those requests waiting.
+//!
 //! `binary_live_and_origin_play_in_ffmpeg` runs `onair live --http` and then
 //! `onair origin` and decodes `/{stream}/index.m3u8` with ffmpeg while the
 //! stream grows and after it ends.
@@ -34,11 +44,12 @@ mod s3;
 #[path = "common/wav.rs"]
 mod wav;
 
+use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -54,8 +65,8 @@ use onair::hls::{MediaPlaylist, PartId, TimelineConfig};
 use onair::origin::{Origin, OriginConfig};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
-use onair::publish::{self, Op, Publisher, RetryPolicy, Store, open_store};
-use tokio::sync::broadcast;
+use onair::publish::{Batch, Op, Publisher, RetryPolicy, Store, open_store};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use client::{Http, Reply, gunzip, raw_get_status};
 
@@ -76,8 +87,18 @@ const RENDITION: &str = "aac";
 const ENDED_SAMPLES: u64 = 2 * RATE + 7_000;
 /// Concurrent listeners in the store-request measurement.
 const LISTENERS: usize = 200;
-/// A 404 must be answered at once: no waiting, no store request.
-const PROMPT: Duration = Duration::from_millis(50);
+/// How long any wait for the broadcast or the origin may take: a guard
+/// against a hang, never a measure of speed.
+const HANG_GUARD: Duration = Duration::from_secs(60);
+/// How often a condition without an event to wait on is looked at.
+const POLL: Duration = Duration::from_millis(10);
+
+/// `f`, or a panic naming `what` if it hangs.
+async fn within<T>(what: &str, f: impl Future<Output = T>) -> T {
+    tokio::time::timeout(HANG_GUARD, f)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing after {HANG_GUARD:?}"))
+}
 
 // ---------------------------------------------------------------------------
 // Broadcasts
@@ -158,67 +179,117 @@ async fn publish_ended(tone: &FsPath, publisher: &Publisher) {
         .expect("publish");
 }
 
-const RUNNING: u8 = 0;
-const END: u8 = 1;
-const ABANDON: u8 = 2;
+/// How often the broadcast thread advances the pipeline to the wall clock.
+const TICK: Duration = Duration::from_millis(20);
 
-/// A broadcast paced by the wall clock on its own thread, like `onair live`.
+/// What a test asks of a running broadcast.
+enum Control {
+    /// Stop advancing; answered once everything published so far is
+    /// stored.
+    Hold(oneshot::Sender<()>),
+    /// Follow the wall clock again, catching up at once.
+    Resume,
+    /// Stop without EXT-X-ENDLIST, like a packager that died.
+    Abandon,
+}
+
+/// A broadcast paced by the wall clock on its own thread, like `onair live`,
+/// that a test can hold still.
 struct Broadcast {
-    control: Arc<AtomicU8>,
+    control: std::sync::mpsc::Sender<Control>,
+    /// The newest `live.m3u8` of the live rendition, once stored.
+    stored: watch::Receiver<Option<MediaPlaylist>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Broadcast {
     fn start(stream: &str, tone: &FsPath, publisher: Publisher) -> Broadcast {
         let rt = tokio::runtime::Handle::current();
-        let control = Arc::new(AtomicU8::new(RUNNING));
+        let (control, commands) = std::sync::mpsc::channel();
+        let (stored_tx, stored) = watch::channel(None);
+        let live_key = format!("{stream}/{RENDITION}/live.m3u8");
         let mut pipeline = pipeline(stream, tone);
-        let ctl = control.clone();
         let thread = std::thread::spawn(move || {
-            let (handle, task) = rt.block_on(async { publish::spawn(publisher, 16) });
-            let send = |batch| rt.block_on(handle.send(batch)).expect("publish");
-            send(pipeline.start().expect("start"));
-            let start = Instant::now();
-            loop {
-                match ctl.load(Ordering::Relaxed) {
-                    RUNNING => {}
-                    END => {
-                        send(pipeline.finish().expect("finish"));
-                        break;
-                    }
-                    // The packager just stops: no EXT-X-ENDLIST.
-                    _ => break,
+            // Each batch is stored completely before the next, as by the
+            // publish driver of `onair live`; then its live playlist is
+            // reported.
+            let publish = |batch: Batch| {
+                let live = batch.stages.iter().flatten().rev().find_map(|op| match op {
+                    Op::Put(object) if object.key == live_key => Some(parse(&object.body)),
+                    _ => None,
+                });
+                rt.block_on(publisher.apply(batch)).expect("publish");
+                if live.is_some() {
+                    stored_tx.send_replace(live);
                 }
-                std::thread::sleep(Duration::from_millis(20));
-                let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
-                if let Some(batch) = pipeline.advance(due).expect("advance") {
-                    send(batch);
+            };
+            publish(pipeline.start().expect("start"));
+            let start = Instant::now();
+            let mut held = false;
+            loop {
+                match commands.recv_timeout(TICK) {
+                    Ok(Control::Hold(done)) => {
+                        held = true;
+                        let _ = done.send(());
+                    }
+                    Ok(Control::Resume) => held = false,
+                    Ok(Control::Abandon) | Err(RecvTimeoutError::Disconnected) => break,
+                    Err(RecvTimeoutError::Timeout) => {}
+                }
+                if !held {
+                    let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
+                    if let Some(batch) = pipeline.advance(due).expect("advance") {
+                        publish(batch);
+                    }
                 }
             }
-            drop(handle);
-            rt.block_on(task).expect("join").expect("publisher");
         });
         Broadcast {
             control,
+            stored,
             thread: Some(thread),
         }
     }
 
-    /// Stops the broadcast (with or without EXT-X-ENDLIST) and waits until
-    /// everything it published is stored.
-    fn stop(&mut self, how: u8) {
-        self.control.store(how, Ordering::Relaxed);
+    /// Holds the broadcast still; returns once everything it published is
+    /// stored.
+    async fn hold(&self) {
+        let (done, held) = oneshot::channel();
+        self.control
+            .send(Control::Hold(done))
+            .expect("broadcast running");
+        within("holding the broadcast", held)
+            .await
+            .expect("broadcast held");
+    }
+
+    fn resume(&self) {
+        self.control
+            .send(Control::Resume)
+            .expect("broadcast running");
+    }
+
+    /// Stops the broadcast without EXT-X-ENDLIST and waits until everything
+    /// it published is stored.
+    fn abandon(&mut self) {
+        let _ = self.control.send(Control::Abandon);
         if let Some(thread) = self.thread.take() {
             thread.join().expect("broadcast thread");
         }
+    }
+
+    /// The newest live playlist stored.
+    fn newest(&self) -> MediaPlaylist {
+        self.stored
+            .borrow()
+            .clone()
+            .expect("a live playlist is stored")
     }
 }
 
 impl Drop for Broadcast {
     fn drop(&mut self) {
-        if self.thread.is_some() {
-            self.control.store(ABANDON, Ordering::Relaxed);
-        }
+        let _ = self.control.send(Control::Abandon);
     }
 }
 
@@ -371,24 +442,79 @@ impl Setup {
         parse(&reply.body)
     }
 
-    /// Waits until the live playlist lists at least `parts` parts in all.
+    /// Waits until the live playlist lists at least `parts` parts in all,
+    /// in the store and at the origin.
     async fn wait_for_parts(&self, parts: u64) -> MediaPlaylist {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let reply = self.http.get(&self.playlist_url("")).await;
-            if reply.status == 200 {
-                let playlist = parse(&reply.body);
-                if last_part(&playlist).is_some_and(|l| ordinal(l) + 1 >= parts) {
-                    return playlist;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream did not reach {parts} parts"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let id = from_ordinal(parts - 1);
+        let mut stored = self.broadcast.stored.clone();
+        within(&format!("the store reaching {id:?}"), async {
+            stored
+                .wait_for(|p| lists(p.as_ref(), id))
+                .await
+                .map(|_| ())
+                .expect("broadcast running")
+        })
+        .await;
+        self.origin_reaches(id).await
     }
+
+    /// Waits until the origin's live playlist lists part `id`, which the
+    /// store has. Each round is a blocking reload, answered once the origin
+    /// has the part it names (or with 503 after three target durations),
+    /// naming at most a segment past the origin's newest part to stay
+    /// within the advance limits.
+    async fn origin_reaches(&self, id: PartId) -> MediaPlaylist {
+        within(&format!("the origin reaching {id:?}"), async {
+            loop {
+                let live = self.live().await;
+                if lists(Some(&live), id) {
+                    return live;
+                }
+                let next = last_part(&live).map_or(0, |l| ordinal(l) + 1);
+                let target = from_ordinal(ordinal(id).min(next + u64::from(PARTS) - 1));
+                let reply = self.http.get(&self.blocking_url(target, "")).await;
+                assert!(
+                    reply.status == 200 || reply.status == 503,
+                    "{target:?}: {} {}",
+                    reply.status,
+                    reply.text()
+                );
+            }
+        })
+        .await
+    }
+
+    /// Holds the broadcast still and waits until the origin has everything
+    /// it stored: until the broadcast resumes, nothing the origin answers
+    /// can change, and a request that waits can only end in 503. Returns
+    /// the held playlist.
+    async fn hold(&self) -> MediaPlaylist {
+        self.broadcast.hold().await;
+        let stored = self.broadcast.newest();
+        self.origin_reaches(last_part(&stored).expect("parts"))
+            .await;
+        stored
+    }
+
+    /// Resumes the broadcast once `n` requests wait at the origin. The
+    /// origin has no event for that; its count is looked at every few
+    /// milliseconds, never timed.
+    async fn resume_once_waiting(&self, n: usize) {
+        within(&format!("{n} requests waiting"), async {
+            while self.origin.waiting() < n {
+                tokio::time::sleep(POLL).await;
+            }
+        })
+        .await;
+        self.broadcast.resume();
+    }
+}
+
+/// Whether `playlist` lists part `id`.
+fn lists(playlist: Option<&MediaPlaylist>, id: PartId) -> bool {
+    playlist
+        .and_then(last_part)
+        .is_some_and(|l| ordinal(l) >= ordinal(id))
 }
 
 fn at_key(stream: &str, id: PartId) -> String {
@@ -442,8 +568,9 @@ fn hint(p: &MediaPlaylist) -> PartId {
     }
 }
 
-/// Asserts that a blocking request made while `expected` was not yet
-/// published waited for it and answered exactly its `at/` playlist.
+/// Asserts that a blocking request made while `expected` is not published
+/// (the broadcast is held) waits for it and, once the broadcast resumes,
+/// answers exactly its `at/` playlist.
 async fn assert_waited_for(s: &Setup, url: String, expected: PartId) -> Duration {
     assert!(
         s.stored(&at_key(LIVE, expected)).await.is_none(),
@@ -464,11 +591,14 @@ async fn assert_waited_for(s: &Setup, url: String, expected: PartId) -> Duration
 
 /// Blocking reloads wait and answer the playlist of the requested part,
 /// including a part index past the segment's end and `_HLS_msn` alone.
-async fn check_blocking(s: &Setup) {
+/// Asked while the broadcast is held: [`BLOCKING_WAITERS`] requests wait.
+/// Returns the question with a part index past the segment's end, and the
+/// part that answered it.
+async fn check_blocking(s: &Setup) -> (PartId, PartId) {
     let live = s.live().await;
     let next = hint(&live);
-    // Two parts ahead: surely not published yet. The three requests go
-    // together, before any of their answers is published.
+    // A part past the hint; the broadcast holds it back until the three
+    // requests wait.
     let ahead = from_ordinal(ordinal(next) + 1);
     // Part index 3 of a 3-part segment not yet complete: part 0 of the next.
     let past_end = PartId {
@@ -490,18 +620,28 @@ async fn check_blocking(s: &Setup) {
         assert_waited_for(s, s.blocking_url(past_end, ""), rolled),
         assert_waited_for(s, segment_url, whole),
     );
-    // The same questions once answered are answered at once, identically.
-    let again = s.http.get(&s.blocking_url(past_end, "")).await;
-    assert_eq!(again.body, s.stored_at(rolled).await);
-    assert!(again.elapsed < PROMPT, "{:?}", again.elapsed);
     eprintln!(
         "[{}] blocking reloads waited {plain:?} (part), {past:?} (past the segment's end), {segment:?} (_HLS_msn alone)",
         s.label
     );
+    (past_end, rolled)
 }
 
-/// 400 for malformed directives and requests beyond the limits; the limit
-/// itself is accepted.
+/// Requests [`check_blocking`] leaves waiting.
+const BLOCKING_WAITERS: usize = 3;
+
+/// The same question once answered is answered again, identically, without
+/// waiting: asked while the broadcast is held, a wait would end in 503.
+async fn check_answered_again(s: &Setup, (question, answered_by): (PartId, PartId)) {
+    let again = s.http.get(&s.blocking_url(question, "")).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.body, s.stored_at(answered_by).await);
+}
+
+/// 400 for malformed directives and requests beyond the limits, at once:
+/// asked while the broadcast is held, a request that waited would end in
+/// 503. (That the limit itself is accepted is checked by
+/// [`check_deadline`].)
 async fn check_bad_requests(s: &Setup) {
     let live = s.live().await;
     let last = last_part(&live).expect("parts");
@@ -522,21 +662,11 @@ async fn check_bad_requests(s: &Setup) {
         let reply = s.http.get(&s.playlist_url(query)).await;
         assert_eq!(reply.status, 400, "{query}: {}", reply.text());
         assert_eq!(reply.header("cache-control"), "no-store", "{query}");
-        assert!(reply.elapsed < PROMPT, "{query} took {:?}", reply.elapsed);
     }
-    // Nine parts ahead is within the limit: it waits and is answered.
-    let limit = s
-        .http
-        .get(&s.playlist_url(&format!(
-            "?_HLS_msn={}&_HLS_part={}",
-            last.msn,
-            last.part + 9
-        )))
-        .await;
-    assert_eq!(limit.status, 200, "{}", limit.text());
 }
 
-/// The hinted part is held until stored, then served byte for byte.
+/// The hinted part is held until stored, then served byte for byte. Asked
+/// while the broadcast is held: one request waits.
 async fn check_preload_hint(s: &Setup) {
     let next = hint(&s.live().await);
     assert!(
@@ -557,6 +687,8 @@ async fn check_preload_hint(s: &Setup) {
 
 /// Names neither listed nor hinted are 404 at once, without a store read;
 /// hostile targets are 400 or 404 and read nothing outside the stream.
+/// Asked while the broadcast is held: a request that waited would end in
+/// 503, and no part is published that another request could read.
 async fn check_not_found(s: &Setup) {
     let live = s.live().await;
     let next = hint(&live);
@@ -585,10 +717,7 @@ async fn check_not_found(s: &Setup) {
         assert_eq!(reply.header("cache-control"), "no-store", "{url}");
         slowest = slowest.max(reply.elapsed);
     }
-    // Read right away: the part after the hint is published (and may then
-    // be read for other requests) a part's time later.
     let reads = s.reads.entries();
-    assert!(slowest < PROMPT, "a 404 took {slowest:?}");
     for key in [
         part_key(after_hint),
         format!("{LIVE}/{RENDITION}/99999.m4s"),
@@ -752,7 +881,8 @@ async fn check_headers(s: &Setup) {
     assert!(post.header("allow").contains("GET"));
 }
 
-/// HTTP/2 by prior knowledge: a waiting blocking reload and a part.
+/// HTTP/2 by prior knowledge: a waiting blocking reload and a part. Asked
+/// while the broadcast is held: one request waits.
 async fn check_h2c(s: &Setup) {
     let next = hint(&s.live().await);
     let reply = s.http.get_h2(&s.blocking_url(next, "")).await;
@@ -828,7 +958,8 @@ fn assert_delta_consistent(delta: &MediaPlaylist, full: &MediaPlaylist, v2: bool
 }
 
 /// Directives are ignored once EXT-X-ENDLIST is present: the full playlist,
-/// at once; media past the end is 404 at once.
+/// at once; media past the end is 404 at once. The ended stream never
+/// changes, so a request that waited would end in 503.
 async fn check_ended(s: &Setup) {
     let key = format!("{ENDED}/{RENDITION}/live.m3u8");
     let stored = s.stored(&key).await.expect("ended stream stored");
@@ -847,7 +978,6 @@ async fn check_ended(s: &Setup) {
         let reply = s.http.get(&url(&query)).await;
         assert_eq!(reply.status, 200, "{query}: {}", reply.text());
         assert_eq!(reply.body, stored, "{query}: the full final playlist");
-        assert!(reply.elapsed < PROMPT, "{query} took {:?}", reply.elapsed);
     }
     let media = s
         .http
@@ -856,8 +986,7 @@ async fn check_ended(s: &Setup) {
             beyond.msn, beyond.part
         )))
         .await;
-    assert_eq!(media.status, 404);
-    assert!(media.elapsed < PROMPT, "{:?}", media.elapsed);
+    assert_eq!(media.status, 404, "{}", media.text());
 }
 
 /// Many listeners waiting on the same parts: the origin asks the store a
@@ -938,37 +1067,52 @@ async fn check_coalescing(s: &Setup) -> f64 {
 }
 
 /// Once the packager stops without EXT-X-ENDLIST, a blocking reload and a
-/// hinted part end with 503 after three target durations.
+/// hinted part end with 503 after three target durations; so does a
+/// blocking reload at the Advance Part Limit, which is accepted, not
+/// rejected. (Three target durations at the least: the origin's timer
+/// cannot fire early, whatever the load. That it ends then and not later is
+/// the paused-time unit test `waiting_ends_with_503_after_three_target_durations`.)
 async fn check_deadline(s: &mut Setup) {
-    s.broadcast.stop(ABANDON);
-    // Everything published is stored; wait until the origin's playlist has
-    // stopped changing too.
-    let mut live = s.live().await;
-    loop {
-        tokio::time::sleep(PART * 3).await;
-        let again = s.live().await;
-        if again == live {
-            break;
-        }
-        live = again;
-    }
-    assert!(!live.end_list);
-    let next = hint(&live);
+    s.broadcast.abandon();
+    let stored = s.broadcast.newest();
+    assert!(!stored.end_list);
+    let last = last_part(&stored).expect("parts");
+    let next = hint(&stored);
+    s.origin_reaches(last).await;
+    // Advance Part Limit: 3 s / 0.32 s = 9.4 parts past the last part.
+    let limit_url = s.playlist_url(&format!(
+        "?_HLS_msn={}&_HLS_part={}",
+        last.msn,
+        last.part + 9
+    ));
     let (playlist_url, part_url) = (s.blocking_url(next, ""), s.part_url(next));
-    let (playlist, part) = tokio::join!(s.http.get(&playlist_url), s.http.get(&part_url));
-    for (what, reply) in [("blocking reload", &playlist), ("hinted part", &part)] {
+    let (playlist, part, limit) = tokio::join!(
+        s.http.get(&playlist_url),
+        s.http.get(&part_url),
+        s.http.get(&limit_url)
+    );
+    let deadline = TARGET_DURATION * 3;
+    for (what, reply) in [
+        ("blocking reload", &playlist),
+        ("hinted part", &part),
+        ("blocking reload at the limit", &limit),
+    ] {
         assert_eq!(reply.status, 503, "{what}: {}", reply.text());
         assert_eq!(reply.header("cache-control"), "no-store");
-        let deadline = TARGET_DURATION * 3;
+        assert_eq!(
+            reply.text(),
+            "not available within three target durations\n",
+            "{what}"
+        );
         assert!(
-            reply.elapsed >= deadline && reply.elapsed < deadline + Duration::from_millis(1500),
-            "{what}: 503 after {:?}, expected three target durations",
+            reply.elapsed >= deadline,
+            "{what}: 503 after {:?}, before three target durations",
             reply.elapsed
         );
     }
     eprintln!(
-        "[{}] 503 after {:?} / {:?}",
-        s.label, playlist.elapsed, part.elapsed
+        "[{}] 503 after {:?} / {:?} / {:?}",
+        s.label, playlist.elapsed, part.elapsed, limit.elapsed
     );
 }
 
@@ -980,15 +1124,26 @@ async fn scenario(mode: Mode, store: Store, label: &'static str) {
     // One complete segment and a part of the next.
     s.wait_for_parts(u64::from(PARTS) + 1).await;
     let reads_at_start = s.reads.len();
+    // Held still, the stream cannot satisfy a waiting request: what must be
+    // answered at once either is, or ends in 503.
+    s.hold().await;
     tokio::join!(
-        check_blocking(&s),
         check_bad_requests(&s),
-        check_preload_hint(&s),
         check_not_found(&s),
         check_headers(&s),
-        check_h2c(&s),
         check_ended(&s),
     );
+    // Requests for parts the held stream has not published wait for them;
+    // it resumes once they all do.
+    let (answered, (), (), ()) = tokio::join!(
+        check_blocking(&s),
+        check_preload_hint(&s),
+        check_h2c(&s),
+        s.resume_once_waiting(BLOCKING_WAITERS + 2),
+    );
+    s.hold().await;
+    check_answered_again(&s, answered).await;
+    s.broadcast.resume();
     match s.mode {
         Mode::Standalone => {
             let per_part = check_coalescing(&s).await;
@@ -1149,15 +1304,34 @@ async fn binary_live_and_origin_play_in_ffmpeg() {
     let index = format!("http://{addr}/bin/index.m3u8");
     // Wait for three segments, then decode the growing stream.
     let media = format!("http://{addr}/bin/{RENDITION}/live.m3u8");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = http.get(&media).await;
-        if reply.status == 200 && parse(&reply.body).segments.len() >= 3 {
-            break;
+    within("the live stream growing to three segments", async {
+        // The playlist exists once the first part is stored; nothing
+        // announces that to a client, so look every few milliseconds.
+        let first = loop {
+            let reply = http.get(&media).await;
+            if reply.status == 200 {
+                break parse(&reply.body);
+            }
+            assert_eq!(reply.status, 404, "{}", reply.text());
+            tokio::time::sleep(POLL).await;
+        };
+        // Then block until the third segment is complete (503 after three
+        // target durations on a slow machine: ask again).
+        let third = first.first_listed_msn() + 2;
+        loop {
+            let reply = http.get(&format!("{media}?_HLS_msn={third}")).await;
+            match reply.status {
+                200 => {
+                    let segments = parse(&reply.body).segments.len();
+                    assert!(segments >= 3, "segment {third} complete, {segments} listed");
+                    break;
+                }
+                503 => {}
+                status => panic!("{status}: {}", reply.text()),
+            }
         }
-        assert!(Instant::now() < deadline, "live stream did not grow");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let growing = tokio::task::spawn_blocking({
         let index = index.clone();
         move || ffmpeg_decode(&index, Some(2.0))

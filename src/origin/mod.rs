@@ -7,6 +7,8 @@
 //! - [`state`]: a rendition's [`state::StreamState`], derived from its
 //!   newest media playlist.
 //! - [`blocking`]: what to answer given a state: now, later, or never.
+//! - [`follower`]: when a standalone origin reads the store, and when it
+//!   stops: the policy the tracker's store task carries out.
 //! - [`cache`]: documents (bytes with ETag, gzip, deltas computed once), the
 //!   bounded object cache and the single-flight store loader.
 //! - [`tracker`]: one watch channel per rendition that waiting requests
@@ -28,6 +30,7 @@
 
 pub mod blocking;
 pub mod cache;
+pub mod follower;
 pub mod page;
 pub mod request;
 pub mod server;

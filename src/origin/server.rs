@@ -810,6 +810,53 @@ mod tests {
         }
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn waiting_ends_with_503_after_three_target_durations() {
+        // A stream that stopped at part 101.1 (target duration 2 s): neither
+        // the next part's playlist nor the part itself ever comes.
+        use http_body_util::BodyExt;
+        use object_store::ObjectStoreExt;
+        let store = crate::publish::open_store("memory://").expect("memory store");
+        let live = crate::origin::state::tests::live_after(8).render();
+        store
+            .object_store()
+            .put(
+                &object_store::path::Path::from("s/aac/live.m3u8"),
+                object_store::PutPayload::from(live),
+            )
+            .await
+            .expect("put");
+        let origin = Origin::new(&store, OriginConfig::default());
+        for target in [
+            "/s/aac/live.m3u8?_HLS_msn=101&_HLS_part=2",
+            "/s/aac/101.2.m4s",
+        ] {
+            let head = Head {
+                method: Method::GET,
+                uri: target.parse().expect("URI"),
+                gzip: false,
+                if_none_match: None,
+                preflight_headers: None,
+            };
+            let start = tokio::time::Instant::now();
+            let response = respond(&head, dispatch(&origin.shared, &head).await);
+            assert_eq!(start.elapsed(), Duration::from_secs(6), "{target}");
+            assert_eq!(
+                response.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{target}"
+            );
+            assert_eq!(response.headers()[header::CACHE_CONTROL], NO_STORE);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            assert_eq!(&body[..], b"not available within three target durations\n");
+        }
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         pairs
             .iter()

@@ -8,21 +8,13 @@
 //! - **Observed** (in-process, `onair live --http`): the publisher announces
 //!   every stored `live.m3u8` ([`Trackers::observe_live`]); the tracker is
 //!   updated the moment the playlist is stored.
-//! - **Store** (`onair origin`): a task started by the first request reads
-//!   `live.m3u8` once, then follows the stream part by part. The playlist's
-//!   program dates say when the hinted part is due, and the task learns how
-//!   late after that the packager usually stores a part (encoder look-ahead,
-//!   pacing, store latency: [`Lateness`]); at that time the task reads that
-//!   part's immutable `at/` playlist (404 until the packager has stored it)
-//!   a bounded number of times, [`AT_TRIES`] an eighth of a PART-TARGET
-//!   apart (one part of lateness), then reads `live.m3u8` again to catch an
-//!   end, a restart or missed parts. While nothing changes the spacing of
-//!   the tries doubles each round, up to [`MAX_SPACING`]: a briefly late
-//!   packager is still caught within one spacing, a stopped one costs a few
-//!   reads a second at most. Waiters
-//!   share this one task, so the store requests per part per origin do not
-//!   grow with the listeners. The task stops once nobody has used the
-//!   tracker for the idle period.
+//! - **Store** (`onair origin`): a task started by the first request follows
+//!   the stream in the store, reading `live.m3u8` and then the hinted parts'
+//!   immutable `at/` playlists. When to read what, how to back off and when
+//!   to stop is the pure [`Follower`]'s decision; the task only performs the
+//!   reads and waits it asks for, and publishes what it reads. Waiters share
+//!   this one task, so the store requests per part per origin do not grow
+//!   with the listeners.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -33,32 +25,13 @@ use bytes::Bytes;
 use http::HeaderValue;
 use tokio::sync::watch;
 
-use crate::hls::MediaPlaylist;
+use crate::hls::{MediaPlaylist, PartId};
 use crate::publish::ObjectKind;
-use crate::time::SAMPLE_RATE;
 
 use super::cache::{Document, LoadError, Loader, ObjectCache};
+use super::follower::{Action, Follower, Now, Object, Playlist, ReadOutcome, StopReason, Usage};
 use super::request::RenditionPath;
 use super::state::StreamState;
-
-/// Reads of the hinted part's `at/` playlist before `live.m3u8` is read
-/// again.
-pub const AT_TRIES: u32 = 8;
-
-/// How often a missing stream is looked for again while it is requested.
-const MISSING_RECHECK: Duration = Duration::from_secs(1);
-
-/// A missing stream's tracker stops after this long without requests.
-const MISSING_IDLE: Duration = Duration::from_secs(5);
-
-/// Longest spacing of the reads of a stream that stopped changing.
-const MAX_SPACING: Duration = Duration::from_millis(500);
-
-/// How often a finished stream is looked at again, for a restart.
-const FINISHED_RECHECK: Duration = Duration::from_secs(4);
-
-/// Pause after a store error.
-const ERROR_BACKOFF: Duration = Duration::from_millis(500);
 
 /// What a tracker knows.
 #[derive(Debug, Clone)]
@@ -262,7 +235,8 @@ pub struct Trackers {
     cache: Arc<ObjectCache>,
     idle: Duration,
     max_trackers: usize,
-    epoch: Instant,
+    /// On tokio's clock, which tests may pause.
+    epoch: tokio::time::Instant,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -289,7 +263,7 @@ impl Trackers {
             cache,
             idle,
             max_trackers,
-            epoch: Instant::now(),
+            epoch: tokio::time::Instant::now(),
         }
     }
 
@@ -376,25 +350,40 @@ impl Trackers {
             .collect()
     }
 
-    /// Removes `tracker` if nobody waits on it and it has been idle; says
-    /// whether it was removed. Checked under the map lock, where
-    /// subscriptions happen, so a request never subscribes to a tracker
-    /// whose task has stopped.
-    fn retire_if_idle(&self, rendition: &RenditionPath, tracker: &Arc<Tracker>) -> bool {
-        let idle = match &*tracker.tx.borrow() {
-            TrackState::Missing | TrackState::Unavailable => MISSING_IDLE,
-            _ => self.idle,
+    /// The store task's next action: `follower`'s answer, given how the
+    /// tracker is used. Decided under the map lock, where subscriptions
+    /// happen, and a tracker stopping for idleness is removed under it too:
+    /// a request never subscribes to a tracker whose task has stopped.
+    fn next_action(
+        &self,
+        rendition: &RenditionPath,
+        tracker: &Arc<Tracker>,
+        follower: &mut Follower,
+        last: Option<ReadOutcome>,
+    ) -> Action {
+        let now = Now {
+            instant: tokio::time::Instant::now().into_std(),
+            unix_ms: chrono::Utc::now().timestamp_millis(),
         };
+        let missing = matches!(
+            *tracker.tx.borrow(),
+            TrackState::Missing | TrackState::Unavailable
+        );
         let mut map = lock(&self.map);
-        let last = tracker.last_used_ms.load(Ordering::Relaxed);
-        let unused = self.now_ms().saturating_sub(last) >= millis(idle);
-        if tracker.tx.receiver_count() == 0 && unused {
-            if map.get(rendition).is_some_and(|t| Arc::ptr_eq(t, tracker)) {
-                map.remove(rendition);
-            }
-            return true;
+        let last_used = Duration::from_millis(tracker.last_used_ms.load(Ordering::Relaxed));
+        let usage = Usage {
+            receivers: tracker.tx.receiver_count(),
+            last_used: (self.epoch + last_used).into_std(),
+            observed: tracker.observed.load(Ordering::Relaxed),
+            missing,
+        };
+        let action = follower.poll(now, last, usage);
+        if action == Action::Stop(StopReason::Idle)
+            && map.get(rendition).is_some_and(|t| Arc::ptr_eq(t, tracker))
+        {
+            map.remove(rendition);
         }
-        false
+        action
     }
 }
 
@@ -402,132 +391,78 @@ fn label(rendition: &RenditionPath) -> Arc<str> {
     format!("{}/{}", rendition.stream, rendition.rendition).into()
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Why following the store stopped.
-enum Stop {
-    Idle,
-    Observed,
-}
-
-/// The store feeder of one tracker (see the module docs).
+/// The store feeder of one tracker: performs what its [`Follower`] asks.
 async fn follow_store(trackers: Arc<Trackers>, rendition: RenditionPath, tracker: Arc<Tracker>) {
-    let stop = follow(&trackers, &rendition, &tracker).await;
+    let mut follower = Follower::new(trackers.idle);
+    let mut outcome = None;
+    let stop = loop {
+        match trackers.next_action(&rendition, &tracker, &mut follower, outcome.take()) {
+            Action::Stop(reason) => break reason,
+            Action::SleepUntil(at) => tokio::time::sleep_until(at.into()).await,
+            Action::Read(Object::Live) => {
+                outcome = Some(read_live(&trackers, &rendition, &tracker).await);
+            }
+            Action::Read(Object::At(id)) => {
+                outcome = Some(read_at(&trackers, &rendition, &tracker, id).await);
+            }
+        }
+    };
     tracing::debug!(stream = %rendition.stream, rendition = %rendition.rendition,
-        reason = match stop { Stop::Idle => "idle", Stop::Observed => "observed" },
+        reason = match stop { StopReason::Idle => "idle", StopReason::Observed => "observed" },
         "store tracker stopped");
 }
 
-async fn follow(trackers: &Trackers, rendition: &RenditionPath, tracker: &Arc<Tracker>) -> Stop {
-    let mut stalled_rounds: u32 = 0;
-    let mut lateness = Lateness::default();
-    // The playlist seen at the previous read of live.m3u8.
-    let mut previous: Option<String> = None;
-    loop {
-        if tracker.observed.load(Ordering::Relaxed) {
-            return Stop::Observed;
+/// Reads `live.m3u8` and publishes it: the newest playlist, 404 if there is
+/// none, 503 if the store fails before any playlist was read.
+async fn read_live(
+    trackers: &Trackers,
+    rendition: &RenditionPath,
+    tracker: &Tracker,
+) -> ReadOutcome {
+    match trackers.loader.get(&rendition.live_key()).await {
+        Ok(bytes) => {
+            publish(tracker, bytes, None);
+            ReadOutcome::Found(followed(tracker))
         }
-        if trackers.retire_if_idle(rendition, tracker) {
-            return Stop::Idle;
+        Err(LoadError::NotFound) => {
+            tracker.tx.send_replace(TrackState::Missing);
+            ReadOutcome::NotFound
         }
-        match trackers.loader.get(&rendition.live_key()).await {
-            Ok(bytes) => publish(tracker, bytes, None),
-            Err(LoadError::NotFound) => {
-                tracker.tx.send_replace(TrackState::Missing);
-                tokio::time::sleep(MISSING_RECHECK).await;
-                continue;
+        Err(LoadError::Store(error)) => {
+            tracing::warn!(key = %rendition.live_key(), %error, "cannot read playlist");
+            if matches!(*tracker.tx.borrow(), TrackState::Loading) {
+                tracker.tx.send_replace(TrackState::Unavailable);
             }
-            Err(LoadError::Store(error)) => {
-                tracing::warn!(key = %rendition.live_key(), %error, "cannot read playlist");
-                if matches!(*tracker.tx.borrow(), TrackState::Loading) {
-                    tracker.tx.send_replace(TrackState::Unavailable);
-                }
-                tokio::time::sleep(ERROR_BACKOFF).await;
-                continue;
-            }
-        }
-        let Some(live) = current(tracker) else {
-            tokio::time::sleep(ERROR_BACKOFF).await;
-            continue;
-        };
-        if !live.state.blocks() {
-            // Finished or not low-latency: look again now and then, for a
-            // restart under the same name.
-            tokio::time::sleep(FINISHED_RECHECK).await;
-            continue;
-        }
-        let seen = live.playlist.etag();
-        let progressed = previous.as_ref() != Some(&seen);
-        previous = Some(seen);
-        stalled_rounds = if progressed { 0 } else { stalled_rounds + 1 };
-        // Nothing new since the last round: the packager is late, stalled or
-        // stopped. Look less often, doubling, up to MAX_SPACING.
-        let spacing = (part_target(&live.state) / 8)
-            .saturating_mul(1 << stalled_rounds.min(8))
-            .min(MAX_SPACING);
-        match follow_parts(trackers, rendition, tracker, &mut lateness, spacing).await {
-            Some(stop) => return stop,
-            None => continue,
+            ReadOutcome::Failed
         }
     }
 }
 
-/// Follows the hinted parts through their `at/` playlists until one does not
-/// appear within [`AT_TRIES`] reads `spacing` apart, the stream ends, or the
-/// tracker stops. `None` means: read `live.m3u8` again.
-async fn follow_parts(
+/// Reads part `id`'s `at/` playlist and, if it is stored, publishes it as
+/// the newest playlist.
+async fn read_at(
     trackers: &Trackers,
     rendition: &RenditionPath,
-    tracker: &Arc<Tracker>,
-    lateness: &mut Lateness,
-    spacing: Duration,
-) -> Option<Stop> {
-    loop {
-        let live = current(tracker)?;
-        let hint = live.state.hint().filter(|_| live.state.blocks())?;
-        let pt = part_target(&live.state);
-        let due = live.state.hint_due();
-        tokio::time::sleep(until_due(due, &live.state, pt, lateness.estimate(pt))).await;
-        let key = rendition.at_key(hint);
-        let mut found = None;
-        for attempt in 0..AT_TRIES {
-            if tracker.observed.load(Ordering::Relaxed) {
-                return Some(Stop::Observed);
-            }
-            if trackers.retire_if_idle(rendition, tracker) {
-                return Some(Stop::Idle);
-            }
-            if attempt > 0 {
-                tokio::time::sleep(spacing).await;
-            }
-            match trackers.loader.get(&key).await {
-                Ok(bytes) => {
-                    found = Some(bytes);
-                    break;
-                }
-                Err(LoadError::NotFound) => {}
-                Err(LoadError::Store(error)) => {
-                    tracing::warn!(%key, %error, "cannot read part playlist");
-                }
-            }
+    tracker: &Tracker,
+    id: PartId,
+) -> ReadOutcome {
+    let key = rendition.at_key(id);
+    match trackers.loader.get(&key).await {
+        Ok(bytes) => {
+            // The immutable playlist is also the answer to every blocking
+            // request for this part: keep it, gzip-encoded before anyone
+            // waits on it.
+            let doc = Arc::new(Document::new(bytes.clone()));
+            doc.gzip();
+            trackers.cache.insert(key, doc.clone());
+            publish(tracker, bytes, Some(doc));
+            ReadOutcome::Found(followed(tracker))
         }
-        let bytes = found?;
-        if let Some(due) = due {
-            lateness.record(
-                (chrono::Utc::now() - due)
-                    .to_std()
-                    .unwrap_or(Duration::ZERO),
-            );
+        Err(LoadError::NotFound) => ReadOutcome::NotFound,
+        Err(LoadError::Store(error)) => {
+            tracing::warn!(%key, %error, "cannot read part playlist");
+            ReadOutcome::Failed
         }
-        // The immutable playlist is also the answer to every blocking
-        // request for this part: keep it, gzip-encoded before anyone waits
-        // on it.
-        let doc = Arc::new(Document::new(bytes.clone()));
-        doc.gzip();
-        trackers.cache.insert(key, doc.clone());
-        publish(tracker, bytes, Some(doc));
     }
 }
 
@@ -537,6 +472,11 @@ fn current(tracker: &Tracker) -> Option<Arc<Live>> {
         TrackState::Ready(live) => Some(live.clone()),
         _ => None,
     }
+}
+
+/// The tracker's newest playlist as its [`Follower`] sees it.
+fn followed(tracker: &Tracker) -> Option<Playlist> {
+    current(tracker).map(|live| Playlist::of(&live.state, live.playlist.etag()))
 }
 
 /// Publishes `bytes` as the newest playlist unless it is the same;
@@ -558,73 +498,132 @@ fn publish(tracker: &Tracker, bytes: Bytes, newest_at: Option<Arc<Document>>) {
     });
 }
 
-/// PART-TARGET as a duration (the target duration when there are no parts).
-fn part_target(state: &StreamState) -> Duration {
-    let samples = state.part_target().unwrap_or(
-        state
-            .target_duration()
-            .saturating_mul(u64::from(SAMPLE_RATE)),
-    );
-    Duration::from_micros(samples.saturating_mul(1_000_000) / u64::from(SAMPLE_RATE))
-        .max(Duration::from_millis(10))
-}
-
-/// How long to wait before the first read of the hinted part's playlist:
-/// until its program date says it is complete, plus how late parts usually
-/// are stored. A date in the past means "now"; no date, or one implausibly
-/// far ahead (clocks disagree), falls back to one part target.
-fn until_due(
-    due: Option<crate::hls::ProgramDateTime>,
-    state: &StreamState,
-    pt: Duration,
-    late: Duration,
-) -> Duration {
-    let Some(due) = due else {
-        return pt;
-    };
-    let ahead = (due - chrono::Utc::now())
-        .to_std()
-        .unwrap_or(Duration::ZERO);
-    let limit = Duration::from_secs(state.target_duration().max(1)) * 3;
-    if ahead > limit { pt } else { ahead + late }
-}
-
-/// How long after its program date says a part ends the packager has
-/// stored it: the encoders' look-ahead, the packager's pacing and the
-/// store's latency, none of which the origin can know in advance. Each part
-/// found gives an upper bound (it was stored no later than it was found);
-/// the smallest of the recent ones is the estimate, so a single slow read
-/// does not delay the following parts.
-#[derive(Debug, Clone, Default)]
-pub struct Lateness {
-    recent: [Option<Duration>; 8],
-    next: usize,
-}
-
-impl Lateness {
-    /// Records that a part was found `late` after its due date.
-    pub fn record(&mut self, late: Duration) {
-        self.recent[self.next] = Some(late);
-        self.next = (self.next + 1) % self.recent.len();
-    }
-
-    /// When to look for a part, after its due date: the smallest recent
-    /// lateness (a sixteenth of a part before any is known), at most one
-    /// part.
-    pub fn estimate(&self, part_target: Duration) -> Duration {
-        self.recent
-            .iter()
-            .flatten()
-            .min()
-            .copied()
-            .unwrap_or(part_target / 16)
-            .min(part_target)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+    use object_store::{ObjectStoreExt, PutPayload};
+
+    use crate::origin::follower::{FINISHED_RECHECK, MAX_SPACING, MISSING_RECHECK};
+    use crate::origin::state::tests::live_after;
+
+    const IDLE: Duration = Duration::from_secs(30);
+    /// Hang guard of the waits below, in paused (virtual) time.
+    const GUARD: Duration = Duration::from_secs(60);
+
+    async fn put(store: &InMemory, key: &str, text: String) {
+        store
+            .put(&Path::from(key), PutPayload::from(text))
+            .await
+            .expect("put");
+    }
+
+    fn store_trackers(store: &Arc<InMemory>) -> Arc<Trackers> {
+        let loader = Arc::new(Loader::new(store.clone()));
+        Arc::new(Trackers::new(
+            loader,
+            Arc::new(ObjectCache::new(1 << 20)),
+            IDLE,
+            16,
+        ))
+    }
+
+    fn rendition() -> RenditionPath {
+        RenditionPath {
+            stream: "s".into(),
+            rendition: "aac".into(),
+        }
+    }
+
+    fn last_part(state: &TrackState) -> Option<PartId> {
+        match state {
+            TrackState::Ready(live) => live.state.last_part(),
+            _ => None,
+        }
+    }
+
+    /// Waits, in virtual time, until the tracker's state satisfies `ready`.
+    async fn until(
+        rx: &mut watch::Receiver<TrackState>,
+        ready: impl FnMut(&TrackState) -> bool,
+    ) -> TrackState {
+        tokio::time::timeout(GUARD, rx.wait_for(ready))
+            .await
+            .expect("the tracker reached the state")
+            .expect("the tracker is alive")
+            .clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_store_task_follows_parts_and_stops_once_idle() {
+        let store = Arc::new(InMemory::new());
+        put(&store, "s/aac/live.m3u8", live_after(8).render()).await;
+        let trackers = store_trackers(&store);
+        let mut rx = trackers.subscribe(&rendition()).expect("a tracker");
+        let p = |msn, part| Some(PartId { msn, part });
+        until(&mut rx, |s| last_part(s) == p(101, 1)).await;
+
+        // The hinted part's playlist is stored: the task reads it, publishes
+        // it as the newest playlist with its `at/` document, and caches it.
+        let at = live_after(9).render();
+        put(&store, "s/aac/at/101.2.m3u8", at.clone()).await;
+        let state = until(&mut rx, |s| last_part(s) == p(101, 2)).await;
+        let TrackState::Ready(live) = state else {
+            panic!("ready");
+        };
+        let newest_at = live.newest_at.get().expect("the at/ playlist");
+        assert_eq!(newest_at.bytes(), at.as_bytes());
+        assert!(trackers.cache.get("s/aac/at/101.2.m3u8").is_some());
+
+        // Nobody waits any more: once idle, the task stops reading and the
+        // tracker is gone.
+        drop(rx);
+        tokio::time::sleep(IDLE + MAX_SPACING).await;
+        assert!(trackers.states().is_empty(), "tracker removed");
+        let reads = trackers.loader.requests();
+        tokio::time::sleep(FINISHED_RECHECK * 10).await;
+        assert_eq!(trackers.loader.requests(), reads, "no read once stopped");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_stream_is_found_once_stored() {
+        let store = Arc::new(InMemory::new());
+        let trackers = store_trackers(&store);
+        let mut rx = trackers.subscribe(&rendition()).expect("a tracker");
+        until(&mut rx, |s| matches!(s, TrackState::Missing)).await;
+        let stored = tokio::time::Instant::now();
+        put(&store, "s/aac/live.m3u8", live_after(8).render()).await;
+        until(&mut rx, |s| matches!(s, TrackState::Ready(_))).await;
+        assert!(
+            stored.elapsed() <= MISSING_RECHECK,
+            "{:?}",
+            stored.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn announcements_stop_the_store_task() {
+        let store = Arc::new(InMemory::new());
+        put(&store, "s/aac/live.m3u8", live_after(8).render()).await;
+        let trackers = store_trackers(&store);
+        let mut rx = trackers.subscribe(&rendition()).expect("a tracker");
+        until(&mut rx, |s| matches!(s, TrackState::Ready(_))).await;
+        trackers.observe_live(rendition(), Bytes::from(live_after(9).render()));
+        assert_eq!(trackers.observed(), vec![rendition()]);
+        // The task stops at its next read, though a request still waits.
+        tokio::time::sleep(FINISHED_RECHECK).await;
+        let reads = trackers.loader.requests();
+        tokio::time::sleep(IDLE * 2).await;
+        assert_eq!(trackers.loader.requests(), reads, "no read once observed");
+        assert_eq!(
+            trackers.states().len(),
+            1,
+            "still tracked, by announcements"
+        );
+        drop(rx);
+    }
 
     #[test]
     fn wake_buckets_bound_their_delays() {
@@ -642,26 +641,5 @@ mod tests {
         assert_eq!((s.count, s.max_us), (1000, 10_000));
         assert!((5000..=5000 * 9 / 8).contains(&s.p50_us), "{s:?}");
         assert!((9900..=10_000).contains(&s.p99_us), "{s:?}");
-    }
-
-    #[test]
-    fn lateness_is_the_smallest_recent_observation() {
-        let pt = Duration::from_millis(320);
-        let mut late = Lateness::default();
-        assert_eq!(late.estimate(pt), Duration::from_millis(20));
-        for ms in [90, 70, 110, 75] {
-            late.record(Duration::from_millis(ms));
-        }
-        assert_eq!(late.estimate(pt), Duration::from_millis(70));
-        // Old observations age out after eight parts.
-        for _ in 0..8 {
-            late.record(Duration::from_millis(100));
-        }
-        assert_eq!(late.estimate(pt), Duration::from_millis(100));
-        late.record(Duration::from_secs(5));
-        assert_eq!(late.estimate(pt), Duration::from_millis(100));
-        let mut slow = Lateness::default();
-        slow.record(Duration::from_secs(5));
-        assert_eq!(slow.estimate(pt), pt, "capped at one part");
     }
 }
