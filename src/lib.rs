@@ -13,7 +13,6 @@ pub mod control;
 pub mod encode;
 pub mod hls;
 pub mod ingest;
-pub mod loadtest;
 pub mod origin;
 pub mod packager;
 pub mod pipeline;

@@ -1,17 +1,22 @@
 //! The `onair` command: `package` a recording or run a `live` broadcast.
 
+// `onair loadtest`: a client of the origin, outside the library (the
+// end-to-end tests include the same file).
+#[path = "tools/loadtest.rs"]
+mod loadtest;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadtest::LoadtestArgs;
 use onair::audio::{FeedConfig, FileSource, LiveFeedConfig, MixerConfig, SourceOptions};
 use onair::cli::InputSpec;
 use onair::control::ControlApi;
 use onair::encode::{AacConfig, OpusApplication, OpusConfig};
 use onair::hls::TimelineConfig;
-use onair::loadtest::{self, LoadtestArgs};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
 use onair::publish::{Store, open_store};

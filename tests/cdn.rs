@@ -4,7 +4,7 @@
 //! Debian's nginx stands in front of it as a CDN edge (`proxy_cache` keyed on
 //! the query string, `proxy_cache_lock on`, the origin's `Cache-Control`
 //! honoured: see tests/common/nginx.rs); 200 simulated LL-HLS listeners
-//! (`onair::loadtest`: blocking playlist reloads, preload-hinted parts, part
+//! (`src/tools/loadtest.rs`, the client behind `onair loadtest`: blocking playlist reloads, preload-hinted parts, part
 //! fetches) play both renditions through nginx for 10 s.
 //!
 //! What must hold (RFC 8216bis 6.2.5.2 and the origin's design: blocking
@@ -30,7 +30,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nginx::{Nginx, OriginRequest};
-use onair::loadtest::{self, LoadtestArgs, Report};
+// The listener simulator of `onair loadtest`, which lives outside the
+// library; this test uses only part of it.
+#[allow(dead_code)]
+#[path = "../src/tools/loadtest.rs"]
+mod loadtest;
+
+use loadtest::{LoadtestArgs, Report};
 use url::Url;
 
 const STREAM: &str = "show";

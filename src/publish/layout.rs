@@ -554,7 +554,7 @@ mod tests {
 
     #[test]
     fn every_key_round_trips() {
-        let mut rng = XorShift::new(0x5eed_1a70_u64);
+        let mut rng = XorShift::new(0x5eed_1a70);
         for _ in 0..20_000 {
             let key = random_key(&mut rng);
             assert_eq!(ObjectKey::parse(&key.key()), Some(key.clone()), "{key}");
@@ -567,7 +567,7 @@ mod tests {
     #[test]
     fn parsing_accepts_only_what_it_writes() {
         const BYTES: &[u8] = b"/.0123456789amt-_%\\ \x00";
-        let mut rng = XorShift::new(0x0b1e_c7u64);
+        let mut rng = XorShift::new(0x000b_1ec7);
         for _ in 0..50_000 {
             let mut bytes = random_key(&mut rng).key().into_bytes();
             for _ in 0..1 + rng.next() % 3 {

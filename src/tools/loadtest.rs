@@ -62,8 +62,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::hls::{HintType, MediaPlaylist, PartId, ProgramDateTime};
-use crate::time::{SAMPLE_RATE, rescale};
+use onair::hls::{HintType, MediaPlaylist, PartId, ProgramDateTime};
+use onair::time::{SAMPLE_RATE, rescale};
 
 /// How long a listener waits after a failed request before the next one, so
 /// that a failing server is not hammered in a tight loop.
@@ -116,6 +116,9 @@ pub struct LoadtestArgs {
 
 impl LoadtestArgs {
     /// The defaults of the command line for `url` and `listeners`.
+    // Used by the end-to-end tests, which include this file; the command
+    // line builds its arguments with clap.
+    #[allow(dead_code)]
     pub fn new(url: Url, listeners: u32) -> Self {
         LoadtestArgs {
             url,
@@ -972,7 +975,7 @@ fn parse_media_playlist(body: &[u8]) -> Option<MediaPlaylist> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hls::{Map, OpenSegment, Part, PreloadHint, Segment, ServerControl};
+    use onair::hls::{Map, OpenSegment, Part, PreloadHint, Segment, ServerControl};
 
     const PART: u64 = 15_360;
 
@@ -986,7 +989,7 @@ mod tests {
     }
 
     fn date(text: &str) -> ProgramDateTime {
-        crate::hls::parse_pdt(text).unwrap()
+        onair::hls::parse_pdt(text).unwrap()
     }
 
     /// Segment 7 complete (two parts), segment 8 open with one part.
@@ -1042,7 +1045,7 @@ mod tests {
                 (
                     p.id,
                     p.uri.as_str(),
-                    crate::hls::format_pdt(p.completed_at.unwrap()),
+                    onair::hls::format_pdt(p.completed_at.unwrap()),
                 )
             })
             .collect();
