@@ -30,6 +30,12 @@
 //! end-to-end latency, which uses one monotonic clock) is off by that gap,
 //! a few milliseconds.
 
+// The LL-HLS client of `onair loadtest` (outside the library); this
+// benchmark uses its playlist walking only.
+#[allow(dead_code)]
+#[path = "../src/tools/loadtest.rs"]
+mod loadtest;
+
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -43,6 +49,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use loadtest::{blocking_url, init_uri, listed_parts, next_part, quantile};
 use mp4_atom::{Decode as _, Moof, Moov};
 use onair::encode::{AacConfig, AacEncoder, AudioEncoder as _, CodecInfo};
 use onair::hls::{MediaPlaylist, PartId};
@@ -51,7 +58,6 @@ use onair::ingest::rtmp::chunk::{
     ChunkDecoder, ChunkEncoder, ChunkLimits, Decoded, Message, message_type,
 };
 use onair::ingest::rtmp::handshake::{HANDSHAKE_SIZE, RTMP_VERSION};
-use onair::loadtest::{blocking_url, init_uri, listed_parts, next_part, quantile};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -788,7 +794,7 @@ impl Listener {
     /// Downloads one part, notes when it was all there, and listens to it.
     async fn take_part(
         &self,
-        part: &onair::loadtest::ListedPart,
+        part: &loadtest::ListedPart,
         track: &OpusTrack,
         ear: &mut Ear,
     ) -> Result<()> {
