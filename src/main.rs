@@ -372,33 +372,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         .admin_token
         .clone()
         .map(|token| ControlApi::new(Some(token), control_tx.clone()));
-    let whip = match args.webrtc_udp {
-        Some(udp) => {
-            let config = onair::ingest::whip::rtc::RtcConfig {
-                public: args.webrtc_public,
-                max_sessions: args.max_whip_sessions as usize,
-                ..onair::ingest::whip::rtc::RtcConfig::new(udp)
-            };
-            let (endpoint, handle) = onair::ingest::whip::rtc::RtcEndpoint::bind(config)
-                .await
-                .with_context(|| format!("cannot open the WebRTC UDP socket {udp}"))?;
-            let media = endpoint.candidate_addr();
-            let (api, ingest) = onair::ingest::whip::endpoint::start(
-                endpoint,
-                handle,
-                &args.common.stream,
-                keys.clone(),
-                inbox_tx.clone(),
-                clock,
-                whip_jitter(args.jitter_ms),
-            );
-            Some((api, ingest, media))
-        }
-        None => None,
-    };
+    let whip = start_whip(&args, &keys, &inbox_tx, clock).await?;
     let apis = BroadcastApis {
         control,
-        whip: whip.as_ref().map(|(api, _, media)| (api.clone(), *media)),
+        whip: whip.as_ref().map(|w| (w.routes.clone(), w.media)),
     };
     let observer = match &args.http {
         Some(addr) => {
@@ -422,11 +399,11 @@ async fn live(args: LiveArgs) -> Result<()> {
         }
         None => None,
     };
-    let whip_ingest = whip.map(|(_, ingest, _)| ingest);
+    let whip_close = whip.map(|w| w.close);
     // A session is either protocol's; each closes only its own.
     let closer: run::Closer = Box::new(move |close| {
         let closed = rtmp.as_ref().is_some_and(|r| r.close(&close))
-            || whip_ingest.as_ref().is_some_and(|w| w.close(&close));
+            || whip_close.as_ref().is_some_and(|w| w(&close));
         if !closed {
             tracing::debug!(session = %close.session, "session to close is already gone");
         }
@@ -455,12 +432,77 @@ async fn live(args: LiveArgs) -> Result<()> {
     Ok(())
 }
 
+/// WHIP ingest, once started.
+struct Whip {
+    /// The WHIP resources and the host page, for the in-process origin.
+    routes: Arc<dyn onair::web::Routes>,
+    /// The UDP address WebRTC media goes to.
+    media: std::net::SocketAddr,
+    /// Ends a WHIP session the studio replaced or kicked; false if it is not
+    /// WHIP's.
+    close: Box<dyn Fn(&onair::ingest::Close) -> bool + Send + Sync>,
+}
+
+/// Starts WHIP ingest if `--webrtc-udp` asks for it.
+#[cfg(feature = "webrtc")]
+async fn start_whip(
+    args: &LiveArgs,
+    keys: &Arc<onair::ingest::keys::Keys>,
+    inbox: &tokio::sync::mpsc::Sender<onair::ingest::IngestEvent>,
+    clock: onair::time::ProgramClock,
+) -> Result<Option<Whip>> {
+    use onair::ingest::whip::{endpoint, rtc};
+    let Some(udp) = args.webrtc_udp else {
+        return Ok(None);
+    };
+    let config = rtc::RtcConfig {
+        public: args.webrtc_public,
+        max_sessions: args.max_whip_sessions as usize,
+        ..rtc::RtcConfig::new(udp)
+    };
+    let (socket, handle) = rtc::RtcEndpoint::bind(config)
+        .await
+        .with_context(|| format!("cannot open the WebRTC UDP socket {udp}"))?;
+    let media = socket.candidate_addr();
+    let (api, ingest) = endpoint::start(
+        socket,
+        handle,
+        &args.common.stream,
+        keys.clone(),
+        inbox.clone(),
+        clock,
+        whip_jitter(args.jitter_ms),
+    );
+    Ok(Some(Whip {
+        routes: Arc::new(api),
+        media,
+        close: Box::new(move |close| ingest.close(close)),
+    }))
+}
+
+/// Without the `webrtc` feature, `--webrtc-udp` is an error, not ignored.
+#[cfg(not(feature = "webrtc"))]
+async fn start_whip(
+    args: &LiveArgs,
+    _keys: &Arc<onair::ingest::keys::Keys>,
+    _inbox: &tokio::sync::mpsc::Sender<onair::ingest::IngestEvent>,
+    _clock: onair::time::ProgramClock,
+) -> Result<Option<Whip>> {
+    match args.webrtc_udp {
+        Some(_) => anyhow::bail!(
+            "--webrtc-udp needs WHIP ingest, which this onair was built without: rebuild with `--features webrtc`"
+        ),
+        None => Ok(None),
+    }
+}
+
 /// The Opus jitter buffer of a WHIP host, sized from its live feed's depth
 /// (`--jitter-ms`). In-order packets pass at once; a packet that is missing
 /// is waited for up to three quarters of the depth before it is concealed,
 /// so a burst that arrives late (a stalled sender, a congested path) plays
 /// from the feed's buffer instead of being replaced by concealment and then
 /// dropped, while a real loss is concealed before the feed runs dry.
+#[cfg(feature = "webrtc")]
 fn whip_jitter(jitter_ms: u32) -> onair::ingest::whip::jitter::OpusJitterConfig {
     let default = onair::ingest::whip::jitter::OpusJitterConfig::default();
     onair::ingest::whip::jitter::OpusJitterConfig {
@@ -473,7 +515,7 @@ fn whip_jitter(jitter_ms: u32) -> onair::ingest::whip::jitter::OpusJitterConfig 
 struct BroadcastApis {
     control: Option<ControlApi>,
     /// The WHIP resources and the UDP address WebRTC media goes to.
-    whip: Option<(onair::ingest::whip::endpoint::WhipApi, std::net::SocketAddr)>,
+    whip: Option<(Arc<dyn onair::web::Routes>, std::net::SocketAddr)>,
 }
 
 /// Ingest events queued for the pipeline thread, which takes them every
@@ -530,7 +572,7 @@ async fn start_origin(
         tracing::info!("control API: http://{local}/control/hosts");
     }
     if let Some((whip, media)) = apis.whip {
-        origin = origin.with_routes(std::sync::Arc::new(whip));
+        origin = origin.with_routes(whip);
         tracing::info!(
             "WHIP ingest: http://{local}/{stream}/whip (media on udp {media}); host page http://{local}/{stream}/host"
         );

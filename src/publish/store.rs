@@ -31,14 +31,19 @@ use std::path::{Path as FsPath, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use object_store::ObjectStore;
+#[cfg(feature = "s3")]
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+#[cfg(feature = "azure")]
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+#[cfg(feature = "gcs")]
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::memory::InMemory;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ClientConfigKey, ObjectStore, RetryConfig};
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+use object_store::{ClientConfigKey, RetryConfig};
 
 /// What a backend supports beyond plain put/get/delete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +198,19 @@ pub enum StoreError {
         /// Why it was refused.
         reason: String,
     },
+    /// The URL names a cloud backend this build of onair leaves out (Cargo
+    /// features `s3`, `gcs`, `azure`).
+    #[error(
+        "store URL {url:?} needs the {scheme}:// backend, which this onair was built without; rebuild with `--features {feature}`"
+    )]
+    NotBuilt {
+        /// The URL as given.
+        url: String,
+        /// Its scheme.
+        scheme: String,
+        /// The Cargo feature that brings the backend.
+        feature: &'static str,
+    },
     /// The backend builder rejected its configuration (missing credentials,
     /// malformed endpoint, ...).
     #[error("cannot open store {url:?} ({hint}): {source}")]
@@ -289,6 +307,7 @@ pub fn open_store_with(url: &str, options: &StoreOptions) -> Result<Store, Store
 /// The client retry configuration for cloud backends: no retries of its own,
 /// because the publisher retries whole operations with its own policy and a
 /// second, nested retry loop would multiply the time to give up.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn no_client_retries(options: &StoreOptions) -> RetryConfig {
     RetryConfig {
         max_retries: 0,
@@ -298,10 +317,27 @@ fn no_client_retries(options: &StoreOptions) -> RetryConfig {
 }
 
 /// A duration in the `humantime` form the `object_store` config keys parse.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+fn client_timeouts(options: &StoreOptions) -> (String, String) {
+    (
+        config_duration(options.connect_timeout),
+        config_duration(options.request_timeout),
+    )
+}
+
+/// A backend builder's refusal, with where that backend reads its settings.
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
+fn build_error(url: &str, hint: &'static str) -> impl FnOnce(object_store::Error) -> StoreError {
+    let url = url.to_owned();
+    move |source| StoreError::Build { url, hint, source }
+}
+
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn config_duration(d: Duration) -> String {
     format!("{}ms", d.as_millis())
 }
 
+/// Opens a cloud backend, if this build has it.
 fn open_cloud(
     url: &str,
     scheme: &str,
@@ -309,77 +345,102 @@ fn open_cloud(
     prefix: Option<Path>,
     options: &StoreOptions,
 ) -> Result<Arc<dyn ObjectStore>, StoreError> {
-    let connect = config_duration(options.connect_timeout);
-    let request = config_duration(options.request_timeout);
-    let build_error = |hint: &'static str| {
-        move |source: object_store::Error| StoreError::Build {
-            url: url.to_owned(),
-            hint,
-            source,
-        }
-    };
     match scheme {
-        "s3" => {
-            let mut builder = AmazonS3Builder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(no_client_retries(options))
-                .with_config(
-                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect,
-                )
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), request);
-            for (key, value) in &options.config {
-                builder = builder.with_config(parse_option(url, key)?, value);
-            }
-            let store = builder
-                .build()
-                .map_err(build_error(
-                    "S3 settings come from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP",
-                ))?;
-            Ok(with_prefix(store, prefix))
-        }
-        "gs" => {
-            let mut builder = GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(bucket)
-                .with_retry(no_client_retries(options))
-                .with_config(
-                    GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect,
-                )
-                .with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), request);
-            for (key, value) in &options.config {
-                builder = builder.with_config(parse_option(url, key)?, value);
-            }
-            let store = builder
-                .build()
-                .map_err(build_error(
-                    "Google Cloud Storage settings come from GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY, GOOGLE_APPLICATION_CREDENTIALS",
-                ))?;
-            Ok(with_prefix(store, prefix))
-        }
+        #[cfg(feature = "s3")]
+        "s3" => open_s3(url, bucket, prefix, options),
+        #[cfg(feature = "gcs")]
+        "gs" => open_gcs(url, bucket, prefix, options),
+        #[cfg(feature = "azure")]
+        "az" => open_azure(url, bucket, prefix, options),
         _ => {
-            let mut builder = MicrosoftAzureBuilder::from_env()
-                .with_container_name(bucket)
-                .with_retry(no_client_retries(options))
-                .with_config(
-                    AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                    connect,
-                )
-                .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), request);
-            for (key, value) in &options.config {
-                builder = builder.with_config(parse_option(url, key)?, value);
-            }
-            let store = builder
-                .build()
-                .map_err(build_error(
-                    "Azure settings come from AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY and related AZURE_* variables",
-                ))?;
-            Ok(with_prefix(store, prefix))
+            let _ = (bucket, prefix, options);
+            Err(StoreError::NotBuilt {
+                url: url.to_owned(),
+                scheme: scheme.to_owned(),
+                feature: match scheme {
+                    "s3" => "s3",
+                    "gs" => "gcs",
+                    _ => "azure",
+                },
+            })
         }
     }
 }
 
+#[cfg(feature = "s3")]
+fn open_s3(
+    url: &str,
+    bucket: &str,
+    prefix: Option<Path>,
+    options: &StoreOptions,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let (connect, request) = client_timeouts(options);
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(no_client_retries(options))
+        .with_config(
+            AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            connect,
+        )
+        .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), request);
+    for (key, value) in &options.config {
+        builder = builder.with_config(parse_option(url, key)?, value);
+    }
+    let hint = "S3 settings come from AWS_ENDPOINT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ALLOW_HTTP";
+    let store = builder.build().map_err(build_error(url, hint))?;
+    Ok(with_prefix(store, prefix))
+}
+
+#[cfg(feature = "gcs")]
+fn open_gcs(
+    url: &str,
+    bucket: &str,
+    prefix: Option<Path>,
+    options: &StoreOptions,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let (connect, request) = client_timeouts(options);
+    let mut builder = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(no_client_retries(options))
+        .with_config(
+            GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            connect,
+        )
+        .with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), request);
+    for (key, value) in &options.config {
+        builder = builder.with_config(parse_option(url, key)?, value);
+    }
+    let hint = "Google Cloud Storage settings come from GOOGLE_SERVICE_ACCOUNT, GOOGLE_SERVICE_ACCOUNT_KEY, GOOGLE_APPLICATION_CREDENTIALS";
+    let store = builder.build().map_err(build_error(url, hint))?;
+    Ok(with_prefix(store, prefix))
+}
+
+#[cfg(feature = "azure")]
+fn open_azure(
+    url: &str,
+    bucket: &str,
+    prefix: Option<Path>,
+    options: &StoreOptions,
+) -> Result<Arc<dyn ObjectStore>, StoreError> {
+    let (connect, request) = client_timeouts(options);
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_container_name(bucket)
+        .with_retry(no_client_retries(options))
+        .with_config(
+            AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+            connect,
+        )
+        .with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), request);
+    for (key, value) in &options.config {
+        builder = builder.with_config(parse_option(url, key)?, value);
+    }
+    let hint = "Azure settings come from AZURE_STORAGE_ACCOUNT_NAME, AZURE_STORAGE_ACCOUNT_KEY and related AZURE_* variables";
+    let store = builder.build().map_err(build_error(url, hint))?;
+    Ok(with_prefix(store, prefix))
+}
+
 /// Parses one configuration key of a backend (`AmazonS3ConfigKey`, ...).
+#[cfg(any(feature = "s3", feature = "gcs", feature = "azure"))]
 fn parse_option<K>(url: &str, key: &str) -> Result<K, StoreError>
 where
     K: std::str::FromStr<Err = object_store::Error>,

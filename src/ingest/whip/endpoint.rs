@@ -60,8 +60,7 @@ use crate::web::{ResponseFuture, Routes};
 /// so a frame waits at most 10 ms once it is due.
 pub const PULL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The last path segment of the WHIP endpoint.
-pub const WHIP_SEGMENT: &str = "whip";
+pub use super::WHIP_SEGMENT;
 
 /// `Retry-After` of a 503 when every session slot is taken, seconds.
 const RETRY_AFTER_S: &str = "5";

@@ -13,7 +13,7 @@
 
 use crate::web::page::{STYLE, fill, html_escape, json_object};
 
-use super::endpoint::WHIP_SEGMENT;
+use super::WHIP_SEGMENT;
 
 const HOST_TEMPLATE: &str = include_str!("host.html");
 const HOST_STYLE: &str = include_str!("host.css");
