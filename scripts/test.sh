@@ -21,3 +21,6 @@ trap 'scripts/s3-server.sh stop "$ONAIR_TEST_S3_PID" >/dev/null 2>&1 || true' EX
 
 echo "== cargo test" >&2
 cargo test --all-targets "$@"
+
+# Last: it links target/debug/onair without the default features.
+scripts/check-minimal.sh
