@@ -12,9 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use loadtest::LoadtestArgs;
-use onair::audio::{FeedConfig, FileSource, LiveFeedConfig, MixerConfig, SourceOptions};
+use onair::audio::{FeedConfig, FileSource, MixerConfig, SourceOptions};
 use onair::cli::InputSpec;
-use onair::control::ControlApi;
 use onair::encode::{AacConfig, OpusApplication, OpusConfig};
 use onair::hls::TimelineConfig;
 use onair::packager::{PackagerConfig, PlaylistMode};
@@ -343,73 +342,52 @@ async fn live(args: LiveArgs) -> Result<()> {
         cfg.packager.timeline.discontinuity_sequence = resume.discontinuity_sequence;
         cfg.packager.timeline.start_discontinuity = true;
     }
-    let mut pipeline = Pipeline::new(cfg, hosts)?;
-    if let Some(hold) = &args.hold {
-        // The hold music is the host named "hold" in the control API.
-        let mut host = open_hosts(std::slice::from_ref(hold), true)?.remove(0);
-        host.feed.name = "hold".into();
-        pipeline.add_hold(host)?;
-    }
-    let live_feed = LiveFeedConfig {
-        target_depth_ms: args.jitter_ms,
-        max_depth_ms: (args.jitter_ms * 5).max(1_000),
-        ..LiveFeedConfig::default()
-    };
-    for name in keys.names() {
-        pipeline.add_live_host(
-            FeedConfig {
-                name: name.to_owned(),
-                gain_db: 0.0,
-                muted: false,
-            },
-            live_feed,
-        )?;
-    }
-    let clock = onair::time::ProgramClock::start();
-    let (inbox_tx, inbox) = tokio::sync::mpsc::channel(INBOX);
-    let (control_tx, control_rx) = tokio::sync::mpsc::channel(CONTROL_INBOX);
-    let control = args
-        .admin_token
-        .clone()
-        .map(|token| ControlApi::new(Some(token), control_tx.clone()));
-    let whip = start_whip(&args, &keys, &inbox_tx, clock).await?;
-    let apis = BroadcastApis {
-        control,
-        whip: whip.as_ref().map(|w| (w.routes.clone(), w.media)),
-    };
-    let observer = match &args.http {
-        Some(addr) => {
-            Some(start_origin(addr, &store, &args.page, &args.common.stream, apis).await?)
+    let hold = match &args.hold {
+        Some(hold) => {
+            // The hold music is the host named "hold" in the control API.
+            let mut host = open_hosts(std::slice::from_ref(hold), true)?.remove(0);
+            host.feed.name = "hold".into();
+            Some(host)
         }
         None => None,
     };
+    let origin = match &args.http {
+        Some(addr) => Some(bind_origin(addr, &store, &args.page).await?),
+        None => None,
+    };
+    if let Some((_, listener)) = &origin {
+        let local = listener.local_addr().context("listener address")?;
+        let stream = &args.common.stream;
+        tracing::info!(
+            "listen: http://{local}/{stream}/ (playlist http://{local}/{stream}/index.m3u8)"
+        );
+        if args.admin_token.is_some() {
+            tracing::info!("control API: http://{local}/control/hosts");
+        }
+    }
     let rtmp = match &args.rtmp {
-        Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen for RTMP on {addr}"))?;
-            let ingest = onair::ingest::rtmp::bridge::start(
-                listener,
-                keys.clone(),
-                onair::ingest::rtmp::server::ServerConfig::default(),
-                inbox_tx.clone(),
-                clock,
-            )?;
-            Some(ingest)
-        }
+                .with_context(|| format!("cannot listen for RTMP on {addr}"))?,
+        ),
         None => None,
     };
-    let whip_close = whip.map(|w| w.close);
-    // A session is either protocol's; each closes only its own.
-    let closer: run::Closer = Box::new(move |close| {
-        let closed = rtmp.as_ref().is_some_and(|r| r.close(&close))
-            || whip_close.as_ref().is_some_and(|w| w(&close));
-        if !closed {
-            tracing::debug!(session = %close.session, "session to close is already gone");
-        }
-    });
-    drop(inbox_tx);
-    drop(control_tx);
+    let on_air = run::OnAir {
+        pipeline: cfg,
+        hosts,
+        hold,
+        keys,
+        jitter_ms: args.jitter_ms,
+        rtmp,
+        whip: args.webrtc_udp.map(|udp| run::WhipSettings {
+            udp,
+            public: args.webrtc_public,
+            max_sessions: args.max_whip_sessions as usize,
+        }),
+        origin,
+        admin_token: args.admin_token.clone(),
+    };
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));
     tracing::info!(
@@ -420,116 +398,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         args.common.stream
     );
     let started = std::time::Instant::now();
-    let io = run::LiveIo {
-        observer,
-        ingest: Some(inbox),
-        control: Some(control_rx),
-        closer: Some(closer),
-        clock,
-    };
-    let summary = run::broadcast(pipeline, store.clone(), stop, io).await?;
+    let summary = on_air.run(store.clone(), stop).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
 }
-
-/// WHIP ingest, once started.
-struct Whip {
-    /// The WHIP resources and the host page, for the in-process origin.
-    routes: Arc<dyn onair::web::Routes>,
-    /// The UDP address WebRTC media goes to.
-    media: std::net::SocketAddr,
-    /// Ends a WHIP session the studio replaced or kicked; false if it is not
-    /// WHIP's.
-    close: Box<dyn Fn(&onair::ingest::Close) -> bool + Send + Sync>,
-}
-
-/// Starts WHIP ingest if `--webrtc-udp` asks for it.
-#[cfg(feature = "webrtc")]
-async fn start_whip(
-    args: &LiveArgs,
-    keys: &Arc<onair::ingest::keys::Keys>,
-    inbox: &tokio::sync::mpsc::Sender<onair::ingest::IngestEvent>,
-    clock: onair::time::ProgramClock,
-) -> Result<Option<Whip>> {
-    use onair::ingest::whip::{endpoint, rtc};
-    let Some(udp) = args.webrtc_udp else {
-        return Ok(None);
-    };
-    let config = rtc::RtcConfig {
-        public: args.webrtc_public,
-        max_sessions: args.max_whip_sessions as usize,
-        ..rtc::RtcConfig::new(udp)
-    };
-    let (socket, handle) = rtc::RtcEndpoint::bind(config)
-        .await
-        .with_context(|| format!("cannot open the WebRTC UDP socket {udp}"))?;
-    let media = socket.candidate_addr();
-    let (api, ingest) = endpoint::start(
-        socket,
-        handle,
-        &args.common.stream,
-        keys.clone(),
-        inbox.clone(),
-        clock,
-        whip_jitter(args.jitter_ms),
-    );
-    Ok(Some(Whip {
-        routes: Arc::new(api),
-        media,
-        close: Box::new(move |close| ingest.close(close)),
-    }))
-}
-
-/// Without the `webrtc` feature, `--webrtc-udp` is an error, not ignored.
-#[cfg(not(feature = "webrtc"))]
-async fn start_whip(
-    args: &LiveArgs,
-    _keys: &Arc<onair::ingest::keys::Keys>,
-    _inbox: &tokio::sync::mpsc::Sender<onair::ingest::IngestEvent>,
-    _clock: onair::time::ProgramClock,
-) -> Result<Option<Whip>> {
-    match args.webrtc_udp {
-        Some(_) => anyhow::bail!(
-            "--webrtc-udp needs WHIP ingest, which this onair was built without: rebuild with `--features webrtc`"
-        ),
-        None => Ok(None),
-    }
-}
-
-/// The Opus jitter buffer of a WHIP host, sized from its live feed's depth
-/// (`--jitter-ms`). In-order packets pass at once; a packet that is missing
-/// is waited for up to three quarters of the depth before it is concealed,
-/// so a burst that arrives late (a stalled sender, a congested path) plays
-/// from the feed's buffer instead of being replaced by concealment and then
-/// dropped, while a real loss is concealed before the feed runs dry.
-#[cfg(feature = "webrtc")]
-fn whip_jitter(jitter_ms: u32) -> onair::ingest::whip::jitter::OpusJitterConfig {
-    let default = onair::ingest::whip::jitter::OpusJitterConfig::default();
-    onair::ingest::whip::jitter::OpusJitterConfig {
-        reorder_ms: (jitter_ms * 3 / 4).max(default.reorder_ms),
-        ..default
-    }
-}
-
-/// What the in-process origin serves for the broadcast beyond the store.
-struct BroadcastApis {
-    control: Option<ControlApi>,
-    /// The WHIP resources and the UDP address WebRTC media goes to.
-    whip: Option<(Arc<dyn onair::web::Routes>, std::net::SocketAddr)>,
-}
-
-/// Ingest events queued for the pipeline thread, which takes them every
-/// 20 ms: a few hundred ms of audio packets of many hosts. A full inbox
-/// slows the publishers down through TCP.
-const INBOX: usize = 1024;
-
-/// Control commands queued for the pipeline thread: a PATCH is two.
-const CONTROL_INBOX: usize = 64;
-
-/// Announcements queued for the in-process origin: a part of both
-/// renditions with its playlists and deletions is a few dozen operations,
-/// so this is many parts of slack before the origin must resynchronise.
-const ORIGIN_ANNOUNCEMENTS: usize = 4096;
 
 /// Binds the origin's listener and builds the origin; logs the address.
 async fn bind_origin(
@@ -554,41 +426,6 @@ async fn bind_origin(
     };
     tracing::info!(store = %store.url(), "origin listening on http://{local}/");
     Ok((onair::origin::Origin::new(store, config), listener))
-}
-
-/// Starts an in-process origin for `onair live --http` and returns the
-/// sender the publisher announces stored operations on.
-async fn start_origin(
-    addr: &str,
-    store: &Store,
-    page: &PageArgs,
-    stream: &str,
-    apis: BroadcastApis,
-) -> Result<tokio::sync::broadcast::Sender<onair::publish::Op>> {
-    let (mut origin, listener) = bind_origin(addr, store, page).await?;
-    let local = listener.local_addr().context("listener address")?;
-    if let Some(control) = apis.control {
-        origin = origin.with_routes(std::sync::Arc::new(control));
-        tracing::info!("control API: http://{local}/control/hosts");
-    }
-    if let Some((whip, media)) = apis.whip {
-        origin = origin.with_routes(whip);
-        tracing::info!(
-            "WHIP ingest: http://{local}/{stream}/whip (media on udp {media}); host page http://{local}/{stream}/host"
-        );
-    }
-    let (tx, rx) = tokio::sync::broadcast::channel(ORIGIN_ANNOUNCEMENTS);
-    let observing = origin.clone();
-    tokio::spawn(async move { observing.observe(rx).await });
-    tokio::spawn(async move {
-        if let Err(error) = origin.serve(listener).await {
-            tracing::error!(%error, "origin stopped");
-        }
-    });
-    tracing::info!(
-        "listen: http://{local}/{stream}/ (playlist http://{local}/{stream}/index.m3u8)"
-    );
-    Ok(tx)
 }
 
 async fn origin(args: OriginArgs) -> Result<()> {

@@ -1,9 +1,15 @@
-//! Drivers that run the [`Pipeline`] against a real store: as fast as the CPU
-//! allows (`onair package`) or paced by the wall clock (`onair live`).
+//! The composition layer: drivers that run the [`Pipeline`] against a real
+//! store, as fast as the CPU allows (`onair package`) or paced by the wall
+//! clock (`onair live`), and [`OnAir`], which assembles a live broadcast
+//! from the layers below.
 //!
 //! The pipeline runs on a blocking thread (it is CPU work: decoding,
 //! resampling, encoding); batches cross to the publish driver over its bounded
 //! queue, so a slow store slows the pipeline down instead of growing memory.
+
+pub mod on_air;
+
+pub use on_air::{OnAir, WhipSettings};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,6 +57,22 @@ pub enum RunError {
         store: String,
         /// The store's error.
         source: object_store::Error,
+    },
+    /// A listener or socket of the broadcast could not be set up.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being set up.
+        what: String,
+        /// The system's error.
+        source: std::io::Error,
+    },
+    /// The broadcast asks for something this build of onair leaves out.
+    #[error(
+        "this onair was built without the {feature} feature: rebuild with `--features {feature}`"
+    )]
+    NotBuilt {
+        /// The Cargo feature.
+        feature: &'static str,
     },
     /// A task of the run panicked or was cancelled.
     #[error("internal task failed: {0}")]

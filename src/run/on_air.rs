@@ -1,0 +1,285 @@
+//! A live broadcast assembled from its parts: the composition layer's
+//! builder, which `onair live` and anything embedding onair use.
+//!
+//! [`OnAir`] says what a broadcast is made of (file hosts, hold music, the
+//! keys of live hosts, the ingest listeners, the in-process origin, the
+//! control API); [`OnAir::run`] wires the layers together, each through its
+//! own interface: ingest sends `IngestEvent`s to the studio's ingest inbox,
+//! the control API sends commands to its control inbox, both serve HTTP
+//! through [`web::Routes`] on the origin's server, and the publisher
+//! announces stored objects to the origin. The policies that join them live
+//! here too: how deep a live host's buffer is, how long WHIP waits for a
+//! missing packet, how many events each inbox holds.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::audio::{FeedConfig, LiveFeedConfig};
+use crate::control::ControlApi;
+use crate::ingest::keys::Keys;
+use crate::ingest::{Close, rtmp};
+use crate::origin::Origin;
+use crate::pipeline::{FileHost, Pipeline, PipelineConfig};
+use crate::publish::{Op, Store};
+use crate::time::ProgramClock;
+use crate::web;
+
+use super::{Closer, LiveIo, RunError, RunSummary};
+
+/// Ingest events queued for the pipeline thread, which takes them every
+/// 20 ms: a few hundred ms of audio packets of many hosts. A full inbox
+/// slows the publishers down through TCP.
+const INBOX: usize = 1024;
+
+/// Control commands queued for the pipeline thread: a PATCH is two.
+const CONTROL_INBOX: usize = 64;
+
+/// Announcements queued for the in-process origin: a part of both
+/// renditions with its playlists and deletions is a few dozen operations,
+/// so this is many parts of slack before the origin must resynchronise.
+const ORIGIN_ANNOUNCEMENTS: usize = 4096;
+
+/// WHIP ingest settings.
+#[derive(Debug, Clone, Copy)]
+pub struct WhipSettings {
+    /// The UDP address WebRTC media is received on.
+    pub udp: std::net::SocketAddr,
+    /// The address peers reach that socket at, if not `udp` (NAT).
+    pub public: Option<std::net::SocketAddr>,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+}
+
+/// What a live broadcast is made of.
+pub struct OnAir {
+    /// Media settings; resume the stream's numbering before building it
+    /// (see [`super::resume_point`]).
+    pub pipeline: PipelineConfig,
+    /// File hosts mixed from the start.
+    pub hosts: Vec<FileHost>,
+    /// Hold music, ducked while a live host speaks (the host named "hold").
+    pub hold: Option<FileHost>,
+    /// Live hosts by key: each key's name is a live host for the whole
+    /// broadcast, silent until it publishes.
+    pub keys: Arc<Keys>,
+    /// A live host's jitter buffer target, milliseconds.
+    pub jitter_ms: u32,
+    /// RTMP publishers are accepted on this listener.
+    pub rtmp: Option<TcpListener>,
+    /// WHIP hosts (needs an origin to serve the WHIP endpoint).
+    pub whip: Option<WhipSettings>,
+    /// The in-process origin (over the broadcast's store) and its
+    /// listener; it also serves the control API and WHIP.
+    pub origin: Option<(Origin, TcpListener)>,
+    /// The control API's admin token (served by the origin).
+    pub admin_token: Option<String>,
+}
+
+impl OnAir {
+    /// Runs the broadcast until `stop` is set, then ends the stream.
+    pub async fn run(self, store: Store, stop: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
+        let stream = self.pipeline.packager.stream.clone();
+        let mut pipeline = Pipeline::new(self.pipeline, self.hosts)?;
+        if let Some(hold) = self.hold {
+            pipeline.add_hold(hold)?;
+        }
+        let live_feed = live_feed(self.jitter_ms);
+        for name in self.keys.names() {
+            let feed = FeedConfig {
+                name: name.to_owned(),
+                gain_db: 0.0,
+                muted: false,
+            };
+            pipeline.add_live_host(feed, live_feed)?;
+        }
+        let clock = ProgramClock::start();
+        let (ingest_tx, ingest) = mpsc::channel(INBOX);
+        let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
+
+        let mut routes: Vec<Arc<dyn web::Routes>> = Vec::new();
+        if let Some(token) = self.admin_token {
+            routes.push(Arc::new(ControlApi::new(Some(token), control_tx)));
+        }
+        let mut closers: Vec<SessionCloser> = Vec::new();
+        if let Some(settings) = self.whip {
+            let whip = whip::start(
+                settings,
+                &stream,
+                &self.keys,
+                &ingest_tx,
+                clock,
+                self.jitter_ms,
+            )
+            .await?;
+            match self.origin.as_ref().and_then(|(_, l)| l.local_addr().ok()) {
+                Some(http) => tracing::info!(
+                    "WHIP ingest: http://{http}/{stream}/whip (media on udp {}); host page http://{http}/{stream}/host",
+                    whip.media
+                ),
+                None => tracing::warn!(
+                    media = %whip.media,
+                    "WHIP ingest without an HTTP server: no host can reach its endpoint"
+                ),
+            }
+            routes.push(whip.routes);
+            closers.push(whip.close);
+        }
+        if let Some(listener) = self.rtmp {
+            let bridge = rtmp::bridge::start(
+                listener,
+                self.keys.clone(),
+                rtmp::server::ServerConfig::default(),
+                ingest_tx.clone(),
+                clock,
+            )
+            .map_err(|e| RunError::Io {
+                what: "cannot start RTMP ingest".into(),
+                source: e,
+            })?;
+            closers.push(Box::new(move |close| bridge.close(close)));
+        }
+        drop(ingest_tx);
+        let observer = self
+            .origin
+            .map(|(origin, listener)| start_origin(origin, listener, routes));
+        // A session is one protocol's; each closes only its own.
+        let closer: Closer = Box::new(move |close| {
+            if !closers.iter().any(|c| c(&close)) {
+                tracing::debug!(session = %close.session, "session to close is already gone");
+            }
+        });
+        let io = LiveIo {
+            observer,
+            ingest: Some(ingest),
+            control: Some(control),
+            closer: Some(closer),
+            clock,
+        };
+        super::broadcast(pipeline, store, stop, io).await
+    }
+}
+
+/// A live host's feed: the jitter buffer target, and room for five times
+/// as much (at least a second) before the oldest audio is dropped.
+fn live_feed(jitter_ms: u32) -> LiveFeedConfig {
+    LiveFeedConfig {
+        target_depth_ms: jitter_ms,
+        max_depth_ms: (jitter_ms * 5).max(1_000),
+        ..LiveFeedConfig::default()
+    }
+}
+
+/// Starts the in-process origin with the broadcast's routes and returns the
+/// sender the publisher announces stored operations on.
+fn start_origin(
+    mut origin: Origin,
+    listener: TcpListener,
+    routes: Vec<Arc<dyn web::Routes>>,
+) -> broadcast::Sender<Op> {
+    for r in routes {
+        origin = origin.with_routes(r);
+    }
+    let (tx, rx) = broadcast::channel(ORIGIN_ANNOUNCEMENTS);
+    let observing = origin.clone();
+    tokio::spawn(async move { observing.observe(rx).await });
+    tokio::spawn(async move {
+        if let Err(error) = origin.serve(listener).await {
+            tracing::error!(%error, "origin stopped");
+        }
+    });
+    tx
+}
+
+/// Ends one protocol's session the studio replaced or kicked; false if the
+/// session is not that protocol's.
+type SessionCloser = Box<dyn Fn(&Close) -> bool + Send>;
+
+/// WHIP ingest, once started.
+struct Whip {
+    routes: Arc<dyn web::Routes>,
+    media: std::net::SocketAddr,
+    close: SessionCloser,
+}
+
+#[cfg(feature = "webrtc")]
+mod whip {
+    use super::*;
+    use crate::ingest::IngestEvent;
+    use crate::ingest::whip::jitter::OpusJitterConfig;
+    use crate::ingest::whip::{endpoint, rtc};
+
+    /// Binds the WebRTC socket and starts the WHIP bridge.
+    pub(super) async fn start(
+        settings: WhipSettings,
+        stream: &str,
+        keys: &Arc<Keys>,
+        ingest: &mpsc::Sender<IngestEvent>,
+        clock: ProgramClock,
+        jitter_ms: u32,
+    ) -> Result<Whip, RunError> {
+        let config = rtc::RtcConfig {
+            public: settings.public,
+            max_sessions: settings.max_sessions,
+            ..rtc::RtcConfig::new(settings.udp)
+        };
+        let (socket, handle) =
+            rtc::RtcEndpoint::bind(config)
+                .await
+                .map_err(|source| RunError::Io {
+                    what: format!("cannot open the WebRTC UDP socket {}", settings.udp),
+                    source,
+                })?;
+        let media = socket.candidate_addr();
+        let (api, bridge) = endpoint::start(
+            socket,
+            handle,
+            stream,
+            keys.clone(),
+            ingest.clone(),
+            clock,
+            opus_jitter(jitter_ms),
+        );
+        Ok(Whip {
+            routes: Arc::new(api),
+            media,
+            close: Box::new(move |close| bridge.close(close)),
+        })
+    }
+
+    /// The Opus jitter buffer of a WHIP host, sized from its live feed's
+    /// depth. In-order packets pass at once; a packet that is missing is
+    /// waited for up to three quarters of the depth before it is concealed,
+    /// so a burst that arrives late (a stalled sender, a congested path)
+    /// plays from the feed's buffer instead of being replaced by
+    /// concealment and then dropped, while a real loss is concealed before
+    /// the feed runs dry.
+    fn opus_jitter(jitter_ms: u32) -> OpusJitterConfig {
+        let default = OpusJitterConfig::default();
+        OpusJitterConfig {
+            reorder_ms: (jitter_ms * 3 / 4).max(default.reorder_ms),
+            ..default
+        }
+    }
+}
+
+#[cfg(not(feature = "webrtc"))]
+mod whip {
+    use super::*;
+    use crate::ingest::IngestEvent;
+
+    /// Without the `webrtc` feature, asking for WHIP is an error, not
+    /// ignored.
+    pub(super) async fn start(
+        _settings: WhipSettings,
+        _stream: &str,
+        _keys: &Arc<Keys>,
+        _ingest: &mpsc::Sender<IngestEvent>,
+        _clock: ProgramClock,
+        _jitter_ms: u32,
+    ) -> Result<Whip, RunError> {
+        Err(RunError::NotBuilt { feature: "webrtc" })
+    }
+}
