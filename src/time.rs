@@ -82,9 +82,91 @@ impl ProgramClock {
     }
 }
 
+/// Where the live loop reads the time and waits for its next tick: the
+/// wall clock in a broadcast ([`WallClock`]), simulated time in tests
+/// ([`SimulatedClock`]), so that a test drives a live run without timing
+/// the scheduler.
+pub trait Pacer: Send + Sync {
+    /// The time now.
+    fn now(&self) -> Instant;
+
+    /// Returns at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant);
+}
+
+/// The machine's monotonic clock; sleeping blocks the calling thread.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock;
+
+impl Pacer for WallClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) {
+        let now = Instant::now();
+        if deadline > now {
+            std::thread::sleep(deadline - now);
+        }
+    }
+}
+
+/// Simulated time: it stands still until someone sleeps, and sleeping moves
+/// it to the deadline at once.
+#[derive(Debug)]
+pub struct SimulatedClock {
+    now: std::sync::Mutex<Instant>,
+}
+
+impl SimulatedClock {
+    /// A clock that reads `start` until it is advanced.
+    pub fn starting_at(start: Instant) -> Self {
+        Self {
+            now: std::sync::Mutex::new(start),
+        }
+    }
+
+    /// Moves the clock forward by `by` (a stall, as far as a sleeper can
+    /// tell).
+    pub fn advance(&self, by: Duration) {
+        *self.lock() += by;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Instant> {
+        self.now
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Pacer for SimulatedClock {
+    fn now(&self) -> Instant {
+        *self.lock()
+    }
+
+    fn sleep_until(&self, deadline: Instant) {
+        let mut now = self.lock();
+        *now = (*now).max(deadline);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn simulated_time_moves_only_when_slept_or_advanced() {
+        let start = Instant::now();
+        let clock = SimulatedClock::starting_at(start);
+        assert_eq!(clock.now(), start);
+        clock.sleep_until(start + Duration::from_millis(20));
+        assert_eq!(clock.now(), start + Duration::from_millis(20));
+        // A deadline in the past does not move it back.
+        clock.sleep_until(start);
+        assert_eq!(clock.now(), start + Duration::from_millis(20));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(clock.now(), start + Duration::from_millis(2020));
+    }
 
     #[test]
     fn rescale_is_exact_and_floors() {

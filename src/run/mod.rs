@@ -13,7 +13,7 @@ pub use on_air::{OnAir, WhipSettings};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
@@ -27,7 +27,7 @@ use crate::publish::{
     self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
 };
 use crate::studio::ControlRequest;
-use crate::time::{ProgramClock, SAMPLE_RATE, rescale};
+use crate::time::{Pacer, ProgramClock, SAMPLE_RATE, WallClock, rescale};
 
 /// Batches queued between the pipeline and the store.
 const QUEUE: usize = 16;
@@ -201,6 +201,9 @@ pub struct LiveIo {
     pub closer: Option<Closer>,
     /// The clock ingest stamps arrivals with.
     pub clock: ProgramClock,
+    /// Where the loop reads the time and waits for each tick: the wall
+    /// clock, or simulated time in tests.
+    pub pacer: Arc<dyn Pacer>,
 }
 
 impl Default for LiveIo {
@@ -211,6 +214,7 @@ impl Default for LiveIo {
             control: None,
             closer: None,
             clock: ProgramClock::start(),
+            pacer: Arc::new(WallClock),
         }
     }
 }
@@ -241,17 +245,18 @@ pub async fn broadcast(
         mut control,
         closer,
         clock,
+        pacer,
     } = io;
     let (handle, task) = start_publisher(store, &pipeline, observer);
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
-        let mut tick = Instant::now().max(clock.instant(0));
+        let mut tick = pacer.now().max(clock.instant(0));
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
-            let now = Instant::now();
+            let now = pacer.now();
             if tick > now {
-                std::thread::sleep(tick - now);
+                pacer.sleep_until(tick);
             } else if now - tick > Duration::from_secs(1) {
                 // Far behind (the machine stalled): catch up in one go rather
                 // than tick by tick.
@@ -262,7 +267,7 @@ pub async fn broadcast(
                 tick = now;
             }
             take_messages(&mut pipeline, ingest.as_mut(), control.as_mut());
-            if let Some(batch) = pipeline.advance(clock.now())? {
+            if let Some(batch) = pipeline.advance(clock.at(pacer.now()))? {
                 send(&handle, &rt, batch)?;
             }
             let closes = pipeline.take_closes();

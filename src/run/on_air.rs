@@ -157,6 +157,7 @@ impl OnAir {
             control: Some(control),
             closer: Some(closer),
             clock,
+            pacer: Arc::new(crate::time::WallClock),
         };
         super::broadcast(pipeline, store, stop, io).await
     }

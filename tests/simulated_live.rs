@@ -1,0 +1,149 @@
+//! The live loop (`run::broadcast`) driven in simulated time: its pacing
+//! comes from an injected [`Pacer`], so a test runs seconds of a live
+//! broadcast instantly and exactly, and can stall the clock on purpose,
+//! without timing the scheduler.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use object_store::ObjectStoreExt;
+use onair::audio::{FeedConfig, LiveFeedConfig, MixerConfig};
+use onair::encode::{AacConfig, OpusConfig};
+use onair::hls::{MediaPlaylist, TimelineConfig};
+use onair::packager::{PackagerConfig, PlaylistMode};
+use onair::pipeline::{Pipeline, PipelineConfig};
+use onair::publish::{Store, open_store};
+use onair::run::{self, LiveIo};
+use onair::time::{Pacer, ProgramClock, SimulatedClock};
+
+const STREAM: &str = "sim";
+/// One live tick: 20 ms at 48 kHz.
+const TICK: u64 = 960;
+const PART: u64 = 15_360;
+
+/// Simulated time that stops the broadcast after `limit` sleeps and stalls
+/// for `stall` at sleep number `stall_at`.
+struct Script {
+    clock: SimulatedClock,
+    sleeps: AtomicU64,
+    limit: u64,
+    stall_at: u64,
+    stall: Duration,
+    stop: Arc<AtomicBool>,
+}
+
+impl Pacer for Script {
+    fn now(&self) -> Instant {
+        self.clock.now()
+    }
+
+    fn sleep_until(&self, deadline: Instant) {
+        self.clock.sleep_until(deadline);
+        let n = self.sleeps.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.stall_at {
+            self.clock.advance(self.stall);
+        }
+        if n >= self.limit {
+            self.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+fn config() -> PipelineConfig {
+    PipelineConfig {
+        opus: OpusConfig::default(),
+        aac: AacConfig::default(),
+        mixer: MixerConfig::default(),
+        packager: PackagerConfig {
+            stream: STREAM.to_owned(),
+            timeline: TimelineConfig {
+                epoch_unix_ms: 1_764_300_000_000,
+                ..TimelineConfig::default()
+            },
+            mode: PlaylistMode::Live,
+        },
+        parallel: false,
+    }
+}
+
+/// Runs a live broadcast (one live host who never connects) under `script`; the summary's program
+/// samples, the program time of the simulated clock at the end, and the
+/// final AAC playlist.
+async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, MediaPlaylist) {
+    let store: Store = open_store("memory://").expect("memory store");
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let script = Arc::new(Script {
+        clock: SimulatedClock::starting_at(start),
+        sleeps: AtomicU64::new(0),
+        limit,
+        stall_at,
+        stall,
+        stop: stop.clone(),
+    });
+    let clock = ProgramClock::starting_at(start);
+    let io = LiveIo {
+        clock,
+        pacer: script.clone(),
+        ..LiveIo::default()
+    };
+    let mut pipeline = Pipeline::new(config(), Vec::new()).expect("pipeline");
+    // A live host who never connects: the program runs until stopped.
+    let guest = FeedConfig {
+        name: "guest".into(),
+        gain_db: 0.0,
+        muted: false,
+    };
+    pipeline
+        .add_live_host(guest, LiveFeedConfig::default())
+        .expect("live host");
+    let summary = run::broadcast(pipeline, store.clone(), stop, io)
+        .await
+        .expect("broadcast");
+    let path = object_store::path::Path::from(format!("{STREAM}/aac/live.m3u8"));
+    let bytes = store
+        .object_store()
+        .get(&path)
+        .await
+        .expect("live.m3u8 stored")
+        .bytes()
+        .await
+        .expect("read");
+    let playlist =
+        MediaPlaylist::parse(std::str::from_utf8(&bytes).expect("utf-8")).expect("playlist");
+    (summary.program_samples, clock.at(script.now()), playlist)
+}
+
+/// Program time listed in `playlist`, in samples.
+fn listed_samples(playlist: &MediaPlaylist) -> u64 {
+    let segments: u64 = playlist.segments.iter().map(|s| s.duration).sum();
+    let open: u64 = playlist
+        .open
+        .as_ref()
+        .map_or(0, |o| o.parts.iter().map(|p| p.duration).sum());
+    segments + open
+}
+
+#[tokio::test]
+async fn ten_simulated_seconds_are_exactly_ten_seconds_of_program() {
+    let (program, clock_end, playlist) = run_scripted(500, 0, Duration::ZERO).await;
+    assert_eq!(program, 500 * TICK, "500 ticks of 20 ms");
+    assert_eq!(program, clock_end, "the program ends where the clock is");
+    assert!(playlist.end_list, "the stream was ended");
+    // No window in this configuration: every part from the start is listed.
+    assert_eq!(listed_samples(&playlist), program);
+    assert_eq!(program.div_ceil(PART), 32);
+}
+
+#[tokio::test]
+async fn a_stalled_clock_is_caught_up_in_one_step() {
+    // Five seconds stall at tick 100: the loop catches up in one go (far
+    // behind), so the program still ends at the clock's time, with nothing
+    // missing from the playlist.
+    let (program, clock_end, playlist) = run_scripted(500, 100, Duration::from_secs(5)).await;
+    assert_eq!(program, clock_end, "the program ends where the clock is");
+    assert!(program >= 500 * TICK + 5 * 48_000 - TICK, "{program}");
+    assert!(playlist.end_list);
+    assert_eq!(listed_samples(&playlist), program);
+}
