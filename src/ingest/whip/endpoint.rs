@@ -278,17 +278,8 @@ enum Target<'a> {
 }
 
 impl WhipApi {
-    /// The broadcast's stream.
-    pub fn stream(&self) -> &str {
-        &self.shared.stream
-    }
-
-    /// Where the host page is served: `/{stream}/host`.
-    pub fn host_page_path(&self) -> String {
-        format!("/{}/{HOST_SEGMENT}", self.shared.stream)
-    }
-
-    /// Whether `path` is the broadcast's host page.
+    /// Whether `path` is the broadcast's host page, `/{stream}/host`
+    /// (asked of every request the server gets, so it builds no string).
     fn is_host_page(&self, path: &str) -> bool {
         path.strip_prefix('/')
             .and_then(|p| p.strip_prefix(self.shared.stream.as_str()))
