@@ -1,13 +1,18 @@
 //! WHIP ingest (RFC 9725): browser hosts publishing Opus over WebRTC.
 //!
-//! The WebRTC stack (str0m) and what needs it ([`endpoint`], [`rtc`]) come
+//! The WebRTC stack (str0m) and what needs it ([`endpoint`] with its HTTP
+//! resource and bridge, [`rtc`]) come
 //! with the `webrtc` Cargo feature; the offer check, the jitter buffer and
 //! the host page do not need it.
 
 #[cfg(feature = "webrtc")]
+mod bridge;
+#[cfg(feature = "webrtc")]
 pub mod endpoint;
 pub mod jitter;
 pub mod page;
+#[cfg(feature = "webrtc")]
+mod resource;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 pub mod sdp;

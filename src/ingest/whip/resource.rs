@@ -1,0 +1,429 @@
+//! The WHIP HTTP resources of a broadcast (RFC 9725 §4).
+//!
+//! Served by whatever HTTP server the broadcast hands [`WhipApi`]'s
+//! [`Routes`] to (the in-process origin's), beside the host page
+//! (`GET /{stream}/host`, see [`super::page`], never cached):
+//! - `POST /{stream}/whip` with `Content-Type: application/sdp` and
+//!   `Authorization: Bearer SECRET` (a host key's secret): the offer is
+//!   checked by [`sdp::check_offer`] before the WebRTC stack sees it, then
+//!   answered: `201 Created`, the SDP answer, and `Location:
+//!   /{stream}/whip/{id}` with an unguessable id.
+//! - `DELETE /{stream}/whip/{id}` with the same bearer ends the session
+//!   (`200`).
+//! - `PATCH` of a session is `405`: the endpoint is ICE-lite with one host
+//!   candidate and takes the offer's candidates whole (no trickle ICE,
+//!   RFC 9725 §4.3.1).
+//! - `OPTIONS` answers CORS preflights so a host page on another origin can
+//!   publish; responses carry `Access-Control-Allow-Origin: *` and expose
+//!   `Location`.
+//! - Refusals: 401 (no or wrong token), 400 (malformed offer, SDP bomb, no
+//!   sendable Opus audio; the reason in the body), 413 (body over
+//!   [`sdp::MAX_OFFER_BYTES`], refused without reading it all), 415 (not
+//!   `application/sdp`), 503 (session limit, with `Retry-After`), 404
+//!   (another stream, unknown session). Nothing is cacheable.
+//!
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Body;
+
+use super::WHIP_SEGMENT;
+use super::endpoint::{Resource, Shared};
+use super::page::{HOST_SEGMENT, host_page};
+use super::rtc::AcceptError;
+use super::sdp;
+use crate::ingest::SessionId;
+use crate::web::input::{self, BodyError, bearer_token};
+use crate::web::{ResponseFuture, Routes};
+
+/// `Retry-After` of a 503 when every session slot is taken, seconds.
+const RETRY_AFTER_S: &str = "5";
+
+/// The challenge of a 401 (RFC 6750 §3).
+const CHALLENGE: &str = "Bearer realm=\"onair-whip\"";
+
+/// Methods of the endpoint and of a session, for `Allow` and CORS.
+const ALLOW: &str = "POST, DELETE, PATCH, OPTIONS";
+
+/// The WHIP HTTP resources of one broadcast (cheap to clone).
+#[derive(Clone)]
+pub struct WhipApi {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for WhipApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WhipApi")
+            .field("stream", &self.shared.stream)
+            .finish()
+    }
+}
+
+/// A response under construction.
+struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+    location: Option<String>,
+    challenge: bool,
+    retry_after: bool,
+    allow: bool,
+}
+
+impl Answer {
+    fn text(status: StatusCode, reason: impl Into<String>) -> Self {
+        let mut body = reason.into();
+        body.push('\n');
+        Self {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: Bytes::from(body),
+            location: None,
+            challenge: false,
+            retry_after: false,
+            allow: false,
+        }
+    }
+
+    fn empty(status: StatusCode) -> Self {
+        Self {
+            body: Bytes::new(),
+            ..Self::text(status, "")
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        if !response_is_empty(self.status) {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(self.content_type),
+            );
+        }
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // RFC 9725 §4.6: a browser page on another origin may publish.
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("Location"),
+        );
+        if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
+            headers.insert(header::LOCATION, location);
+        }
+        if self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(CHALLENGE),
+            );
+        }
+        if self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        }
+        if self.allow {
+            headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+        }
+        response
+    }
+}
+
+fn response_is_empty(status: StatusCode) -> bool {
+    status == StatusCode::NO_CONTENT
+}
+
+/// Which resource a path names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// `/{stream}/whip`.
+    Endpoint,
+    /// `/{stream}/whip/{id}`.
+    Session(&'a str),
+}
+
+impl WhipApi {
+    /// Whether `path` is the broadcast's host page, `/{stream}/host`
+    /// (asked of every request the server gets, so it builds no string).
+    fn is_host_page(&self, path: &str) -> bool {
+        path.strip_prefix('/')
+            .and_then(|p| p.strip_prefix(self.shared.stream.as_str()))
+            .and_then(|p| p.strip_prefix('/'))
+            == Some(HOST_SEGMENT)
+    }
+
+    /// The host page, for `GET` and `HEAD`.
+    fn host_page(&self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(Bytes::from(host_page(&self.shared.stream))));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // The page belongs to the ingest side: a CDN in front of listeners
+        // never needs it.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        response
+    }
+
+    /// Whether `path` belongs to WHIP: `/{stream}/whip` and below, for any
+    /// stream name (so another stream's WHIP URL gets a WHIP 404).
+    pub fn is_whip_path(path: &str) -> bool {
+        let mut segments = path.trim_start_matches('/').split('/');
+        let _stream = segments.next();
+        segments.next() == Some(WHIP_SEGMENT)
+    }
+
+    fn target<'p>(&self, path: &'p str) -> Option<Target<'p>> {
+        let rest = path.strip_prefix('/')?;
+        let rest = rest.strip_prefix(self.shared.stream.as_str())?;
+        let rest = rest.strip_prefix('/')?.strip_prefix(WHIP_SEGMENT)?;
+        match rest {
+            "" => Some(Target::Endpoint),
+            _ => {
+                let id = rest.strip_prefix('/')?;
+                (!id.is_empty() && !id.contains('/')).then_some(Target::Session(id))
+            }
+        }
+    }
+
+    /// Answers one WHIP request (see the module docs).
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path = req.uri().path().to_owned();
+        let answer = match (self.target(&path), req.method().clone()) {
+            (None, _) => Answer::text(StatusCode::NOT_FOUND, "no such WHIP endpoint"),
+            (Some(_), Method::OPTIONS) => {
+                let mut response = preflight().into_response();
+                add_preflight_headers(&mut response);
+                return response;
+            }
+            (Some(Target::Endpoint), Method::POST) => self.publish(req).await,
+            (Some(Target::Session(id)), Method::DELETE) => self.delete(&req, id).await,
+            (Some(Target::Session(_)), Method::PATCH) => Answer {
+                allow: true,
+                ..Answer::text(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "trickle ICE is not supported: this endpoint is ICE-lite; \
+                     send the offer once ICE gathering is complete",
+                )
+            },
+            (Some(_), _) => Answer {
+                allow: true,
+                ..Answer::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            },
+        };
+        answer.into_response()
+    }
+
+    /// The host a request's bearer token belongs to.
+    fn host_of<B>(&self, req: &Request<B>) -> Result<String, Answer> {
+        let host = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()))
+            .and_then(|token| std::str::from_utf8(token).ok())
+            .and_then(|token| self.shared.keys.host_for(token));
+        host.map(str::to_owned).ok_or_else(|| Answer {
+            challenge: true,
+            ..Answer::text(
+                StatusCode::UNAUTHORIZED,
+                "a host's token is required: Authorization: Bearer SECRET",
+            )
+        })
+    }
+
+    async fn publish<B>(&self, req: Request<B>) -> Answer
+    where
+        B: Body,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let host = match self.host_of(&req) {
+            Ok(host) => host,
+            Err(answer) => return answer,
+        };
+        let is_sdp = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/sdp"));
+        if !is_sdp {
+            return Answer::text(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "the offer must be sent as Content-Type: application/sdp",
+            );
+        }
+        let body = match input::read_body(req.into_body(), sdp::MAX_OFFER_BYTES).await {
+            Ok(body) => body,
+            Err(error @ BodyError::TooLarge { .. }) => {
+                return Answer::text(StatusCode::PAYLOAD_TOO_LARGE, error.to_string());
+            }
+            Err(error) => return Answer::text(StatusCode::BAD_REQUEST, error.to_string()),
+        };
+        let offer = match sdp::check_offer(&body) {
+            Ok(offer) => offer,
+            Err(error) => {
+                tracing::info!(host, %error, "WHIP offer refused");
+                return Answer::text(StatusCode::BAD_REQUEST, error.to_string());
+            }
+        };
+        // check_offer proved the body is UTF-8.
+        let text = String::from_utf8_lossy(&body).into_owned();
+        let accepted = match self.shared.rtc.accept(text).await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::info!(host, %error, "WHIP offer not accepted");
+                let status = match error {
+                    AcceptError::TooManySessions { .. } | AcceptError::EndpointStopped => {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    }
+                    AcceptError::OfferRejected { .. } | AcceptError::NoOpusAudio => {
+                        StatusCode::BAD_REQUEST
+                    }
+                };
+                return Answer {
+                    retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+                    ..Answer::text(status, error.to_string())
+                };
+            }
+        };
+        let opus_payload_type = offer.opus_payload_type;
+        let id = location_id();
+        let location = format!("/{}/{WHIP_SEGMENT}/{id}", self.shared.stream);
+        tracing::info!(host, session = accepted.session, "WHIP session created");
+        self.shared.table().by_rtc.insert(
+            accepted.session,
+            Resource {
+                id,
+                host,
+                studio: SessionId::next(),
+                offer,
+            },
+        );
+        Answer {
+            status: StatusCode::CREATED,
+            content_type: "application/sdp",
+            body: Bytes::from(sdp::answer_with_stereo(
+                &accepted.answer_sdp,
+                opus_payload_type,
+            )),
+            location: Some(location),
+            ..Answer::empty(StatusCode::CREATED)
+        }
+    }
+
+    async fn delete<B>(&self, req: &Request<B>, id: &str) -> Answer {
+        let host = match self.host_of(req) {
+            Ok(host) => host,
+            Err(answer) => return answer,
+        };
+        let rtc = {
+            let table = self.shared.table();
+            table
+                .rtc_of_location(id)
+                .filter(|rtc| table.by_rtc.get(rtc).is_some_and(|r| r.host == host))
+        };
+        match rtc {
+            Some(rtc) => {
+                self.shared
+                    .rtc
+                    .close(rtc, "the publisher ended the session (WHIP DELETE)")
+                    .await;
+                Answer::empty(StatusCode::OK)
+            }
+            None => Answer::text(StatusCode::NOT_FOUND, "no such WHIP session"),
+        }
+    }
+}
+
+impl Routes for WhipApi {
+    /// Every method on `/{stream}/whip` and below (any stream), and `GET` or
+    /// `HEAD` of the broadcast's host page.
+    fn claims(&self, method: &Method, path: &str) -> bool {
+        WhipApi::is_whip_path(path)
+            || (matches!(*method, Method::GET | Method::HEAD) && self.is_host_page(path))
+    }
+
+    fn handle(&self, req: Request<hyper::body::Incoming>) -> ResponseFuture<'_> {
+        Box::pin(async move {
+            if self.is_host_page(req.uri().path()) {
+                self.host_page()
+            } else {
+                WhipApi::handle(self, req).await
+            }
+        })
+    }
+}
+
+/// The answer to a CORS preflight (Fetch standard, CORS protocol).
+fn preflight() -> Answer {
+    let mut answer = Answer::empty(StatusCode::NO_CONTENT);
+    answer.allow = true;
+    answer
+}
+
+/// CORS headers a preflight needs beyond those of every answer.
+fn add_preflight_headers(response: &mut Response<Full<Bytes>>) {
+    let headers = response.headers_mut();
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(ALLOW),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+}
+
+/// An unguessable session id for `Location`: 128 bits from two SipHash
+/// keys the standard library draws from the OS, over a counter.
+fn location_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let a = RandomState::new().hash_one(n);
+    let b = RandomState::new().hash_one(n.rotate_left(32));
+    format!("{a:016x}{b:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_only_whip_paths() {
+        assert!(WhipApi::is_whip_path("/show/whip"));
+        assert!(WhipApi::is_whip_path("/show/whip/abc"));
+        assert!(!WhipApi::is_whip_path("/show/"));
+        assert!(!WhipApi::is_whip_path("/show/host"));
+        assert!(!WhipApi::is_whip_path("/show/aac/live.m3u8"));
+        assert!(!WhipApi::is_whip_path("/whip"));
+    }
+
+    #[test]
+    fn location_ids_are_long_and_distinct() {
+        let a = location_id();
+        let b = location_id();
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, b);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+}
