@@ -9,6 +9,9 @@
 //! - `GET /control/hosts/{name}`: one host.
 //! - `PATCH /control/hosts/{name}` with `{"gain_db": -6.0}` and/or
 //!   `{"muted": true}`: sets the gain, then the mute, in the same tick.
+//! - `GET /control/publish`: the publisher: `state` (`ok`, `failing`,
+//!   `stopped`), since when the store has been failing and its last error,
+//!   the backlog waiting for it, past outages and how fast it caught up.
 //! - `POST /control/hosts/{name}/kick`: ends a live host's session and keeps
 //!   the host out for [`KICK_HOLD`](crate::studio::KICK_HOLD) (60 s), so a
 //!   publisher that reconnects by itself does not walk straight back in.
@@ -40,6 +43,7 @@ use hyper::body::Body;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::publish::PublishMonitor;
 use crate::studio::{Command, CommandError, CommandReply, ControlRequest, HostInfo};
 use crate::web::input::{self, BodyError, bearer_token, constant_time_eq};
 use crate::web::{ResponseFuture, Routes};
@@ -79,6 +83,8 @@ pub struct ControlApi {
     token: Option<Arc<str>>,
     inbox: mpsc::Sender<ControlRequest>,
     reply_timeout: Duration,
+    /// The publisher's state, for `GET /control/publish`.
+    publisher: Option<PublishMonitor>,
 }
 
 impl fmt::Debug for ControlApi {
@@ -100,7 +106,16 @@ impl ControlApi {
             token: token.filter(|t| !t.is_empty()).map(Arc::from),
             inbox,
             reply_timeout: REPLY_TIMEOUT,
+            publisher: None,
         }
+    }
+
+    /// Serves the state of the broadcast's publisher at
+    /// `GET /control/publish`: whether the store is taking objects, since
+    /// when it has been failing, what waits for it, past outages.
+    pub fn with_publisher(mut self, monitor: PublishMonitor) -> Self {
+        self.publisher = Some(monitor);
+        self
     }
 
     /// Answers one request whose path is [`CONTROL_PATH`] or below it (see
@@ -154,6 +169,10 @@ impl ControlApi {
                 let host = self.ask(patch.commands(&name)).await?;
                 Ok(json(StatusCode::OK, &HostJson::from(&host)))
             }
+            (Endpoint::Publish, Method::GET | Method::HEAD) => match &self.publisher {
+                Some(monitor) => Ok(json(StatusCode::OK, &monitor.status())),
+                None => Err(Problem::not_found()),
+            },
             (Endpoint::Kick(name), Method::POST) => {
                 let host = self.ask(vec![Command::Kick { host: name }]).await?;
                 Ok(json(StatusCode::OK, &HostJson::from(&host)))
@@ -251,13 +270,18 @@ enum Endpoint {
     Host(String),
     /// `/control/hosts/{name}/kick`.
     Kick(String),
+    /// `/control/publish`.
+    Publish,
 }
 
 impl Endpoint {
     /// Routes a request path; anything else under the prefix is 404.
     fn of(path: &str) -> Result<Endpoint, Problem> {
-        let rest = path
-            .strip_prefix(CONTROL_PATH)
+        let rest = path.strip_prefix(CONTROL_PATH);
+        if rest == Some("/publish") {
+            return Ok(Endpoint::Publish);
+        }
+        let rest = rest
             .and_then(|rest| rest.strip_prefix("/hosts"))
             .ok_or_else(Problem::not_found)?;
         let segments: Vec<&str> = rest.split('/').collect();
@@ -272,7 +296,7 @@ impl Endpoint {
     /// The `Allow` header of a 405 (RFC 9110 15.5.6).
     fn allow(&self) -> &'static str {
         match self {
-            Endpoint::Hosts => "GET, HEAD",
+            Endpoint::Hosts | Endpoint::Publish => "GET, HEAD",
             Endpoint::Host(_) => "GET, HEAD, PATCH",
             Endpoint::Kick(_) => "POST",
         }
@@ -693,6 +717,29 @@ mod tests {
                 .find(|h| h["name"] == name)
                 .unwrap_or_else(|| panic!("{name} is not listed: {}", self.json))
         }
+    }
+
+    #[tokio::test]
+    async fn shows_the_publisher_when_it_has_one() {
+        let (api, task) = running();
+        let answer = Call::get("/control/publish").send(&api).await;
+        assert_eq!(answer.status, StatusCode::NOT_FOUND);
+        let store = crate::publish::open_store("memory://").expect("store");
+        let publisher =
+            crate::publish::Publisher::new(store, crate::publish::RetryPolicy::default());
+        let (handle, driver) =
+            crate::publish::spawn_live(publisher, crate::publish::LiveSettings::default());
+        let api = api.with_publisher(handle.monitor());
+        let answer = Call::get("/control/publish").send(&api).await;
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.json["state"], "ok");
+        assert_eq!(answer.json["backlog_batches"], 0);
+        assert_eq!(answer.json["failing_since_unix_ms"], Value::Null);
+        let answer = Call::new(Method::POST, "/control/publish").send(&api).await;
+        assert_eq!(answer.status, StatusCode::METHOD_NOT_ALLOWED);
+        drop(handle);
+        driver.await.expect("driver").expect("published");
+        stop(api, task).await;
     }
 
     #[tokio::test]

@@ -3,6 +3,9 @@
 //! broadcast instantly and exactly, and can stall the clock on purpose,
 //! without timing the scheduler.
 
+#[path = "common/faulty_store.rs"]
+mod faulty_store;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +17,7 @@ use onair::hls::{MediaPlaylist, TimelineConfig};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{Pipeline, PipelineConfig};
 use onair::publish::{Store, open_store};
-use onair::run::{self, LiveIo};
+use onair::run::{self, LiveIo, LivePublisher};
 use onair::time::{Pacer, ProgramClock, SimulatedClock};
 
 const STREAM: &str = "sim";
@@ -22,15 +25,29 @@ const STREAM: &str = "sim";
 const TICK: u64 = 960;
 const PART: u64 = 15_360;
 
-/// Simulated time that stops the broadcast after `limit` sleeps and stalls
-/// for `stall` at sleep number `stall_at`.
+/// What a script does after sleep number `n`, with the clock.
+type Cue = Box<dyn Fn(u64, &SimulatedClock) + Send + Sync>;
+
+/// Simulated time that stops the broadcast after `limit` sleeps and runs
+/// `cue` after every sleep.
 struct Script {
     clock: SimulatedClock,
     sleeps: AtomicU64,
     limit: u64,
-    stall_at: u64,
-    stall: Duration,
+    cue: Cue,
     stop: Arc<AtomicBool>,
+}
+
+impl Script {
+    fn new(start: Instant, limit: u64, stop: &Arc<AtomicBool>, cue: Cue) -> Self {
+        Self {
+            clock: SimulatedClock::starting_at(start),
+            sleeps: AtomicU64::new(0),
+            limit,
+            cue,
+            stop: Arc::clone(stop),
+        }
+    }
 }
 
 impl Pacer for Script {
@@ -41,9 +58,7 @@ impl Pacer for Script {
     fn sleep_until(&self, deadline: Instant) {
         self.clock.sleep_until(deadline);
         let n = self.sleeps.fetch_add(1, Ordering::SeqCst) + 1;
-        if n == self.stall_at {
-            self.clock.advance(self.stall);
-        }
+        (self.cue)(n, &self.clock);
         if n >= self.limit {
             self.stop.store(true, Ordering::SeqCst);
         }
@@ -74,14 +89,13 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
     let store: Store = open_store("memory://").expect("memory store");
     let start = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
-    let script = Arc::new(Script {
-        clock: SimulatedClock::starting_at(start),
-        sleeps: AtomicU64::new(0),
-        limit,
-        stall_at,
-        stall,
-        stop: stop.clone(),
+    // Stalls for `stall` at sleep number `stall_at`.
+    let cue: Cue = Box::new(move |n, clock| {
+        if n == stall_at {
+            clock.advance(stall);
+        }
     });
+    let script = Arc::new(Script::new(start, limit, &stop, cue));
     let clock = ProgramClock::starting_at(start);
     let io = LiveIo {
         clock,
@@ -101,7 +115,13 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
     let summary = run::broadcast(pipeline, store.clone(), stop, io)
         .await
         .expect("broadcast");
-    let path = object_store::path::Path::from(format!("{STREAM}/aac/live.m3u8"));
+    let playlist = live_playlist(&store, "aac").await;
+    (summary.program_samples, clock.at(script.now()), playlist)
+}
+
+/// The stored `live.m3u8` of `rendition`.
+async fn live_playlist(store: &Store, rendition: &str) -> MediaPlaylist {
+    let path = object_store::path::Path::from(format!("{STREAM}/{rendition}/live.m3u8"));
     let bytes = store
         .object_store()
         .get(&path)
@@ -110,9 +130,7 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
         .bytes()
         .await
         .expect("read");
-    let playlist =
-        MediaPlaylist::parse(std::str::from_utf8(&bytes).expect("utf-8")).expect("playlist");
-    (summary.program_samples, clock.at(script.now()), playlist)
+    MediaPlaylist::parse(std::str::from_utf8(&bytes).expect("utf-8")).expect("playlist")
 }
 
 /// Program time listed in `playlist`, in samples.
@@ -146,4 +164,76 @@ async fn a_stalled_clock_is_caught_up_in_one_step() {
     assert!(program >= 500 * TICK + 5 * 48_000 - TICK, "{program}");
     assert!(playlist.end_list);
     assert_eq!(listed_samples(&playlist), program);
+}
+
+#[tokio::test]
+async fn the_program_clock_goes_on_through_a_store_outage() {
+    // The store goes away for 5 s of program in the middle of 20 s: the
+    // program still ends exactly where the clock is, every part is on the
+    // timeline, and after the outage the store holds complete, honest
+    // playlists.
+    let inner: Store = open_store("memory://").expect("memory store");
+    let faults = Arc::new(faulty_store::Faults::default());
+    let faulty =
+        faulty_store::FaultyStore::new(Arc::clone(inner.object_store()), Arc::clone(&faults));
+    let store = Store::new(Arc::new(faulty), inner.url(), inner.capabilities());
+    let start = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    // The store goes at sleep 250 and comes back at sleep 500, once the
+    // publisher has met the outage (waiting on the store's own count, not
+    // on a timer).
+    let outage = Arc::clone(&faults);
+    let cue: Cue = Box::new(move |n, _| {
+        if n == 250 {
+            outage.down.store(true, Ordering::SeqCst);
+        }
+        if n == 500 {
+            let waited = Instant::now();
+            while outage.failed.load(Ordering::SeqCst) < 3
+                && waited.elapsed() < Duration::from_secs(30)
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            outage.down.store(false, Ordering::SeqCst);
+        }
+    });
+    let pacer = Arc::new(Script::new(start, 1000, &stop, cue));
+    let mut pipeline = Pipeline::new(config(), Vec::new()).expect("pipeline");
+    let guest = FeedConfig {
+        name: "guest".into(),
+        gain_db: 0.0,
+        muted: false,
+    };
+    pipeline
+        .add_live_host(guest, LiveFeedConfig::default())
+        .expect("live host");
+    let publisher = LivePublisher::start(store.clone(), &pipeline, None);
+    let monitor = publisher.monitor();
+    let clock = ProgramClock::starting_at(start);
+    let io = LiveIo {
+        clock,
+        pacer: pacer.clone(),
+        publisher: Some(publisher),
+        ..LiveIo::default()
+    };
+    let summary = run::broadcast(pipeline, store.clone(), stop, io)
+        .await
+        .expect("the broadcast survives the outage");
+    assert_eq!(
+        summary.program_samples,
+        1000 * TICK,
+        "the clock never waited"
+    );
+    assert_eq!(summary.program_samples, clock.at(pacer.now()));
+    let status = monitor.status();
+    assert_eq!((status.state, status.outages), ("ok", 1), "{status:?}");
+    assert_eq!(faults.violations(), Vec::<String>::new());
+    for rendition in ["aac", "opus"] {
+        let playlist = live_playlist(&inner, rendition).await;
+        assert!(playlist.end_list);
+        assert_eq!(listed_samples(&playlist), summary.program_samples);
+        for segment in &playlist.segments {
+            assert!(faults.has(&format!("{STREAM}/{rendition}/{}", segment.uri)));
+        }
+    }
 }

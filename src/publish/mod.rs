@@ -13,21 +13,32 @@
 //!   that keep media ahead of the playlists naming it.
 //! - [`driver`]: the tokio side: sleeps until each retry, applies a batch's
 //!   stages in order, and runs the task that applies batches in order behind
-//!   a bounded queue.
+//!   a bounded queue (`onair package`: a store that fails for good ends the
+//!   job).
+//! - [`backlog`]: what a live broadcast has produced and the store has not
+//!   taken, merged so that it stays bounded by the live window (pure).
+//! - [`live`]: the live driver: never blocks the pipeline, retries for as
+//!   long as the broadcast runs, catches up on the newest playlists and the
+//!   media they name when the store is back.
 //!
 //! Invariants the rest of onair relies on: an immutable object, once stored,
 //! never changes; a batch stage starts only after the previous stage is
 //! stored; a failed operation stops its batch before any later stage, and
-//! stops the driver before any later batch.
+//! (in `onair package`) stops the driver before any later batch, while the
+//! live driver keeps the batch, merged with newer ones, until the store is
+//! back.
 
+pub mod backlog;
 pub mod driver;
 pub mod layout;
+pub mod live;
 pub mod publisher;
 pub mod retry;
 pub mod store;
 
 pub use driver::{PublishHandle, PublishSummary, spawn};
 pub use layout::ObjectKind;
+pub use live::{LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live};
 pub use publisher::{AttemptError, Batch, BatchStats, Op, PublishError, Publisher, PutObject};
 pub use retry::{Decision, GiveUp, RetryPolicy, RetryState};
 pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};

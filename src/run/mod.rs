@@ -4,8 +4,11 @@
 //! from the layers below.
 //!
 //! The pipeline runs on a blocking thread (it is CPU work: decoding,
-//! resampling, encoding); batches cross to the publish driver over its bounded
-//! queue, so a slow store slows the pipeline down instead of growing memory.
+//! resampling, encoding). In `package`, batches cross to the publish driver
+//! over its bounded queue, so a slow store slows packaging down instead of
+//! growing memory. In a live run they go to the live driver's backlog, which
+//! never makes the pipeline wait: the program clock goes on whatever the
+//! store does, and the backlog stays bounded by the live window.
 
 pub mod on_air;
 
@@ -24,7 +27,8 @@ use crate::ingest::{Close, IngestEvent};
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
 use crate::publish::layout::RenditionPath;
 use crate::publish::{
-    self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
+    self, Batch, LiveHandle, LiveSettings, Op, PublishError, PublishHandle, PublishMonitor,
+    PublishSummary, Publisher, Store,
 };
 use crate::studio::ControlRequest;
 use crate::time::{Pacer, ProgramClock, SAMPLE_RATE, WallClock, rescale};
@@ -93,27 +97,68 @@ pub struct RunSummary {
 /// Progress reports from a `package` run: program samples done.
 pub type Progress = Box<dyn Fn(u64) + Send>;
 
-/// Starts the publish driver for `store`, with playlist cache lifetimes taken
-/// from the pipeline's timing, announcing stored operations on `observer`.
-fn start_publisher(
+/// A publisher for `store` with playlist cache lifetimes taken from the
+/// pipeline's timing, announcing stored operations on `observer`.
+fn publisher(
     store: Store,
     pipeline: &Pipeline,
     observer: Option<broadcast::Sender<Op>>,
+) -> Publisher {
+    let timeline = pipeline.packager().timeline();
+    let part_ms = rescale(timeline.config().part_target, SAMPLE_RATE, 1000);
+    let publisher = Publisher::new(store, publish::RetryPolicy::default()).with_playlist_timing(
+        u32::try_from(timeline.target_duration()).unwrap_or(u32::MAX),
+        u32::try_from(part_ms).unwrap_or(u32::MAX),
+    );
+    match observer {
+        Some(observer) => publisher.with_observer(observer),
+        None => publisher,
+    }
+}
+
+/// Starts the publish driver of a `package` run: a bounded queue, so that
+/// packaging faster than the store takes it waits instead of filling memory.
+fn start_publisher(
+    store: Store,
+    pipeline: &Pipeline,
 ) -> (
     PublishHandle,
     tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
 ) {
-    let timeline = pipeline.packager().timeline();
-    let part_ms = rescale(timeline.config().part_target, SAMPLE_RATE, 1000);
-    let mut publisher = Publisher::new(store, publish::RetryPolicy::default())
-        .with_playlist_timing(
-            u32::try_from(timeline.target_duration()).unwrap_or(u32::MAX),
-            u32::try_from(part_ms).unwrap_or(u32::MAX),
-        );
-    if let Some(observer) = observer {
-        publisher = publisher.with_observer(observer);
+    publish::spawn(publisher(store, pipeline, None), QUEUE)
+}
+
+/// The publisher of a live run: a [`publish::live`] driver, which never
+/// makes the pipeline wait and outlasts store outages.
+pub struct LivePublisher {
+    handle: LiveHandle,
+    task: tokio::task::JoinHandle<Result<PublishSummary, PublishError>>,
+}
+
+impl LivePublisher {
+    /// Starts the live driver for `store`, retrying at most one part apart,
+    /// with playlist cache lifetimes from the pipeline's timing, announcing
+    /// stored operations on `observer`. Must be called within a tokio
+    /// runtime.
+    pub fn start(
+        store: Store,
+        pipeline: &Pipeline,
+        observer: Option<broadcast::Sender<Op>>,
+    ) -> Self {
+        let publisher = publisher(store, pipeline, observer);
+        let part = Duration::from_nanos(rescale(
+            pipeline.packager().timeline().config().part_target,
+            SAMPLE_RATE,
+            1_000_000_000,
+        ));
+        let (handle, task) = publish::spawn_live(publisher, LiveSettings::for_part_target(part));
+        Self { handle, task }
     }
-    publish::spawn(publisher, QUEUE)
+
+    /// The publisher's state, for the control API.
+    pub fn monitor(&self) -> PublishMonitor {
+        self.handle.monitor()
+    }
 }
 
 /// Sends `batch` from the pipeline thread.
@@ -138,7 +183,7 @@ pub async fn package(
     store: Store,
     progress: Option<Progress>,
 ) -> Result<RunSummary, RunError> {
-    let (handle, task) = start_publisher(store, &pipeline, None);
+    let (handle, task) = start_publisher(store, &pipeline);
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
@@ -191,8 +236,12 @@ pub type Closer = Box<dyn Fn(Close) + Send>;
 pub struct LiveIo {
     /// Announces every stored operation (see [`Publisher::with_observer`]):
     /// how an in-process origin ([`crate::origin::Origin::observe`]) learns
-    /// of each part the moment it is stored.
+    /// of each part the moment it is stored. Used when `publisher` is
+    /// `None`; a publisher started beforehand has its own.
     pub observer: Option<broadcast::Sender<Op>>,
+    /// The publisher, when the caller started it (to show its state in the
+    /// control API); otherwise the run starts one.
+    pub publisher: Option<LivePublisher>,
     /// Ingest events, taken once per tick (20 ms).
     pub ingest: Option<mpsc::Receiver<IngestEvent>>,
     /// Control commands, taken once per tick after the ingest events.
@@ -210,6 +259,7 @@ impl Default for LiveIo {
     fn default() -> Self {
         Self {
             observer: None,
+            publisher: None,
             ingest: None,
             control: None,
             closer: None,
@@ -241,16 +291,18 @@ pub async fn broadcast(
 ) -> Result<RunSummary, RunError> {
     let LiveIo {
         observer,
+        publisher,
         mut ingest,
         mut control,
         closer,
         clock,
         pacer,
     } = io;
-    let (handle, task) = start_publisher(store, &pipeline, observer);
-    let rt = Handle::current();
+    let LivePublisher { handle, task } =
+        publisher.unwrap_or_else(|| LivePublisher::start(store, &pipeline, observer));
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
-        send(&handle, &rt, pipeline.start()?)?;
+        // Sending never waits: the store's troubles never reach the clock.
+        handle.send(pipeline.start()?)?;
         let mut tick = pacer.now().max(clock.instant(0));
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
@@ -268,14 +320,14 @@ pub async fn broadcast(
             }
             take_messages(&mut pipeline, ingest.as_mut(), control.as_mut());
             if let Some(batch) = pipeline.advance(clock.at(pacer.now()))? {
-                send(&handle, &rt, batch)?;
+                handle.send(batch)?;
             }
             let closes = pipeline.take_closes();
             if let Some(closer) = &closer {
                 closes.into_iter().for_each(closer);
             }
         }
-        send(&handle, &rt, pipeline.finish()?)?;
+        handle.send(pipeline.finish()?)?;
         Ok((pipeline.clock(), pipeline.stage_times()))
     });
     finish_run(work, task).await

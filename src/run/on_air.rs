@@ -27,7 +27,7 @@ use crate::publish::{Op, Store};
 use crate::time::ProgramClock;
 use crate::web;
 
-use super::{Closer, LiveIo, RunError, RunSummary};
+use super::{Closer, LiveIo, LivePublisher, RunError, RunSummary};
 
 /// Ingest events queued for the pipeline thread, which takes them every
 /// 20 ms: a few hundred ms of audio packets of many hosts. A full inbox
@@ -95,13 +95,25 @@ impl OnAir {
             };
             pipeline.add_live_host(feed, live_feed)?;
         }
+        // The origin learns of each object as it is stored; the control API
+        // shows the publisher's state: both need the publisher first.
+        let (announce, announcements) = match self.origin {
+            Some(_) => {
+                let (tx, rx) = broadcast::channel(ORIGIN_ANNOUNCEMENTS);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        let publisher = LivePublisher::start(store.clone(), &pipeline, announce);
         let clock = ProgramClock::start();
         let (ingest_tx, ingest) = mpsc::channel(INBOX);
         let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
 
         let mut routes: Vec<Arc<dyn web::Routes>> = Vec::new();
         if let Some(token) = self.admin_token {
-            routes.push(Arc::new(ControlApi::new(Some(token), control_tx)));
+            routes.push(Arc::new(
+                ControlApi::new(Some(token), control_tx).with_publisher(publisher.monitor()),
+            ));
         }
         let mut closers: Vec<SessionCloser> = Vec::new();
         if let Some(settings) = self.whip {
@@ -142,9 +154,9 @@ impl OnAir {
             closers.push(Box::new(move |close| bridge.close(close)));
         }
         drop(ingest_tx);
-        let observer = self
-            .origin
-            .map(|(origin, listener)| start_origin(origin, listener, routes));
+        if let (Some((origin, listener)), Some(announcements)) = (self.origin, announcements) {
+            start_origin(origin, listener, routes, announcements);
+        }
         // A session is one protocol's; each closes only its own.
         let closer: Closer = Box::new(move |close| {
             if !closers.iter().any(|c| c(&close)) {
@@ -152,7 +164,8 @@ impl OnAir {
             }
         });
         let io = LiveIo {
-            observer,
+            observer: None,
+            publisher: Some(publisher),
             ingest: Some(ingest),
             control: Some(control),
             closer: Some(closer),
@@ -173,17 +186,17 @@ fn live_feed(jitter_ms: u32) -> LiveFeedConfig {
     }
 }
 
-/// Starts the in-process origin with the broadcast's routes and returns the
-/// sender the publisher announces stored operations on.
+/// Starts the in-process origin with the broadcast's routes, learning of
+/// stored objects from the publisher's announcements `rx`.
 fn start_origin(
     mut origin: Origin,
     listener: TcpListener,
     routes: Vec<Arc<dyn web::Routes>>,
-) -> broadcast::Sender<Op> {
+    rx: broadcast::Receiver<Op>,
+) {
     for r in routes {
         origin = origin.with_routes(r);
     }
-    let (tx, rx) = broadcast::channel(ORIGIN_ANNOUNCEMENTS);
     let observing = origin.clone();
     tokio::spawn(async move { observing.observe(rx).await });
     tokio::spawn(async move {
@@ -191,7 +204,6 @@ fn start_origin(
             tracing::error!(%error, "origin stopped");
         }
     });
-    tx
 }
 
 /// Ends one protocol's session the studio replaced or kicked; false if the

@@ -1,0 +1,470 @@
+//! What a live broadcast has produced and the store has not yet taken.
+//!
+//! Contract: pure, no clock and no IO. The live publish driver
+//! ([`super::live`]) pushes every batch the packager makes into a
+//! [`Backlog`] and takes work from it; while the store keeps up the backlog
+//! holds at most one batch and hands it on unchanged. While the store is
+//! failing batches pile up, and each new one is [`merge`]d into what waits,
+//! which keeps the backlog bounded by the live window rather than by the
+//! length of the outage, and lets listeners return to the live edge as soon
+//! as the store is back instead of after a replay of every part they missed:
+//!
+//! - Playlists that are rewritten (`live.m3u8`, the multivariant playlist,
+//!   pages) keep only their newest version.
+//! - Of the immutable `at/` playlists, only each rendition's newest is kept:
+//!   an older one describes a moment that has passed (the origin's follower
+//!   reads `live.m3u8` when an `at/` playlist it looks for never comes).
+//! - Media (segments and parts) are kept only if the newest `live.m3u8` of
+//!   their rendition in the merge names them: a part of a segment that has
+//!   since completed and aged out of the part window, or a segment that slid
+//!   out of the window while the store was away, can no longer serve a
+//!   listener. Init segments are always kept. A rendition without a newest
+//!   playlist in the merge (or one that cannot be read) keeps all its media.
+//! - Deletions are kept (deleting what was never stored is harmless), and a
+//!   put followed in the merge by a deletion of its key is dropped.
+//! - The merged batch has the packager's stage order: media, then `at/`
+//!   playlists, then `live.m3u8`, then the multivariant playlist and pages,
+//!   then deletions. So a merge still never stores a playlist before the
+//!   media it names (RFC 8216bis §6.2.2), and the newest `live.m3u8` names
+//!   only objects stored before it or already in the store.
+
+use std::collections::{HashMap, HashSet};
+
+use super::ObjectKind;
+use super::layout::{ObjectKey, RenditionFile, RenditionPath};
+use super::publisher::{Batch, Op, PutObject};
+use crate::hls::MediaPlaylist;
+
+/// The batches waiting for the store, merged into one.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    waiting: Option<Batch>,
+    /// Packager batches merged into `waiting`.
+    batches: u64,
+    /// Body bytes of the puts in `waiting`.
+    bytes: u64,
+}
+
+impl Backlog {
+    /// An empty backlog.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a batch newer than everything waiting.
+    pub fn push(&mut self, batch: Batch) {
+        self.join(batch, 1, false);
+    }
+
+    /// Returns work the driver took but could not finish (`batches` packager
+    /// batches' worth): it is older than everything waiting, so it goes
+    /// first.
+    pub fn put_back(&mut self, rest: Batch, batches: u64) {
+        self.join(rest, batches, true);
+    }
+
+    /// Takes everything waiting as one batch, with the number of packager
+    /// batches it stands for.
+    pub fn take(&mut self) -> Option<(Batch, u64)> {
+        let batch = self.waiting.take()?;
+        let batches = std::mem::take(&mut self.batches);
+        self.bytes = 0;
+        Some((batch, batches))
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_none()
+    }
+
+    /// Packager batches waiting (merged or not).
+    pub fn batches(&self) -> u64 {
+        self.batches
+    }
+
+    /// Body bytes waiting: the backlog's memory, give or take the keys.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn join(&mut self, batch: Batch, batches: u64, older: bool) {
+        let merged = match self.waiting.take() {
+            None => batch,
+            Some(waiting) if older => merge(batch, waiting),
+            Some(waiting) => merge(waiting, batch),
+        };
+        self.bytes = body_bytes(&merged);
+        self.batches += batches;
+        self.waiting = Some(merged);
+    }
+}
+
+fn body_bytes(batch: &Batch) -> u64 {
+    batch
+        .stages
+        .iter()
+        .flatten()
+        .map(|op| match op {
+            Op::Put(obj) => obj.body.len() as u64,
+            Op::Delete(_) => 0,
+        })
+        .sum()
+}
+
+/// Where an operation goes in a merged batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Media,
+    At,
+    Live,
+    Index,
+    Delete,
+}
+
+fn stage_of(op: &Op) -> Stage {
+    match op {
+        Op::Delete(_) => Stage::Delete,
+        Op::Put(obj) => match obj.kind {
+            ObjectKind::Init | ObjectKind::Media => Stage::Media,
+            ObjectKind::PartPlaylist => Stage::At,
+            ObjectKind::LivePlaylist => Stage::Live,
+            ObjectKind::Multivariant | ObjectKind::Page => Stage::Index,
+        },
+    }
+}
+
+/// The work of `older` followed by `newer` as one batch (see the module
+/// docs for what is dropped and why).
+pub fn merge(older: Batch, newer: Batch) -> Batch {
+    let ops: Vec<Op> = older
+        .stages
+        .into_iter()
+        .chain(newer.stages)
+        .flatten()
+        .collect();
+    // The last put of each key wins, and a later delete cancels a put.
+    let mut last_put: HashMap<&str, usize> = HashMap::new();
+    let mut deleted: HashSet<&str> = HashSet::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::Put(obj) => {
+                last_put.insert(&obj.key, i);
+                deleted.remove(obj.key.as_str());
+            }
+            Op::Delete(key) => {
+                deleted.insert(key);
+            }
+        }
+    }
+    // The newest `at/` playlist of each rendition, and what each rendition's
+    // newest `live.m3u8` names.
+    let mut newest_at: HashMap<RenditionPath, usize> = HashMap::new();
+    let mut named: HashMap<RenditionPath, Option<HashSet<RenditionFile>>> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let Op::Put(obj) = op else { continue };
+        if last_put.get(obj.key.as_str()) != Some(&i) {
+            continue;
+        }
+        match ObjectKey::parse(&obj.key) {
+            Some(ObjectKey::Rendition {
+                path,
+                file: RenditionFile::At(_),
+            }) => {
+                newest_at.insert(path, i);
+            }
+            Some(ObjectKey::Rendition {
+                path,
+                file: RenditionFile::Live,
+            }) => {
+                named.insert(path, names_in(obj));
+            }
+            _ => {}
+        }
+    }
+    let keep = |i: usize, op: &Op| -> bool {
+        let Op::Put(obj) = op else { return true };
+        if last_put.get(obj.key.as_str()) != Some(&i) || deleted.contains(obj.key.as_str()) {
+            return false;
+        }
+        match ObjectKey::parse(&obj.key) {
+            Some(ObjectKey::Rendition {
+                path,
+                file: RenditionFile::At(_),
+            }) => newest_at.get(&path) == Some(&i),
+            Some(ObjectKey::Rendition {
+                path,
+                file: file @ (RenditionFile::Segment(_) | RenditionFile::Part(_)),
+            }) => match named.get(&path) {
+                Some(Some(names)) => names.contains(&file),
+                // No newest playlist, or one that cannot be read: keep.
+                _ => true,
+            },
+            _ => true,
+        }
+    };
+    let mut seen_deletes: HashSet<&str> = HashSet::new();
+    let mut stages: Vec<(Stage, Vec<Op>)> = Vec::new();
+    let mut kept: Vec<(Stage, Op)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let Op::Delete(key) = op
+            && !seen_deletes.insert(key)
+        {
+            continue;
+        }
+        if keep(i, op) {
+            kept.push((stage_of(op), op.clone()));
+        }
+    }
+    // A stable sort keeps each stage's operations in the order they came.
+    kept.sort_by_key(|(stage, _)| *stage);
+    for (stage, op) in kept {
+        match stages.last_mut() {
+            Some((s, ops)) if *s == stage => ops.push(op),
+            _ => stages.push((stage, vec![op])),
+        }
+    }
+    Batch {
+        stages: stages.into_iter().map(|(_, ops)| ops).collect(),
+    }
+}
+
+/// The media a media playlist names (segments, parts, init), or `None` if
+/// it cannot be read.
+fn names_in(playlist: &PutObject) -> Option<HashSet<RenditionFile>> {
+    let text = std::str::from_utf8(&playlist.body).ok()?;
+    let parsed = MediaPlaylist::parse(text).ok()?;
+    let mut names = HashSet::new();
+    let mut add = |uri: &str| {
+        if let Some(file) = RenditionFile::parse(uri) {
+            names.insert(file);
+        }
+    };
+    for segment in &parsed.segments {
+        add(&segment.uri);
+        segment.parts.iter().for_each(|p| add(&p.uri));
+    }
+    if let Some(open) = &parsed.open {
+        open.parts.iter().for_each(|p| add(&p.uri));
+    }
+    Some(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::hls::TimelineConfig;
+    use crate::publish::layout::rendition_names;
+
+    fn put(key: String, kind: ObjectKind, body: impl Into<Bytes>) -> Op {
+        Op::Put(PutObject {
+            key,
+            body: body.into(),
+            kind,
+        })
+    }
+
+    /// The batches a packager would make for `parts` parts of one rendition
+    /// of stream `s`: parts, segments when they close, `at/` and `live.m3u8`.
+    fn packager_batches(parts: u32) -> Vec<Batch> {
+        let mut timeline = TimelineConfig {
+            window: Some(6 * 6 * 15_360),
+            ..TimelineConfig::default()
+        }
+        .build()
+        .expect("timeline");
+        let names = rendition_names();
+        let dir = RenditionPath::new("s", "opus").expect("names");
+        let mut out = Vec::new();
+        for _ in 0..parts {
+            let id = timeline.push_part(15_360).expect("part");
+            let mut media = vec![put(
+                dir.key(RenditionFile::Part(id)),
+                ObjectKind::Media,
+                format!("part {id:?}"),
+            )];
+            if timeline.next_part().is_some_and(|n| n.msn != id.msn) {
+                media.push(put(
+                    dir.key(RenditionFile::Segment(id.msn)),
+                    ObjectKind::Media,
+                    format!("segment {}", id.msn),
+                ));
+            }
+            let playlist = timeline.media_playlist(names, &[]).render();
+            let deletes: Vec<Op> = timeline
+                .take_expired(timeline.head())
+                .into_iter()
+                .map(|e| Op::Delete(dir.key(RenditionFile::Segment(e.msn))))
+                .collect();
+            let mut stages = vec![
+                media,
+                vec![put(
+                    dir.at_key(id),
+                    ObjectKind::PartPlaylist,
+                    playlist.clone(),
+                )],
+                vec![put(dir.live_key(), ObjectKind::LivePlaylist, playlist)],
+            ];
+            if !deletes.is_empty() {
+                stages.push(deletes);
+            }
+            out.push(Batch { stages });
+        }
+        out
+    }
+
+    fn keys(batch: &Batch) -> Vec<Vec<String>> {
+        batch
+            .stages
+            .iter()
+            .map(|s| s.iter().map(|op| op.key().to_owned()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_backlog_that_keeps_up_hands_each_batch_on_unchanged() {
+        let batches = packager_batches(3);
+        let mut backlog = Backlog::new();
+        for batch in batches {
+            backlog.push(batch.clone());
+            assert_eq!(backlog.batches(), 1);
+            assert_eq!(backlog.take(), Some((batch, 1)));
+            assert!(backlog.is_empty());
+        }
+    }
+
+    #[test]
+    fn merged_batches_keep_the_stage_order_and_the_newest_playlists() {
+        let batches = packager_batches(2);
+        let merged = merge(batches[0].clone(), batches[1].clone());
+        assert_eq!(
+            keys(&merged),
+            vec![
+                vec!["s/opus/0.0.m4s".to_owned(), "s/opus/0.1.m4s".to_owned()],
+                vec!["s/opus/at/0.1.m3u8".to_owned()],
+                vec!["s/opus/live.m3u8".to_owned()],
+            ]
+        );
+        let Op::Put(live) = &merged.stages[2][0] else {
+            panic!("a put")
+        };
+        assert_eq!(
+            Some(live),
+            batches[1].stages[2].first().and_then(|op| match op {
+                Op::Put(p) => Some(p),
+                Op::Delete(_) => None,
+            })
+        );
+    }
+
+    #[test]
+    fn a_long_outage_leaves_a_backlog_bounded_by_the_window() {
+        // 10 minutes of parts while the store is away.
+        let mut backlog = Backlog::new();
+        let batches = packager_batches(1875);
+        let total = batches.len() as u64;
+        let last = batches.last().cloned().expect("batches");
+        for batch in batches {
+            backlog.push(batch);
+        }
+        assert_eq!(backlog.batches(), total);
+        let (merged, n) = backlog.take().expect("work");
+        assert_eq!(n, total);
+        // What is kept is exactly what the newest playlist names, plus its
+        // playlists: no part that aged out, no segment that left the window.
+        let Some(Op::Put(live)) = last.stages[2].first() else {
+            panic!("live playlist")
+        };
+        let named = names_in(live).expect("readable");
+        let media: Vec<&Op> = merged.stages[0].iter().collect();
+        assert_eq!(media.len(), named.len());
+        for op in media {
+            let Some(ObjectKey::Rendition { file, .. }) = ObjectKey::parse(op.key()) else {
+                panic!("layout key {}", op.key())
+            };
+            assert!(named.contains(&file), "{} not named", op.key());
+        }
+        // The window is 36 segments of 6 parts: far below 10 minutes.
+        assert!(named.len() < 36 + 3 * 6 + 6, "{}", named.len());
+    }
+
+    #[test]
+    fn work_put_back_goes_before_what_arrived_since() {
+        let batches = packager_batches(3);
+        let mut backlog = Backlog::new();
+        backlog.push(batches[0].clone());
+        let (taken, n) = backlog.take().expect("work");
+        backlog.push(batches[1].clone());
+        backlog.push(batches[2].clone());
+        // The media stage was stored; the playlists failed.
+        let rest = Batch {
+            stages: taken.stages[1..].to_vec(),
+        };
+        backlog.put_back(rest, n);
+        assert_eq!(backlog.batches(), 3);
+        let (merged, _) = backlog.take().expect("work");
+        assert_eq!(
+            keys(&merged),
+            vec![
+                vec!["s/opus/0.1.m4s".to_owned(), "s/opus/0.2.m4s".to_owned()],
+                vec!["s/opus/at/0.2.m3u8".to_owned()],
+                vec!["s/opus/live.m3u8".to_owned()],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_put_deleted_later_is_dropped_and_deletes_are_kept_once() {
+        let media = |k: &str| put(k.to_owned(), ObjectKind::Media, "m");
+        let older = Batch {
+            stages: vec![vec![media("s/opus/1.m4s"), media("s/opus/2.m4s")]],
+        };
+        let newer = Batch {
+            stages: vec![
+                vec![media("s/opus/3.m4s")],
+                vec![
+                    Op::Delete("s/opus/1.m4s".to_owned()),
+                    Op::Delete("s/opus/0.m4s".to_owned()),
+                ],
+            ],
+        };
+        let again = Batch {
+            stages: vec![vec![Op::Delete("s/opus/0.m4s".to_owned())]],
+        };
+        let merged = merge(merge(older, newer), again);
+        assert_eq!(
+            keys(&merged),
+            vec![
+                vec!["s/opus/2.m4s".to_owned(), "s/opus/3.m4s".to_owned()],
+                vec!["s/opus/1.m4s".to_owned(), "s/opus/0.m4s".to_owned()],
+            ]
+        );
+    }
+
+    #[test]
+    fn an_unreadable_playlist_drops_no_media() {
+        let older = Batch {
+            stages: vec![vec![put(
+                "s/opus/0.0.m4s".to_owned(),
+                ObjectKind::Media,
+                "m",
+            )]],
+        };
+        let newer = Batch {
+            stages: vec![vec![put(
+                "s/opus/live.m3u8".to_owned(),
+                ObjectKind::LivePlaylist,
+                "not a playlist",
+            )]],
+        };
+        let merged = merge(older, newer);
+        assert_eq!(
+            keys(&merged),
+            vec![
+                vec!["s/opus/0.0.m4s".to_owned()],
+                vec!["s/opus/live.m3u8".to_owned()],
+            ]
+        );
+    }
+}
