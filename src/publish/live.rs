@@ -326,6 +326,7 @@ impl Driver {
         deadline: Option<Instant>,
     ) -> Result<StageEnd, PublishError> {
         loop {
+            let round = Instant::now();
             let mut failed = self.attempt_all(ops).await?;
             if failed.is_empty() {
                 self.recovered();
@@ -340,7 +341,7 @@ impl Driver {
                     .give_up(&op, 1, GiveUp::Permanent(reason), error));
             }
             let (op, error) = &failed[0];
-            let wait = self.failing(op, error, failed.len());
+            let wait = self.failing(op, error, failed.len(), round);
             let resume = Instant::now() + wait;
             if let Some(deadline) = deadline
                 && resume > deadline
@@ -437,8 +438,16 @@ impl Driver {
         self.catching_up = Some(now);
     }
 
-    /// Records a failed round and returns the wait before the next one.
-    fn failing(&mut self, op: &Op, error: &object_store::Error, failures: usize) -> Duration {
+    /// Records a failed round that started at `round` (an outage starts
+    /// when its first failed attempt was made, not when a timeout noticed
+    /// it) and returns the wait before the next round.
+    fn failing(
+        &mut self,
+        op: &Op,
+        error: &object_store::Error,
+        failures: usize,
+        round: Instant,
+    ) -> Duration {
         let now = Instant::now();
         let store = self.publisher.store().url().to_owned();
         let mut state = self.shared.state();
@@ -461,14 +470,19 @@ impl Driver {
             }
             None => {
                 state.status.state = "failing";
-                state.status.failing_since_unix_ms = Some(chrono::Utc::now().timestamp_millis());
+                let noticed_ms = i64::try_from((now - round).as_millis()).unwrap_or(i64::MAX);
+                state.status.failing_since_unix_ms = Some(
+                    chrono::Utc::now()
+                        .timestamp_millis()
+                        .saturating_sub(noticed_ms),
+                );
                 self.catching_up = None;
                 tracing::warn!(
                     store, op = op.verb(), key = op.key(), failures, %error,
                     "the store is failing; the broadcast goes on and publishing will resume when it is back"
                 );
                 self.outage.insert(Outage {
-                    since: now,
+                    since: round,
                     rounds: 1,
                     last_report: now,
                 })

@@ -178,14 +178,35 @@ impl Broadcast {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::start_on(stream, keys, None, &[], extra_args)
+    }
+
+    /// [`Broadcast::start_with`] on the store `store` (a URL; `None`: a
+    /// folder of the broadcast's temporary directory), with `env` set for
+    /// the process (e.g. the S3 endpoint).
+    pub fn start_on<I, S>(
+        stream: &str,
+        keys: &[HostKey],
+        store: Option<&str>,
+        env: &[(&str, String)],
+        extra_args: I,
+    ) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         require_ffmpeg();
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = Command::new(env!("CARGO_BIN_EXE_onair"));
         command
             .args(["live", "--rtmp", "127.0.0.1:0", "--http", "127.0.0.1:0"])
-            .arg("--store")
-            .arg(dir.path().join("store"))
-            .args(["--stream", stream]);
+            .arg("--store");
+        match store {
+            Some(url) => command.arg(url),
+            None => command.arg(dir.path().join("store")),
+        };
+        command.args(["--stream", stream]);
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         for key in keys {
             command
                 .arg("--key")
