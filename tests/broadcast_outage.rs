@@ -11,6 +11,11 @@
 //! is at its level over the whole broadcast, outages included (the backlog
 //! kept every part of them and wrote it when the store came back), in both
 //! renditions; the listener kept reading to the end of the stream.
+//!
+//! A second test freezes the path of a standalone `onair origin` to the
+//! store for 10 s: it serves what it knows, answers a blocking reload it
+//! cannot satisfy with 503 after three target durations, and follows the
+//! stream again by itself once the path is back.
 
 #[path = "common/broadcast.rs"]
 mod broadcast;
@@ -19,9 +24,10 @@ mod s3;
 #[path = "common/tcp_proxy.rs"]
 mod tcp_proxy;
 
-use std::net::ToSocketAddrs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broadcast::{Broadcast, Codec, HostKey, ProgramAudio, Publisher, Tone};
@@ -73,18 +79,22 @@ fn mirror(server: &s3::S3Server, bucket: &str, rendition: &str, dir: &Path) -> M
     playlist
 }
 
-#[test]
-fn the_broadcast_survives_a_frozen_a_reset_and_a_long_frozen_store() {
-    let server = s3::S3Server::from_env();
-    let bucket = server.create_bucket("outage");
-    let upstream = server
+/// The S3 test server's address.
+fn s3_addr(server: &s3::S3Server) -> SocketAddr {
+    server
         .endpoint()
         .trim_start_matches("http://")
         .to_socket_addrs()
         .expect("S3 address")
         .next()
-        .expect("an address");
-    let proxy = TcpProxy::start(upstream);
+        .expect("an address")
+}
+
+#[test]
+fn the_broadcast_survives_a_frozen_a_reset_and_a_long_frozen_store() {
+    let server = s3::S3Server::from_env();
+    let bucket = server.create_bucket("outage");
+    let proxy = TcpProxy::start(s3_addr(&server));
     let wall = Instant::now();
     let mut live = Broadcast::start_on(
         STREAM,
@@ -199,4 +209,153 @@ fn the_broadcast_survives_a_frozen_a_reset_and_a_long_frozen_store() {
         failing.len(),
         wall.elapsed().as_secs_f64()
     );
+}
+
+/// `onair origin`, killed when dropped.
+struct Origin {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Origin {
+    /// Starts `onair origin` over `store` with the S3 endpoint `endpoint`.
+    /// With `ONAIR_TEST_ORIGIN_LOG` set (to a `RUST_LOG` filter), its log is
+    /// echoed to the test's output.
+    fn start(store: &str, endpoint: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
+            .args(["origin", "--http", "127.0.0.1:0", "--store", store])
+            .env("AWS_ENDPOINT", endpoint)
+            .env("NO_COLOR", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("ONAIR_TEST_ORIGIN_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start onair origin");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if std::env::var_os("ONAIR_TEST_ORIGIN_LOG").is_some() {
+                    eprintln!("origin| {line}");
+                }
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let _ = tx.send(rest.split('/').next().unwrap_or("").to_owned());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("onair origin logged its address")
+            .parse()
+            .expect("socket address");
+        Self { child, addr }
+    }
+
+    /// `GET path`: the status and body.
+    fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect to the origin");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .expect("request");
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).expect("response");
+        let head_end = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a response head");
+        let status = std::str::from_utf8(&raw[9..12])
+            .expect("status")
+            .parse()
+            .expect("status code");
+        (status, raw[head_end + 4..].to_vec())
+    }
+
+    /// The rendition's newest part as the origin serves it.
+    fn last_part(&self, stream: &str) -> (u64, usize) {
+        let (status, body) = self.get(&format!("/{stream}/aac/live.m3u8"));
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        let playlist =
+            MediaPlaylist::parse(std::str::from_utf8(&body).expect("utf-8")).expect("parses");
+        let open = playlist.open.as_ref().map_or(0, |o| o.parts.len());
+        (playlist.open_msn(), open)
+    }
+}
+
+impl Drop for Origin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_standalone_origin_serves_through_a_frozen_store_and_recovers_by_itself() {
+    // The broadcast writes to S3 directly; the origin reads it through the
+    // proxy, which freezes for 10 s.
+    const STREAM2: &str = "origin-outage";
+    let server = s3::S3Server::from_env();
+    let bucket = server.create_bucket("origin-outage");
+    let store = format!("s3://{bucket}/streams");
+    let proxy = TcpProxy::start(s3_addr(&server));
+    let mut live = Broadcast::start_on(
+        STREAM2,
+        &[ALICE],
+        Some(&store),
+        &[],
+        std::iter::empty::<&str>(),
+    );
+    let alice = Publisher::start(&live.rtmp_url(&ALICE), &TONE);
+    let origin = Origin::start(&store, &format!("http://{}", proxy.addr()));
+    live.sleep_until(4.0);
+    let before = origin.last_part(STREAM2);
+
+    proxy.freeze();
+    live.sleep_until(5.0);
+    // What the origin has, it serves: the playlist it knows.
+    let (status, _) = origin.get(&format!("/{STREAM2}/aac/live.m3u8"));
+    assert_eq!(status, 200, "the known playlist during the outage");
+    // What it cannot learn is answered as always: 503 once the blocking
+    // reload's three target durations have passed.
+    let (status, body) = origin.get(&format!(
+        "/{STREAM2}/aac/live.m3u8?_HLS_msn={}&_HLS_part=0",
+        before.0 + 1
+    ));
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&body));
+    live.sleep_until(15.0);
+    proxy.restore();
+
+    // Recovered by itself, without restarting anything: it follows the
+    // stream past the outage, and a blocking reload for the next part is
+    // answered.
+    let after = live.now();
+    let now = loop {
+        let now = origin.last_part(STREAM2);
+        if now.0 >= before.0 + 5 || live.now() > after + 20.0 {
+            break now;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(now.0 >= before.0 + 5, "{now:?} after {before:?}");
+    let (status, body) = origin.get(&format!(
+        "/{STREAM2}/aac/live.m3u8?_HLS_msn={}&_HLS_part={}",
+        now.0,
+        now.1 + 1
+    ));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    eprintln!(
+        "origin: last part {before:?} before the outage, {now:?} {:.2} s after it",
+        live.now() - after
+    );
+    live.stop();
+    drop(alice);
 }
