@@ -160,24 +160,24 @@ impl ProgramClock {
         Self { start }
     }
 
-    /// Program time now, in samples at 48 kHz.
-    pub fn now(&self) -> u64 {
+    /// Program time now.
+    pub fn now(&self) -> ProgramTime {
         self.at(Instant::now())
     }
 
     /// Program time at `instant` (0 before the start).
-    pub fn at(&self, instant: Instant) -> u64 {
+    pub fn at(&self, instant: Instant) -> ProgramTime {
         let elapsed = instant.saturating_duration_since(self.start);
-        rescale(
+        ProgramTime(rescale(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             1_000_000_000,
             SAMPLE_RATE,
-        )
+        ))
     }
 
     /// The instant of program time `t`.
-    pub fn instant(&self, t: u64) -> Instant {
-        self.start + Duration::from_nanos(rescale(t, SAMPLE_RATE, 1_000_000_000))
+    pub fn instant(&self, t: ProgramTime) -> Instant {
+        self.start + Duration::from_nanos(rescale(t.0, SAMPLE_RATE, 1_000_000_000))
     }
 }
 
@@ -291,13 +291,19 @@ mod tests {
     fn program_clock_counts_samples_from_its_start() {
         let start = Instant::now();
         let clock = ProgramClock::starting_at(start);
-        assert_eq!(clock.at(start), 0);
-        assert_eq!(clock.at(start + Duration::from_millis(20)), 960);
-        assert_eq!(clock.instant(48_000), start + Duration::from_secs(1));
+        assert_eq!(clock.at(start), ProgramTime::ZERO);
+        assert_eq!(
+            clock.at(start + Duration::from_millis(20)),
+            ProgramTime::from_samples(960)
+        );
+        assert_eq!(
+            clock.instant(ProgramTime::from_samples(48_000)),
+            start + Duration::from_secs(1)
+        );
         // Before the start is program time 0, never a wrap.
         assert_eq!(
             clock.at(start.checked_sub(Duration::from_secs(1)).unwrap_or(start)),
-            0
+            ProgramTime::ZERO
         );
     }
 

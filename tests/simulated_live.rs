@@ -112,7 +112,11 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
         .expect("read");
     let playlist =
         MediaPlaylist::parse(std::str::from_utf8(&bytes).expect("utf-8")).expect("playlist");
-    (summary.program_samples, clock.at(script.now()), playlist)
+    (
+        summary.program_samples,
+        clock.at(script.now()).samples(),
+        playlist,
+    )
 }
 
 /// Program time listed in `playlist`, in samples.

@@ -27,7 +27,7 @@ use crate::publish::{
     self, Batch, Op, PublishError, PublishHandle, PublishSummary, Publisher, Store,
 };
 use crate::studio::ControlRequest;
-use crate::time::{Pacer, ProgramClock, SAMPLE_RATE, WallClock, rescale};
+use crate::time::{Pacer, ProgramClock, ProgramTime, SAMPLE_RATE, WallClock, rescale};
 
 /// Batches queued between the pipeline and the store.
 const QUEUE: usize = 16;
@@ -143,12 +143,12 @@ pub async fn package(
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
         loop {
-            let until = pipeline.clock() + PACKAGE_STEP;
+            let until = pipeline.clock().plus(PACKAGE_STEP);
             if let Some(batch) = pipeline.advance(until)? {
                 send(&handle, &rt, batch)?;
             }
             if let Some(p) = &progress {
-                p(pipeline.clock());
+                p(pipeline.clock().samples());
             }
             if pipeline
                 .content_end()
@@ -158,7 +158,7 @@ pub async fn package(
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
-        Ok((pipeline.clock(), pipeline.stage_times()))
+        Ok((pipeline.clock().samples(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }
@@ -251,7 +251,7 @@ pub async fn broadcast(
     let rt = Handle::current();
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
-        let mut tick = pacer.now().max(clock.instant(0));
+        let mut tick = pacer.now().max(clock.instant(ProgramTime::ZERO));
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
             let now = pacer.now();
@@ -276,7 +276,7 @@ pub async fn broadcast(
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
-        Ok((pipeline.clock(), pipeline.stage_times()))
+        Ok((pipeline.clock().samples(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }
