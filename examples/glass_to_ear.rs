@@ -486,12 +486,13 @@ impl Publisher {
             for packet in packets.drain(..) {
                 // RTMP timestamps are milliseconds (§5.3.1.2) on the AAC
                 // media timeline, which starts `delay` before program time.
-                let ms = packet.media_time * 1_000 / u64::from(RATE);
+                let media = packet.media_time.samples();
+                let ms = media * 1_000 / u64::from(RATE);
                 self.audio(u32::try_from(ms)?, AAC_RAW, &packet.data)
                     .await?;
                 let written = Instant::now();
                 // Program sample s is at media time s + delay.
-                let covers = packet.media_time..packet.media_time + u64::from(packet.duration);
+                let covers = media..media + u64::from(packet.duration);
                 pending.retain(|&(onset, captured)| {
                     let inside = covers.contains(&(onset + delay));
                     if inside {

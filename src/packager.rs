@@ -26,6 +26,7 @@ use crate::hls::{
 };
 use crate::publish::layout::{self, ObjectKey, RenditionFile, RenditionPath};
 use crate::publish::{Batch, ObjectKind, Op, PutObject};
+use crate::time::{MediaTime, ProgramTime};
 
 /// Every onair file has one track.
 const TRACK_ID: u32 = 1;
@@ -146,14 +147,18 @@ pub enum PackagerError {
     #[error("CMAF: {0}")]
     Cmaf(#[from] cmaf::Error),
     /// Encoded units arrived out of order or overlapping (an encoder bug).
-    #[error("rendition {name}: unit at media time {got} does not follow {expected}")]
+    #[error(
+        "rendition {name}: unit at media time {} does not follow {}",
+        got.samples(),
+        expected.samples()
+    )]
     Discontiguous {
         /// Rendition name.
         name: String,
         /// Expected media time.
-        expected: u64,
+        expected: MediaTime,
         /// Media time received.
-        got: u64,
+        got: MediaTime,
     },
 }
 
@@ -162,14 +167,14 @@ struct Rendition {
     spec: RenditionSpec,
     queue: VecDeque<Packet>,
     /// Media time the next unit must start at.
-    next_media: u64,
+    next_media: MediaTime,
     /// Bytes of the open segment's parts so far.
     segment: BytesMut,
 }
 
 impl Rendition {
     /// Media time up to which units are queued.
-    fn covered(&self) -> u64 {
+    fn covered(&self) -> MediaTime {
         self.next_media
     }
 }
@@ -182,9 +187,9 @@ pub struct Packager {
     timeline: Timeline,
     renditions: Vec<Rendition>,
     /// Program time where the next part starts.
-    next_start: u64,
+    next_start: ProgramTime,
     /// Program end, once known.
-    end: Option<u64>,
+    end: Option<ProgramTime>,
     /// `mfhd` sequence number of the next fragment (ISO/IEC 14496-12 §8.8.5),
     /// counted per track, starting at 1.
     sequence: u32,
@@ -241,7 +246,7 @@ impl Packager {
             .map(|spec| Rendition {
                 spec,
                 queue: VecDeque::new(),
-                next_media: 0,
+                next_media: MediaTime::ZERO,
                 segment: BytesMut::new(),
             })
             .collect();
@@ -250,7 +255,7 @@ impl Packager {
             mode: cfg.mode,
             timeline: timeline_cfg.build()?,
             renditions,
-            next_start: 0,
+            next_start: ProgramTime::ZERO,
             end: None,
             sequence: 1,
             part_target,
@@ -321,7 +326,7 @@ impl Packager {
                     got: p.media_time,
                 });
             }
-            rendition.next_media += u64::from(p.duration);
+            rendition.next_media = rendition.next_media.plus(u64::from(p.duration));
             rendition.queue.push_back(p);
         }
         Ok(())
@@ -330,7 +335,7 @@ impl Packager {
     /// Cuts every part that all renditions have complete and returns the
     /// objects to publish, or `None` if no part is complete. `now` is the
     /// program time (for deleting segments that expired).
-    pub fn poll(&mut self, now: u64) -> Result<Option<Batch>, PackagerError> {
+    pub fn poll(&mut self, now: ProgramTime) -> Result<Option<Batch>, PackagerError> {
         let mut media = Vec::new();
         let mut at = Vec::new();
         while let Some(end) = self.next_part_end() {
@@ -356,7 +361,7 @@ impl Packager {
     /// (the last one short) and writes the final playlists with
     /// `EXT-X-ENDLIST`. The encoders must have been finished and their last
     /// units pushed.
-    pub fn finish(&mut self, end: u64) -> Result<Batch, PackagerError> {
+    pub fn finish(&mut self, end: ProgramTime) -> Result<Batch, PackagerError> {
         self.end = Some(end.max(self.next_start));
         let mut media = Vec::new();
         let mut at = Vec::new();
@@ -396,11 +401,11 @@ impl Packager {
     }
 
     /// Program end of the next part if every rendition has its units.
-    fn next_part_end(&self) -> Option<u64> {
+    fn next_part_end(&self) -> Option<ProgramTime> {
         if self.timeline.is_finished() {
             return None;
         }
-        let nominal = self.next_start + self.part_target;
+        let nominal = self.next_start.plus(self.part_target);
         let end = match self.end {
             Some(e) if e <= self.next_start => return None,
             Some(e) => nominal.min(e),
@@ -408,15 +413,15 @@ impl Packager {
         };
         let complete = self.renditions.iter().all(|r| {
             let f = u64::from(r.spec.frame_len);
-            let needed = (end + u64::from(r.spec.delay)).div_ceil(f) * f;
-            r.covered() >= needed
+            let needed = end.media(r.spec.delay).samples().div_ceil(f) * f;
+            r.covered().samples() >= needed
         });
         complete.then_some(end)
     }
 
     fn cut_part(
         &mut self,
-        end: u64,
+        end: ProgramTime,
         media: &mut Vec<Op>,
         at: &mut Vec<Op>,
     ) -> Result<(), PackagerError> {
@@ -424,14 +429,17 @@ impl Packager {
             .timeline
             .next_part()
             .ok_or(hls::TimelineError::Finished)?;
-        let duration = end - self.next_start;
+        let duration = end.since(self.next_start);
         let sequence = self.sequence;
         let last = self.end == Some(end);
         let mut parts = Vec::with_capacity(self.renditions.len());
         for rendition in &mut self.renditions {
-            let boundary = end + u64::from(rendition.spec.delay);
+            let boundary = end.media(rendition.spec.delay);
             let mut samples = Vec::with_capacity(24);
-            let base = rendition.queue.front().map_or(0, |p| p.media_time);
+            let base = rendition
+                .queue
+                .front()
+                .map_or(MediaTime::ZERO, |p| p.media_time);
             while let Some(p) = rendition.queue.front() {
                 if p.media_time >= boundary {
                     break;
@@ -441,7 +449,7 @@ impl Packager {
                 // duration stops at the end (ISO/IEC 14496-12 §8.8.8), so a
                 // player that trims to sample durations ends exactly there.
                 let duration = if last {
-                    (boundary - p.media_time).min(u64::from(p.duration)) as u32
+                    boundary.since(p.media_time).min(u64::from(p.duration)) as u32
                 } else {
                     p.duration
                 };
@@ -454,7 +462,14 @@ impl Packager {
             if id.part == 0 {
                 bytes.extend_from_slice(&cmaf::styp());
             }
-            bytes.extend_from_slice(&cmaf::fragment(sequence, TRACK_ID, base, &samples)?);
+            // `cmaf` imports nothing from the crate (tests/layers.rs): it
+            // takes the raw `tfdt` value.
+            bytes.extend_from_slice(&cmaf::fragment(
+                sequence,
+                TRACK_ID,
+                base.samples(),
+                &samples,
+            )?);
             let bytes = bytes.freeze();
             rendition.segment.extend_from_slice(&bytes);
             parts.push(bytes);
@@ -537,7 +552,7 @@ impl Packager {
     }
 
     /// Deletions for segments that left the window long enough ago.
-    fn expired(&mut self, now: u64) -> Vec<Op> {
+    fn expired(&mut self, now: ProgramTime) -> Vec<Op> {
         let mut ops = Vec::new();
         for seg in self.timeline.take_expired(now) {
             for r in 0..self.renditions.len() {

@@ -19,6 +19,7 @@ use crate::ingest::{Close, IngestEvent};
 use crate::packager::{Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec};
 use crate::publish::Batch;
 use crate::studio::{Command, CommandError, HostInfo, HostKind, Studio};
+use crate::time::{MediaTime, ProgramTime};
 
 /// Longest block mixed and encoded at once: one part (320 ms). Smaller steps
 /// follow the caller's pacing (20 ms in a live run).
@@ -80,7 +81,7 @@ struct Host {
     source: FileSource,
     feed: FeedId,
     /// Program time at which the host's file ended, once known.
-    ended_at: Option<u64>,
+    ended_at: Option<ProgramTime>,
 }
 
 /// The file pipeline state machine.
@@ -244,7 +245,7 @@ impl Pipeline {
     }
 
     /// Program time mixed so far.
-    pub fn clock(&self) -> u64 {
+    pub fn clock(&self) -> ProgramTime {
         self.mixer.clock()
     }
 
@@ -255,14 +256,14 @@ impl Pipeline {
 
     /// Program time at which every host has ended, once all have (never for
     /// looping hosts or live hosts): where a `package` run ends.
-    pub fn content_end(&self) -> Option<u64> {
+    pub fn content_end(&self) -> Option<ProgramTime> {
         if self.studio.has_live_hosts() {
             return None;
         }
         self.hosts
             .iter()
             .map(|h| h.ended_at)
-            .try_fold(0, |end, e| e.map(|e| end.max(e)))
+            .try_fold(ProgramTime::ZERO, |end, e| e.map(|e| end.max(e)))
     }
 
     /// Decodes ahead so every host has `n` samples queued past the clock, or
@@ -272,15 +273,21 @@ impl Pipeline {
         for host in &mut self.hosts {
             while host.ended_at.is_none() && self.mixer.buffered(host.feed) < n {
                 match host.source.next_block()? {
-                    Some(block) => self.mixer.push(host.feed, block.pts, &block.samples),
+                    // A file host starts at program time 0, so a block's
+                    // position in the file is its program time.
+                    Some(block) => self.mixer.push(
+                        host.feed,
+                        ProgramTime::from_samples(block.pts),
+                        &block.samples,
+                    ),
                     None => {
-                        let queued = self.mixer.clock() + self.mixer.buffered(host.feed);
+                        let queued = self.mixer.clock().plus(self.mixer.buffered(host.feed));
                         host.ended_at = Some(queued);
                     }
                 }
             }
         }
-        let until = self.mixer.clock() + n;
+        let until = self.mixer.clock().plus(n);
         self.studio.pull(until, &mut self.mixer);
         self.times.decode.lap(t);
         Ok(())
@@ -288,13 +295,13 @@ impl Pipeline {
 
     /// Mixes, encodes and packages program time up to `until` (capped at the
     /// content end once every host has ended). Returns what to publish.
-    pub fn advance(&mut self, until: u64) -> Result<Option<Batch>, PipelineError> {
+    pub fn advance(&mut self, until: ProgramTime) -> Result<Option<Batch>, PipelineError> {
         let mut out: Option<Batch> = None;
         while self.mixer.clock() < until {
-            let mut n = (until - self.mixer.clock()).min(self.block);
+            let mut n = until.since(self.mixer.clock()).min(self.block);
             self.feed(n)?;
             if let Some(end) = self.content_end() {
-                n = n.min(end.saturating_sub(self.mixer.clock()));
+                n = n.min(end.since(self.mixer.clock()));
                 if n == 0 {
                     break;
                 }
@@ -336,7 +343,7 @@ impl Pipeline {
                         (
                             Err(EncodeError::Encode {
                                 codec: "unknown",
-                                media_time: 0,
+                                media_time: MediaTime::ZERO,
                                 reason: "encoder thread panicked".into(),
                             }),
                             Duration::ZERO,

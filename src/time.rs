@@ -4,6 +4,12 @@
 //! [`SAMPLE_RATE`] since the broadcast started. The CMAF track timescale is the
 //! same 48 000, so `tfdt` and sample durations need no conversion. Floats appear
 //! only when time is rendered as text (playlists, logs).
+//!
+//! Points in time cross module boundaries as [`ProgramTime`] (the program
+//! timeline) or [`MediaTime`] (a rendition's track timeline, shifted by its
+//! encoder's delay), never as a bare `u64`: a host timestamp in ms or a
+//! media time cannot be passed where program samples are expected.
+//! Durations stay plain `u64` sample counts.
 
 use std::time::{Duration, Instant};
 
@@ -12,6 +18,99 @@ pub const SAMPLE_RATE: u32 = 48_000;
 
 /// Program channel count: the mix is always stereo.
 pub const CHANNELS: usize = 2;
+
+/// A point on the program timeline: samples at 48 kHz since program time 0.
+///
+/// Ingest stamps arrivals with it, the mixer and the live feeds are clocked
+/// by it, and the packager cuts parts at it. Arithmetic saturates: a time
+/// never wraps around (`u64` samples last millions of years).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ProgramTime(u64);
+
+impl ProgramTime {
+    /// Program time 0, where the broadcast starts.
+    pub const ZERO: Self = Self(0);
+
+    /// The program time `samples` samples after program time 0.
+    pub const fn from_samples(samples: u64) -> Self {
+        Self(samples)
+    }
+
+    /// Samples since program time 0.
+    pub const fn samples(self) -> u64 {
+        self.0
+    }
+
+    /// `samples` later (saturating).
+    #[must_use]
+    pub const fn plus(self, samples: u64) -> Self {
+        Self(self.0.saturating_add(samples))
+    }
+
+    /// `samples` earlier (saturating at program time 0).
+    #[must_use]
+    pub const fn minus(self, samples: u64) -> Self {
+        Self(self.0.saturating_sub(samples))
+    }
+
+    /// Samples from `earlier` to this time; 0 if `earlier` is not earlier.
+    pub const fn since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// This program time on the track timeline of a rendition whose encoder
+    /// delays its output by `delay` samples (saturating).
+    pub const fn media(self, delay: u32) -> MediaTime {
+        MediaTime(self.0.saturating_add(delay as u64))
+    }
+}
+
+/// A point on a rendition's track timeline: program time + the encoder's
+/// whole-frame delay, in 48 kHz samples (the CMAF timescale); what `tfdt`
+/// carries.
+///
+/// A separate type from [`ProgramTime`] because the two differ by the delay
+/// (960 samples for Opus, 2048 for AAC): mixing them up shifts a rendition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct MediaTime(u64);
+
+impl MediaTime {
+    /// Media time 0: the first priming sample of a rendition.
+    pub const ZERO: Self = Self(0);
+
+    /// The media time `samples` samples after media time 0.
+    pub const fn from_samples(samples: u64) -> Self {
+        Self(samples)
+    }
+
+    /// Samples since media time 0 (the `tfdt` value).
+    pub const fn samples(self) -> u64 {
+        self.0
+    }
+
+    /// `samples` later (saturating).
+    #[must_use]
+    pub const fn plus(self, samples: u64) -> Self {
+        Self(self.0.saturating_add(samples))
+    }
+
+    /// `samples` earlier (saturating at media time 0).
+    #[must_use]
+    pub const fn minus(self, samples: u64) -> Self {
+        Self(self.0.saturating_sub(samples))
+    }
+
+    /// Samples from `earlier` to this time; 0 if `earlier` is not earlier.
+    pub const fn since(self, earlier: Self) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+
+    /// The program time of this media time on a rendition delayed by
+    /// `delay` samples; program time 0 for the priming before it.
+    pub const fn program(self, delay: u32) -> ProgramTime {
+        ProgramTime(self.0.saturating_sub(delay as u64))
+    }
+}
 
 /// Converts `value` ticks of a clock running at `from` Hz into ticks of a clock
 /// at `to` Hz, rounding down. Multiplies before dividing, in 128 bits, so the
@@ -61,24 +160,24 @@ impl ProgramClock {
         Self { start }
     }
 
-    /// Program time now, in samples at 48 kHz.
-    pub fn now(&self) -> u64 {
+    /// Program time now.
+    pub fn now(&self) -> ProgramTime {
         self.at(Instant::now())
     }
 
     /// Program time at `instant` (0 before the start).
-    pub fn at(&self, instant: Instant) -> u64 {
+    pub fn at(&self, instant: Instant) -> ProgramTime {
         let elapsed = instant.saturating_duration_since(self.start);
-        rescale(
+        ProgramTime(rescale(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             1_000_000_000,
             SAMPLE_RATE,
-        )
+        ))
     }
 
     /// The instant of program time `t`.
-    pub fn instant(&self, t: u64) -> Instant {
-        self.start + Duration::from_nanos(rescale(t, SAMPLE_RATE, 1_000_000_000))
+    pub fn instant(&self, t: ProgramTime) -> Instant {
+        self.start + Duration::from_nanos(rescale(t.0, SAMPLE_RATE, 1_000_000_000))
     }
 }
 
@@ -192,13 +291,19 @@ mod tests {
     fn program_clock_counts_samples_from_its_start() {
         let start = Instant::now();
         let clock = ProgramClock::starting_at(start);
-        assert_eq!(clock.at(start), 0);
-        assert_eq!(clock.at(start + Duration::from_millis(20)), 960);
-        assert_eq!(clock.instant(48_000), start + Duration::from_secs(1));
+        assert_eq!(clock.at(start), ProgramTime::ZERO);
+        assert_eq!(
+            clock.at(start + Duration::from_millis(20)),
+            ProgramTime::from_samples(960)
+        );
+        assert_eq!(
+            clock.instant(ProgramTime::from_samples(48_000)),
+            start + Duration::from_secs(1)
+        );
         // Before the start is program time 0, never a wrap.
         assert_eq!(
             clock.at(start.checked_sub(Duration::from_secs(1)).unwrap_or(start)),
-            0
+            ProgramTime::ZERO
         );
     }
 
@@ -208,5 +313,41 @@ mod tests {
         assert_eq!(seconds_text(92_160), "1.920");
         assert_eq!(seconds_text(1), "0.001");
         assert_eq!(seconds_text(0), "0.000");
+    }
+
+    #[test]
+    fn program_time_arithmetic_saturates() {
+        let t = ProgramTime::from_samples(48_000);
+        assert_eq!(t.samples(), 48_000);
+        assert_eq!(ProgramTime::default(), ProgramTime::ZERO);
+        assert_eq!(t.plus(960), ProgramTime::from_samples(48_960));
+        assert_eq!(t.minus(960), ProgramTime::from_samples(47_040));
+        assert_eq!(t.minus(u64::MAX), ProgramTime::ZERO);
+        assert_eq!(
+            ProgramTime::from_samples(u64::MAX).plus(1),
+            ProgramTime::from_samples(u64::MAX)
+        );
+        assert_eq!(t.since(ProgramTime::from_samples(47_000)), 1_000);
+        assert_eq!(ProgramTime::ZERO.since(t), 0);
+        assert!(ProgramTime::ZERO < t);
+    }
+
+    #[test]
+    fn media_time_is_program_time_plus_the_delay() {
+        let t = ProgramTime::from_samples(15_360);
+        assert_eq!(t.media(2048), MediaTime::from_samples(17_408));
+        assert_eq!(t.media(2048).program(2048), t);
+        assert_eq!(ProgramTime::ZERO.media(960), MediaTime::from_samples(960));
+        // The priming before the delay maps to program time 0.
+        assert_eq!(MediaTime::from_samples(500).program(960), ProgramTime::ZERO);
+        assert_eq!(
+            ProgramTime::from_samples(u64::MAX).media(960),
+            MediaTime::from_samples(u64::MAX)
+        );
+        let m = MediaTime::from_samples(1_920);
+        assert_eq!(m.plus(960).samples(), 2_880);
+        assert_eq!(m.minus(u64::MAX), MediaTime::ZERO);
+        assert_eq!(m.since(MediaTime::from_samples(960)), 960);
+        assert_eq!(MediaTime::ZERO.since(m), 0);
     }
 }

@@ -31,7 +31,7 @@ use onair::hls::{MediaPlaylist, PartId, TimelineConfig, check_named};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig, RENDITIONS};
 use onair::publish::{Batch, ObjectKind, Op};
-use onair::time::seconds_text;
+use onair::time::{ProgramTime, seconds_text};
 use store_dir::{read_playlist, snapshot, wait_until};
 use wav::{WavFormat, sine, write_wav};
 
@@ -746,14 +746,21 @@ fn simulated_live_run_keeps_store_and_playlists_consistent() {
     let mut pipeline = Pipeline::new(live_config(), hosts(&files)).expect("pipeline");
     let mut model = Model::default();
     model.apply(&pipeline.start().expect("start"), 0);
-    while pipeline.clock() < PROGRAM_END {
-        let until = pipeline.clock() + STEP;
+    while pipeline.clock().samples() < PROGRAM_END {
+        let until = pipeline.clock().plus(STEP);
         if let Some(batch) = pipeline.advance(until).expect("advance") {
-            model.apply(&batch, pipeline.clock());
+            model.apply(&batch, pipeline.clock().samples());
         }
     }
-    assert_eq!(pipeline.clock(), PROGRAM_END, "a looping host never ends");
-    model.apply(&pipeline.finish().expect("finish"), pipeline.clock());
+    assert_eq!(
+        pipeline.clock(),
+        ProgramTime::from_samples(PROGRAM_END),
+        "a looping host never ends"
+    );
+    model.apply(
+        &pipeline.finish().expect("finish"),
+        pipeline.clock().samples(),
+    );
     model.check_pruning();
     model.assert_no_problems();
 

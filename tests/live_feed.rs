@@ -18,6 +18,7 @@ use onair::audio::{
     DecodeError, Decoded, FeedConfig, FeedState, LiveFeedConfig, LiveStats, Mixer, MixerConfig,
     PacketDecoder,
 };
+use onair::time::ProgramTime;
 
 const PROGRAM_RATE: u64 = 48_000;
 /// Frames per host block: one AAC frame.
@@ -550,7 +551,9 @@ fn simulate(
 ) -> Report {
     let mut rng = Rng(seed);
     let start = 123_456; // The program is already running when the host joins.
-    let mut feed = LiveFeedConfig::default().build(start).expect("feed");
+    let mut feed = LiveFeedConfig::default()
+        .build(ProgramTime::from_samples(start))
+        .expect("feed");
     let mut check = SineCheck::new(start);
     let mut out = Vec::new();
     let mut report = Report {
@@ -585,7 +588,8 @@ fn simulate(
             }
             match pending.take() {
                 Some((arrival, ts, block)) if arrival <= now => {
-                    feed.push(ts, &block, arrival).expect("push");
+                    feed.push(ts, &block, ProgramTime::from_samples(arrival))
+                        .expect("push");
                 }
                 other => {
                     pending = other;
@@ -593,8 +597,12 @@ fn simulate(
                 }
             }
         }
-        let pts = feed.pull(now + TICK, &mut out);
-        assert_eq!(pts, now, "program timeline is contiguous");
+        let pts = feed.pull(ProgramTime::from_samples(now + TICK), &mut out);
+        assert_eq!(
+            pts,
+            ProgramTime::from_samples(now),
+            "program timeline is contiguous"
+        );
         assert_eq!(out.len(), 2 * TICK as usize);
         let stats = feed.stats();
         let playing = stats.state == FeedState::Playing;
@@ -820,7 +828,9 @@ fn feed_plays_into_the_mixer_at_its_program_time() {
         gain_db: 0.0,
         muted: false,
     });
-    let mut feed = LiveFeedConfig::default().build(0).expect("feed");
+    let mut feed = LiveFeedConfig::default()
+        .build(ProgramTime::ZERO)
+        .expect("feed");
     let mut host = Host::new(48_000, 2, 0.0);
     let (mut scratch, mut out) = (Vec::new(), Vec::new());
     let mut check = SineCheck::new(0);
@@ -829,10 +839,16 @@ fn feed_plays_into_the_mixer_at_its_program_time() {
         let now = tick * TICK;
         while (host.next_ready_at() as u64) <= now {
             let (ts, block) = host.next_block();
-            feed.push(ts, &block, now).expect("push");
+            feed.push(ts, &block, ProgramTime::from_samples(now))
+                .expect("push");
             delivered += 1;
         }
-        feed.pull_into(now + TICK, &mut mixer, id, &mut scratch);
+        feed.pull_into(
+            ProgramTime::from_samples(now + TICK),
+            &mut mixer,
+            id,
+            &mut scratch,
+        );
         mixer.mix(TICK as usize, &mut out);
         check.feed(&out, false);
     }

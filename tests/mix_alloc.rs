@@ -11,6 +11,7 @@ use std::cell::Cell;
 use std::hint::black_box;
 
 use onair::audio::{FeedConfig, FeedId, Mixer, MixerConfig};
+use onair::time::ProgramTime;
 
 /// Allocator calls seen on one thread.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,7 +163,11 @@ impl Host {
 
     fn feed(&mut self, mixer: &mut Mixer) {
         while mixer.buffered(self.id) < self.lead {
-            mixer.push(self.id, self.next_pts, &self.block);
+            mixer.push(
+                self.id,
+                ProgramTime::from_samples(self.next_pts),
+                &self.block,
+            );
             self.next_pts += (self.block.len() / 2) as u64;
         }
     }
@@ -217,7 +222,7 @@ fn steady_state_push_and_mix_make_no_allocator_call() {
     });
     // The rounds really mixed: the clock moved, every host was on air and
     // the quiet one was silent.
-    assert_eq!(mixer.clock(), start + ROUNDS * TICK as u64);
+    assert_eq!(mixer.clock(), start.plus(ROUNDS * TICK as u64));
     for host in &hosts {
         let level = mixer.level(host.id).expect("feed present");
         assert!(level.peak > 0.2, "{level:?}");

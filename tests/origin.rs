@@ -66,6 +66,7 @@ use onair::origin::{Origin, OriginConfig};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
 use onair::publish::{Batch, Op, Publisher, RetryPolicy, Store, open_store};
+use onair::time::ProgramTime;
 use tokio::sync::{broadcast, oneshot, watch};
 
 use client::{Http, Reply, gunzip, raw_get_status};
@@ -170,7 +171,10 @@ async fn publish_ended(tone: &FsPath, publisher: &Publisher) {
         .apply(pipeline.start().expect("start"))
         .await
         .expect("publish");
-    if let Some(batch) = pipeline.advance(ENDED_SAMPLES).expect("advance") {
+    if let Some(batch) = pipeline
+        .advance(ProgramTime::from_samples(ENDED_SAMPLES))
+        .expect("advance")
+    {
         publisher.apply(batch).await.expect("publish");
     }
     publisher
@@ -238,7 +242,10 @@ impl Broadcast {
                 }
                 if !held {
                     let due = start.elapsed().as_micros() as u64 * RATE / 1_000_000;
-                    if let Some(batch) = pipeline.advance(due).expect("advance") {
+                    if let Some(batch) = pipeline
+                        .advance(ProgramTime::from_samples(due))
+                        .expect("advance")
+                    {
                         publish(batch);
                     }
                 }

@@ -116,7 +116,11 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
         .await
         .expect("broadcast");
     let playlist = live_playlist(&store, "aac").await;
-    (summary.program_samples, clock.at(script.now()), playlist)
+    (
+        summary.program_samples,
+        clock.at(script.now()).samples(),
+        playlist,
+    )
 }
 
 /// The stored `live.m3u8` of `rendition`.
@@ -224,7 +228,7 @@ async fn the_program_clock_goes_on_through_a_store_outage() {
         1000 * TICK,
         "the clock never waited"
     );
-    assert_eq!(summary.program_samples, clock.at(pacer.now()));
+    assert_eq!(summary.program_samples, clock.at(pacer.now()).samples());
     let status = monitor.status();
     assert_eq!((status.state, status.outages), ("ok", 1), "{status:?}");
     assert_eq!(faults.violations(), Vec::<String>::new());

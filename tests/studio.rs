@@ -26,6 +26,7 @@ use onair::ingest::{Close, IngestEvent, SessionId};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
 use onair::studio::{Command, CommandError, HostInfo, HostKind, KICK_HOLD, Studio};
+use onair::time::ProgramTime;
 use wav::{WavFormat, sine, write_wav};
 
 /// Program rate, frames per second.
@@ -263,7 +264,7 @@ impl Publisher {
                     session: self.session,
                     host_ts_ms,
                     audio,
-                    arrival: burst,
+                    arrival: ProgramTime::from_samples(burst),
                 });
                 self.sent += 1;
             }
@@ -331,7 +332,7 @@ impl Show {
     }
 
     fn now(&self) -> u64 {
-        self.mixer.clock()
+        self.mixer.clock().samples()
     }
 
     /// Hands the studio what `publisher` has sent by now.
@@ -345,10 +346,15 @@ impl Show {
     /// to record the left channel.
     fn tick(&mut self, keep: bool) {
         let start = self.now();
-        self.studio.pull(start + TICK, &mut self.mixer);
+        self.studio
+            .pull(ProgramTime::from_samples(start + TICK), &mut self.mixer);
         self.mixer.mix(TICK as usize, &mut self.block);
         assert_eq!(self.block.len(), 2 * TICK as usize);
-        assert_eq!(self.mixer.clock(), start + TICK, "the program clock steps");
+        assert_eq!(
+            self.mixer.clock(),
+            ProgramTime::from_samples(start + TICK),
+            "the program clock steps"
+        );
         self.peak = self.block.iter().fold(self.peak, |p, v| p.max(v.abs()));
         if keep {
             self.left.extend(self.block.iter().step_by(2));
@@ -482,7 +488,11 @@ fn two_hosts_drifting_apart_for_an_hour_stay_in_time_and_in_tune() {
             track.observe(now, converge_by, before, after);
         }
     }
-    assert_eq!(show.mixer.clock(), 3600 * RATE, "program clock");
+    assert_eq!(
+        show.mixer.clock(),
+        ProgramTime::from_samples(3600 * RATE),
+        "program clock"
+    );
     assert!(show.studio.take_closes().is_empty());
     let tail = &show.left;
     let measured: Vec<(f64, f64)> = [TONE_A, TONE_B]
@@ -653,7 +663,11 @@ fn a_host_that_drops_and_reconnects_fades_out_and_back_without_a_click() {
         log_b.observe(now, show.host("b").state);
     }
     let dropped_at = dropped_at.expect("the first session ended");
-    assert_eq!(show.mixer.clock(), end, "program clock");
+    assert_eq!(
+        show.mixer.clock(),
+        ProgramTime::from_samples(end),
+        "program clock"
+    );
     assert!(show.studio.take_closes().is_empty());
     // A plays out what it had buffered, goes silent, and is back once the
     // new session has filled the buffer to its target.
@@ -840,11 +854,13 @@ fn pipeline_config() -> PipelineConfig {
 /// Hands `publisher`'s audio to the pipeline and advances it to `until`, 20
 /// ms at a time.
 fn run_until(pipeline: &mut Pipeline, publisher: &mut Publisher, until: u64) {
-    while pipeline.clock() < until {
-        for event in publisher.deliver(pipeline.clock()) {
+    while pipeline.clock().samples() < until {
+        for event in publisher.deliver(pipeline.clock().samples()) {
             pipeline.ingest(event);
         }
-        pipeline.advance(pipeline.clock() + TICK).expect("advance");
+        pipeline
+            .advance(pipeline.clock().plus(TICK))
+            .expect("advance");
     }
 }
 
@@ -1068,7 +1084,8 @@ fn hold_music_ducks_under_a_live_host_and_returns_when_it_leaves() {
     while show.now() < end {
         let now = show.now();
         let hold_block = sine_samples(HOLD, 48_000, 2, now, TICK);
-        show.mixer.push(hold, now, &hold_block);
+        show.mixer
+            .push(hold, ProgramTime::from_samples(now), &hold_block);
         if now == host.start {
             show.studio.ingest(host.connected("a"));
         }

@@ -4,6 +4,7 @@
 //! [`OpusJitter`], pulled every 10 ms.
 
 use onair::ingest::whip::jitter::{Frame, FrameKind, OpusJitterConfig};
+use onair::time::ProgramTime;
 
 const RATE: u32 = 48_000;
 const PACKET: u64 = 960;
@@ -81,10 +82,11 @@ fn lossy_jittery_network_with_an_outage() {
     let mut now = 0;
     while now <= end {
         while let Some(p) = pending.next_if(|p| p.0 <= now) {
-            jb.push(p.1, p.2, &p.3, p.0);
+            jb.push(p.1, p.2, &p.3, ProgramTime::from_samples(p.0));
         }
         let before = frames.len();
-        jb.pull(now, &mut frames).expect("pull");
+        jb.pull(ProgramTime::from_samples(now), &mut frames)
+            .expect("pull");
         // Well inside the outage (after 200 ms of concealment plus the
         // reorder wait), nothing comes out.
         let outage_ms = now * 1000 / u64::from(RATE);

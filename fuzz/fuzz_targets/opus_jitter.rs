@@ -18,6 +18,7 @@ use libfuzzer_sys::fuzz_target;
 use onair::ingest::whip::jitter::{
     Frame, FrameKind, MAX_PACKET_SAMPLES, OpusJitter, OpusJitterConfig,
 };
+use onair::time::ProgramTime;
 
 /// The shortest Opus frame (2.5 ms), the unit of concealment.
 const MIN_FRAME: usize = 120;
@@ -101,7 +102,7 @@ fn config(head: [u8; 5]) -> OpusJitterConfig {
 fn pull(jb: &mut OpusJitter, now: u64, checker: &mut Checker) -> bool {
     let held = jb.held();
     let mut out = Vec::new();
-    let ok = jb.pull(now, &mut out).is_ok();
+    let ok = jb.pull(ProgramTime::from_samples(now), &mut out).is_ok();
     checker.check(&out);
     // Each held packet plays once (or is concealed once if undecodable) and
     // each gap before it costs at most the concealment budget.
@@ -153,7 +154,7 @@ fuzz_target!(|data: &[u8]| {
                 };
                 let len = usize::from(script.u8().unwrap_or(0));
                 let payload = script.take(len);
-                jb.push(seq, ts, payload, arrival);
+                jb.push(seq, ts, payload, ProgramTime::from_samples(arrival));
                 pushes += 1;
                 assert!(jb.held() <= cfg.max_packets);
                 assert_eq!(jb.stats().received, pushes);
@@ -169,7 +170,7 @@ fuzz_target!(|data: &[u8]| {
             }
             _ => {
                 if let Some(at) = jb.poll_at() {
-                    now = now.max(at);
+                    now = now.max(at.samples());
                     if !pull(&mut jb, now, &mut checker) {
                         return;
                     }

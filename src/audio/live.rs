@@ -58,7 +58,7 @@ use rubato::{
 use crate::audio::decode::Decoded;
 use crate::audio::mix::{FeedId, Mixer};
 use crate::audio::resample::{ConvertError, Converter};
-use crate::time::{CHANNELS, SAMPLE_RATE, millis, rescale};
+use crate::time::{CHANNELS, ProgramTime, SAMPLE_RATE, millis, rescale};
 
 /// Output frames per resampler step (10 ms): the controller's update period.
 const CHUNK: usize = SAMPLE_RATE as usize / 100;
@@ -109,7 +109,7 @@ impl Default for LiveFeedConfig {
 
 impl LiveFeedConfig {
     /// A feed whose first program frame is `now`.
-    pub fn build(self, now: u64) -> Result<LiveFeed, LiveError> {
+    pub fn build(self, now: ProgramTime) -> Result<LiveFeed, LiveError> {
         let target = ms_to_frames(self.target_depth_ms);
         let max = ms_to_frames(self.max_depth_ms);
         if self.target_depth_ms < 20 || (self.ramp_frames as usize) > target / 2 {
@@ -181,7 +181,7 @@ pub struct Anchor {
     /// Host timestamp (ms) of the first buffered packet.
     pub host_ts_ms: i64,
     /// Program time at which that packet arrived.
-    pub arrival: u64,
+    pub arrival: ProgramTime,
 }
 
 /// A snapshot of a feed's state, for logs and the control API.
@@ -210,7 +210,7 @@ pub struct LiveStats {
     /// The current host timeline anchor.
     pub anchor: Option<Anchor>,
     /// Program time of the last packet's arrival.
-    pub last_arrival: Option<u64>,
+    pub last_arrival: Option<ProgramTime>,
 }
 
 impl LiveStats {
@@ -283,7 +283,7 @@ pub struct LiveFeed {
     ramp: usize,
     state: FeedState,
     /// Program time of the next frame `pull` yields.
-    clock: u64,
+    clock: ProgramTime,
     converter: Option<Converter>,
     host: Option<HostClock>,
     /// Host frames of the next packets still to fade in (after a gap).
@@ -304,7 +304,7 @@ pub struct LiveFeed {
 }
 
 impl LiveFeed {
-    fn new(cfg: LiveFeedConfig, now: u64) -> Result<Self, LiveError> {
+    fn new(cfg: LiveFeedConfig, now: ProgramTime) -> Result<Self, LiveError> {
         let window = WindowFunction::BlackmanHarris2;
         let params = SincInterpolationParameters {
             sinc_len: SINC_LEN,
@@ -363,7 +363,7 @@ impl LiveFeed {
     }
 
     /// Program time of the next frame [`pull`](Self::pull) yields.
-    pub fn clock(&self) -> u64 {
+    pub fn clock(&self) -> ProgramTime {
         self.clock
     }
 
@@ -394,7 +394,7 @@ impl LiveFeed {
         &mut self,
         host_ts_ms: i64,
         audio: &Decoded,
-        arrival: u64,
+        arrival: ProgramTime,
     ) -> Result<(), LiveError> {
         let convert_err = |source| LiveError::Convert { host_ts_ms, source };
         let same_format = self
@@ -467,7 +467,7 @@ impl LiveFeed {
 
     /// Starts the host timeline at `host_ts_ms` (first packet, or after a
     /// jump that cannot be bridged with silence).
-    fn anchor(&mut self, host_ts_ms: i64, rate: u32, arrival: u64) {
+    fn anchor(&mut self, host_ts_ms: i64, rate: u32, arrival: ProgramTime) {
         self.host = Some(HostClock {
             anchor_ts_ms: host_ts_ms,
             frames: 0,
@@ -485,7 +485,7 @@ impl LiveFeed {
         &mut self,
         host_ts_ms: i64,
         audio: &Decoded,
-        arrival: u64,
+        arrival: ProgramTime,
     ) -> Result<(), LiveError> {
         let Some(host) = self.host else {
             self.anchor(host_ts_ms, audio.rate, arrival);
@@ -562,10 +562,10 @@ impl LiveFeed {
     /// Yields program frames `[clock, until)` into `out` (cleared first,
     /// interleaved stereo) and returns their start time, the previous clock.
     /// `until` at or before the clock yields nothing.
-    pub fn pull(&mut self, until: u64, out: &mut Vec<f32>) -> u64 {
+    pub fn pull(&mut self, until: ProgramTime, out: &mut Vec<f32>) -> ProgramTime {
         out.clear();
         let pts = self.clock;
-        let frames = usize::try_from(until.saturating_sub(pts)).unwrap_or(usize::MAX);
+        let frames = usize::try_from(until.since(pts)).unwrap_or(usize::MAX);
         let want = frames.saturating_mul(CHANNELS);
         out.reserve(want);
         while out.len() < want {
@@ -582,7 +582,13 @@ impl LiveFeed {
 
     /// Pulls up to `until` and queues the result on the mixer feed `id` at
     /// its program time. `scratch` is reused between calls.
-    pub fn pull_into(&mut self, until: u64, mixer: &mut Mixer, id: FeedId, scratch: &mut Vec<f32>) {
+    pub fn pull_into(
+        &mut self,
+        until: ProgramTime,
+        mixer: &mut Mixer,
+        id: FeedId,
+        scratch: &mut Vec<f32>,
+    ) {
         let pts = self.pull(until, scratch);
         mixer.push(id, pts, scratch);
     }

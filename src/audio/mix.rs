@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 
 use crate::audio::limiter::{Limiter, LimiterConfig, db_to_amplitude, peak_abs};
-use crate::time::{CHANNELS, SAMPLE_RATE};
+use crate::time::{CHANNELS, ProgramTime, SAMPLE_RATE};
 
 /// The lowest gain a feed can be set to, in dB (not silence: use mute).
 pub const MIN_GAIN_DB: f32 = -96.0;
@@ -258,7 +258,7 @@ pub struct Mixer {
     cfg: MixerConfig,
     feeds: Vec<Feed>,
     next_id: u64,
-    clock: u64,
+    clock: ProgramTime,
     limiter: Limiter,
 }
 
@@ -269,7 +269,7 @@ impl Mixer {
             cfg,
             feeds: Vec::new(),
             next_id: 0,
-            clock: 0,
+            clock: ProgramTime::ZERO,
             limiter: Limiter::new(cfg.limiter, SAMPLE_RATE),
         }
     }
@@ -367,16 +367,16 @@ impl Mixer {
     /// of the clock are dropped. Drops are counted in [`dropped`](Self::dropped).
     /// A trailing odd sample is ignored; non-finite samples become 0. Unknown
     /// ids are ignored.
-    pub fn push(&mut self, id: FeedId, pts: u64, samples: &[f32]) {
+    pub fn push(&mut self, id: FeedId, pts: ProgramTime, samples: &[f32]) {
         let clock = self.clock;
         let max_lead = self.cfg.max_lead_frames;
         let Some(feed) = self.feed_mut(id) else {
             return;
         };
         let frames = (samples.len() / CHANNELS) as u64;
-        let late = clock.saturating_sub(pts).min(frames);
+        let late = clock.since(pts).min(frames);
         feed.dropped.late += late;
-        let offset = pts.saturating_sub(clock);
+        let offset = pts.since(clock);
         // Frames that fit before the lead limit.
         let fit = max_lead.saturating_sub(offset).min(frames - late);
         feed.dropped.too_early += frames - late - fit;
@@ -442,11 +442,11 @@ impl Mixer {
         }
         self.feeds.retain(|f| !(f.leaving && f.gain.left == 0));
         self.limiter.process(out);
-        self.clock += n as u64;
+        self.clock = self.clock.plus(n as u64);
     }
 
     /// The program time of the next frame [`mix`](Self::mix) renders.
-    pub fn clock(&self) -> u64 {
+    pub fn clock(&self) -> ProgramTime {
         self.clock
     }
 
@@ -482,6 +482,10 @@ mod tests {
         })
     }
 
+    fn at(samples: u64) -> ProgramTime {
+        ProgramTime::from_samples(samples)
+    }
+
     fn constant(v: f32, frames: usize) -> Vec<f32> {
         vec![v; frames * 2]
     }
@@ -495,7 +499,7 @@ mod tests {
         for db in [0.0f32, -6.0, -20.0, 3.0] {
             let mut m = mixer();
             let id = feed(&mut m, db);
-            m.push(id, 0, &constant(0.25, 100));
+            m.push(id, at(0), &constant(0.25, 100));
             let mut out = Vec::new();
             m.mix(100, &mut out);
             let want = 0.25 * 10f32.powf(db / 20.0);
@@ -511,7 +515,7 @@ mod tests {
     fn gain_change_ramps_and_lands_exactly() {
         let mut m = mixer();
         let id = feed(&mut m, 0.0);
-        m.push(id, 0, &constant(0.25, 1_000));
+        m.push(id, at(0), &constant(0.25, 1_000));
         m.set_gain_db(id, -6.0);
         let mut out = Vec::new();
         m.mix(1_000, &mut out);
@@ -537,7 +541,7 @@ mod tests {
     fn mute_ramps_to_silence_and_back() {
         let mut m = mixer();
         let id = feed(&mut m, 0.0);
-        m.push(id, 0, &constant(0.5, 2_000));
+        m.push(id, at(0), &constant(0.5, 2_000));
         let mut out = Vec::new();
         m.mix(100, &mut out);
         m.set_muted(id, true);
@@ -566,11 +570,11 @@ mod tests {
         m.mix(100, &mut out);
         // Frames 50..150: the first 50 are late.
         let data: Vec<f32> = (50..150).flat_map(|i| [i as f32 / 1000.0; 2]).collect();
-        m.push(id, 50, &data);
+        m.push(id, at(50), &data);
         assert_eq!(m.dropped(id).map(|d| d.late), Some(50));
         assert_eq!(m.buffered(id), 50);
         // A gap: frames 150..160 silent, then data at 160.
-        m.push(id, 160, &constant(0.45, 10));
+        m.push(id, at(160), &constant(0.45, 10));
         assert_eq!(m.buffered(id), 70);
         m.mix(80, &mut out);
         for (k, frame) in out.chunks(2).enumerate() {
@@ -583,9 +587,9 @@ mod tests {
             };
             assert_eq!(frame, [want, want], "program frame {t}");
         }
-        assert_eq!(m.clock(), 180);
+        assert_eq!(m.clock(), at(180));
         // Entirely late data changes nothing.
-        m.push(id, 0, &constant(0.3, 100));
+        m.push(id, at(0), &constant(0.3, 100));
         assert_eq!(m.buffered(id), 0);
     }
 
@@ -593,8 +597,8 @@ mod tests {
     fn overlapping_push_replaces_queued_frames() {
         let mut m = mixer();
         let id = feed(&mut m, 0.0);
-        m.push(id, 0, &constant(0.1, 10));
-        m.push(id, 5, &constant(0.2, 10));
+        m.push(id, at(0), &constant(0.1, 10));
+        m.push(id, at(5), &constant(0.2, 10));
         assert_eq!(m.buffered(id), 15);
         let mut out = Vec::new();
         m.mix(15, &mut out);
@@ -607,8 +611,8 @@ mod tests {
         let mut m = mixer();
         let a = feed(&mut m, 0.0);
         let b = feed(&mut m, 0.0);
-        m.push(a, 0, &constant(0.25, 100));
-        m.push(b, 0, &constant(0.125, 40));
+        m.push(a, at(0), &constant(0.25, 100));
+        m.push(b, at(0), &constant(0.125, 40));
         let mut out = Vec::new();
         m.mix(120, &mut out);
         assert!(out[..80].iter().all(|v| *v == 0.375));
@@ -618,7 +622,7 @@ mod tests {
         // No data at all: silence, clock still advances exactly.
         m.mix(7, &mut out);
         assert_eq!(out, vec![0.0; 14]);
-        assert_eq!(m.clock(), 127);
+        assert_eq!(m.clock(), at(127));
         assert_eq!(m.level(a), Some(Level::default()));
     }
 
@@ -629,26 +633,26 @@ mod tests {
         // One impulse at program frame 12_345, pushed early.
         let mut data = constant(0.0, 1);
         data[0] = 0.5;
-        m.push(id, 12_345, &data);
+        m.push(id, at(12_345), &data);
         let mut out = Vec::new();
         let mut found = None;
         for n in [1000usize, 1, 960, 1024, 7, 10_000] {
             let start = m.clock();
             m.mix(n, &mut out);
             assert_eq!(out.len(), 2 * n);
-            assert_eq!(m.clock(), start + n as u64);
+            assert_eq!(m.clock(), start.plus(n as u64));
             if let Some(k) = out.iter().position(|v| *v != 0.0) {
-                found = Some(start + (k / 2) as u64);
+                found = Some(start.plus((k / 2) as u64));
             }
         }
-        assert_eq!(found, Some(12_345));
+        assert_eq!(found, Some(at(12_345)));
     }
 
     #[test]
     fn removed_feed_fades_out_and_disappears() {
         let mut m = mixer();
         let id = feed(&mut m, 0.0);
-        m.push(id, 0, &constant(0.5, 1_000));
+        m.push(id, at(0), &constant(0.5, 1_000));
         m.remove_feed(id);
         assert_eq!(m.buffered(id), 0);
         assert!(m.level(id).is_none());
@@ -673,7 +677,7 @@ mod tests {
         assert_eq!(m.feed_config(id).map(|c| c.gain_db), Some(MIN_GAIN_DB));
         let mut m = mixer();
         let id = feed(&mut m, 0.0);
-        m.push(id, 0, &[f32::NAN, 0.1, f32::INFINITY, 0.2]);
+        m.push(id, at(0), &[f32::NAN, 0.1, f32::INFINITY, 0.2]);
         let mut out = Vec::new();
         m.mix(2, &mut out);
         assert_eq!(out, [0.0, 0.1, 0.0, 0.2]);
@@ -686,8 +690,8 @@ mod tests {
             ..MixerConfig::default()
         });
         let id = feed(&mut m, 0.0);
-        m.push(id, 90, &constant(0.1, 20));
-        m.push(id, u64::MAX - 5, &constant(0.1, 3));
+        m.push(id, at(90), &constant(0.1, 20));
+        m.push(id, at(u64::MAX - 5), &constant(0.1, 3));
         assert_eq!(m.buffered(id), 100);
         assert_eq!(m.dropped(id).map(|d| d.too_early), Some(13));
     }
@@ -700,8 +704,8 @@ mod tests {
         let tone: Vec<f32> = (0..48_000)
             .flat_map(|i| [(std::f32::consts::TAU * 1000.0 * i as f32 / 48_000.0).sin(); 2])
             .collect();
-        m.push(a, 0, &tone);
-        m.push(b, 0, &tone);
+        m.push(a, at(0), &tone);
+        m.push(b, at(0), &tone);
         let mut out = Vec::new();
         let mut peak = 0.0f32;
         for _ in 0..50 {

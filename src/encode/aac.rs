@@ -5,7 +5,7 @@ use bytes::Bytes;
 use fdk_aac::enc::{AudioObjectType, BitRate, ChannelMode, Encoder, EncoderParams, Transport};
 
 use super::{AudioEncoder, CodecInfo, EncodeError, FrameQueue, Packet, whole_frame_delay};
-use crate::time::{CHANNELS, SAMPLE_RATE};
+use crate::time::{CHANNELS, MediaTime, SAMPLE_RATE};
 
 /// Samples per AAC-LC frame.
 pub const AAC_FRAME: u32 = 1024;
@@ -98,6 +98,7 @@ impl AacEncoder {
             ..
         } = self;
         queue.drain(|media_time, frame| {
+            let media_time = MediaTime::from_samples(media_time);
             for (dst, src) in pcm.iter_mut().zip(frame) {
                 // Saturating round to 16 bits; the limiter keeps the mix inside.
                 *dst = (src * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
@@ -120,7 +121,7 @@ impl AacEncoder {
                 input = input.get(r.input_consumed..).unwrap_or(&[]);
                 if r.output_size > 0 {
                     out.push(Packet {
-                        media_time: *units * u64::from(AAC_FRAME),
+                        media_time: MediaTime::from_samples(*units * u64::from(AAC_FRAME)),
                         duration: AAC_FRAME,
                         data: Bytes::copy_from_slice(&scratch[..r.output_size]),
                     });
@@ -170,7 +171,7 @@ impl AudioEncoder for AacEncoder {
             if guard > 16 {
                 return Err(EncodeError::Encode {
                     codec: "aac",
-                    media_time: self.units * u64::from(AAC_FRAME),
+                    media_time: MediaTime::from_samples(self.units * u64::from(AAC_FRAME)),
                     reason: "encoder did not drain".into(),
                 });
             }

@@ -25,11 +25,13 @@ pub use opus::{OpusApplication, OpusConfig, OpusEncoder};
 
 use bytes::Bytes;
 
+use crate::time::MediaTime;
+
 /// One encoded access unit on a rendition's media timeline (48 kHz ticks).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Packet {
     /// Media time of the first sample this unit decodes to.
-    pub media_time: u64,
+    pub media_time: MediaTime,
     /// Samples this unit decodes to (the codec frame length).
     pub duration: u32,
     /// The raw access unit (no ADTS header, no Ogg framing).
@@ -70,12 +72,12 @@ pub enum EncodeError {
         reason: String,
     },
     /// The codec library failed on a frame of input.
-    #[error("{codec} encoder failed at media time {media_time}: {reason}")]
+    #[error("{codec} encoder failed at media time {}: {reason}", media_time.samples())]
     Encode {
         /// Codec name.
         codec: &'static str,
         /// Media time of the frame that failed.
-        media_time: u64,
+        media_time: MediaTime,
         /// The library's message.
         reason: String,
     },
@@ -229,7 +231,12 @@ mod codec_tests {
         enc.finish(&mut out).unwrap();
         let f = u64::from(enc.frame_len());
         for (i, p) in out.iter().enumerate() {
-            assert_eq!(p.media_time, i as u64 * f, "{} unit {i}", enc.codec_name());
+            assert_eq!(
+                p.media_time,
+                MediaTime::from_samples(i as u64 * f),
+                "{} unit {i}",
+                enc.codec_name()
+            );
             assert_eq!(u64::from(p.duration), f);
             assert!(!p.data.is_empty());
         }

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::{AudioEncoder, CodecInfo, EncodeError, FrameQueue, Packet, whole_frame_delay};
-use crate::time::SAMPLE_RATE;
+use crate::time::{MediaTime, SAMPLE_RATE};
 
 /// Samples per Opus frame: 20 ms at 48 kHz.
 pub const OPUS_FRAME: u32 = 960;
@@ -107,6 +107,7 @@ impl OpusEncoder {
             ..
         } = self;
         queue.drain(|media_time, frame| {
+            let media_time = MediaTime::from_samples(media_time);
             let n = inner
                 .encode_float(frame, scratch)
                 .map_err(|e| EncodeError::Encode {

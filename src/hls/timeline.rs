@@ -32,7 +32,7 @@ use crate::hls::playlist::{
     HintType, Map, MediaPlaylist, OpenSegment, Part, PlaylistType, PreloadHint, RenditionReport,
     Segment, ServerControl,
 };
-use crate::time::{SAMPLE_RATE, millis};
+use crate::time::{ProgramTime, SAMPLE_RATE, millis};
 
 /// Identifies a Partial Segment: its segment's Media Sequence Number and its
 /// index within that segment.
@@ -374,8 +374,8 @@ impl Timeline {
     }
 
     /// Program time at the end of the last part.
-    pub fn head(&self) -> u64 {
-        self.head
+    pub fn head(&self) -> ProgramTime {
+        ProgramTime::from_samples(self.head)
     }
 
     /// True once [`finish`](Self::finish) was called.
@@ -472,10 +472,11 @@ impl Timeline {
     }
 
     /// Segments that left the window at least the deletion delay before
-    /// `now` (program samples), oldest first; each is reported once. Clients
-    /// that loaded a playlist just before the segment left may still fetch
-    /// it until then (RFC 8216bis 6.2.2).
-    pub fn take_expired(&mut self, now: u64) -> Vec<ExpiredSegment> {
+    /// `now`, oldest first; each is reported once. Clients that loaded a
+    /// playlist just before the segment left may still fetch it until then
+    /// (RFC 8216bis 6.2.2).
+    pub fn take_expired(&mut self, now: ProgramTime) -> Vec<ExpiredSegment> {
+        let now = now.samples();
         let grace = self.deletion_delay();
         let mut out = Vec::new();
         while let Some(d) = self.departed.front() {
@@ -490,11 +491,11 @@ impl Timeline {
 
     /// When the next departed segment becomes deletable, if any: the time to
     /// call [`take_expired`](Self::take_expired) again.
-    pub fn next_expiry(&self) -> Option<u64> {
+    pub fn next_expiry(&self) -> Option<ProgramTime> {
         let grace = self.deletion_delay();
         self.departed
             .front()
-            .map(|d| d.left_at.saturating_add(grace))
+            .map(|d| ProgramTime::from_samples(d.left_at.saturating_add(grace)))
     }
 
     /// The last completed part, for rendition reports and blocking requests.
@@ -523,7 +524,7 @@ impl Timeline {
 
     /// Program time at which part `id` starts, if it is listed or is the next
     /// part.
-    pub fn part_start(&self, id: PartId) -> Option<u64> {
+    pub fn part_start(&self, id: PartId) -> Option<ProgramTime> {
         let (start, parts) = if id.msn == self.open_msn {
             (self.open_start, &self.open_parts)
         } else {
@@ -537,7 +538,9 @@ impl Timeline {
         if index > parts.len() || (index == parts.len() && id.msn != self.open_msn) {
             return None;
         }
-        Some(start + parts.iter().take(index).sum::<u64>())
+        Some(ProgramTime::from_samples(
+            start + parts.iter().take(index).sum::<u64>(),
+        ))
     }
 
     /// The media playlist of one rendition as the timeline stands.
@@ -647,6 +650,10 @@ mod tests {
     const PART: u64 = 15_360;
     const SEGMENT: u64 = 6 * PART;
 
+    fn at(samples: u64) -> ProgramTime {
+        ProgramTime::from_samples(samples)
+    }
+
     fn timeline(window: Option<u64>) -> Timeline {
         TimelineConfig {
             window,
@@ -752,7 +759,7 @@ mod tests {
             })
         );
         assert_eq!(t.last_part(), None);
-        assert_eq!(t.head(), 0);
+        assert_eq!(t.head(), ProgramTime::ZERO);
     }
 
     #[test]
@@ -813,14 +820,14 @@ mod tests {
         );
         assert_eq!(rules::check(&p), Vec::new());
         let grace = 3 * 2 * 48_000;
-        assert_eq!(t.next_expiry(), Some(left_at + grace));
-        assert_eq!(t.take_expired(left_at + grace - 1), Vec::new());
+        assert_eq!(t.next_expiry(), Some(at(left_at + grace)));
+        assert_eq!(t.take_expired(at(left_at + grace - 1)), Vec::new());
         assert_eq!(
-            t.take_expired(left_at + grace),
+            t.take_expired(at(left_at + grace)),
             vec![ExpiredSegment { msn: 100, parts: 6 }]
         );
         // Reported once only.
-        assert_eq!(t.take_expired(u64::MAX), Vec::new());
+        assert_eq!(t.take_expired(at(u64::MAX)), Vec::new());
         // The RFC 8216bis 6.2.2 delay, when configured, is honoured.
         let mut strict = TimelineConfig {
             window: Some(6 * SEGMENT),
@@ -832,9 +839,12 @@ mod tests {
         for _ in 0..7 * 6 {
             strict.push_part(PART).expect("part");
         }
-        assert_eq!(strict.next_expiry(), Some(left_at + 7 * SEGMENT));
-        assert_eq!(strict.take_expired(left_at + 7 * SEGMENT - 1), Vec::new());
-        assert_eq!(strict.take_expired(left_at + 7 * SEGMENT).len(), 1);
+        assert_eq!(strict.next_expiry(), Some(at(left_at + 7 * SEGMENT)));
+        assert_eq!(
+            strict.take_expired(at(left_at + 7 * SEGMENT - 1)),
+            Vec::new()
+        );
+        assert_eq!(strict.take_expired(at(left_at + 7 * SEGMENT)).len(), 1);
         // Parts listed only for segments ending within 3 target durations
         // (6 s) of the head at 13.44 s: those ending after 7.44 s.
         let with_parts: Vec<u64> = p
@@ -905,7 +915,7 @@ mod tests {
             last.map(crate::hls::playlist::format_pdt),
             Some("2025-11-28T04:19:58.203Z".to_owned())
         );
-        assert_eq!(t.head(), 3600 * 48_000);
+        assert_eq!(t.head(), at(3600 * 48_000));
     }
 
     #[test]
@@ -914,8 +924,14 @@ mod tests {
         for _ in 0..8 {
             t.push_part(PART).expect("part");
         }
-        assert_eq!(t.part_start(PartId { msn: 100, part: 3 }), Some(3 * PART));
-        assert_eq!(t.part_start(PartId { msn: 101, part: 2 }), Some(8 * PART));
+        assert_eq!(
+            t.part_start(PartId { msn: 100, part: 3 }),
+            Some(at(3 * PART))
+        );
+        assert_eq!(
+            t.part_start(PartId { msn: 101, part: 2 }),
+            Some(at(8 * PART))
+        );
         assert_eq!(t.part_start(PartId { msn: 101, part: 3 }), None);
         assert_eq!(t.part_start(PartId { msn: 100, part: 6 }), None);
         assert_eq!(t.part_start(PartId { msn: 99, part: 0 }), None);

@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::audio::decode::Decoded;
+use crate::time::ProgramTime;
 
 /// Identifies one ingest session (an RTMP connection, a WHIP session) for
 /// the life of the broadcast.
@@ -58,7 +59,7 @@ pub enum IngestEvent {
         /// The samples at the publisher's rate and channels.
         audio: Decoded,
         /// Program time at which the packet arrived.
-        arrival: u64,
+        arrival: ProgramTime,
     },
     /// The session ended (the publisher left, broke the protocol, or was
     /// closed by the studio).

@@ -31,7 +31,7 @@ use crate::publish::{
     PublishSummary, Publisher, Store,
 };
 use crate::studio::ControlRequest;
-use crate::time::{Pacer, ProgramClock, SAMPLE_RATE, WallClock, rescale};
+use crate::time::{Pacer, ProgramClock, ProgramTime, SAMPLE_RATE, WallClock, rescale};
 
 /// Batches queued between the pipeline and the store.
 const QUEUE: usize = 16;
@@ -188,12 +188,12 @@ pub async fn package(
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         send(&handle, &rt, pipeline.start()?)?;
         loop {
-            let until = pipeline.clock() + PACKAGE_STEP;
+            let until = pipeline.clock().plus(PACKAGE_STEP);
             if let Some(batch) = pipeline.advance(until)? {
                 send(&handle, &rt, batch)?;
             }
             if let Some(p) = &progress {
-                p(pipeline.clock());
+                p(pipeline.clock().samples());
             }
             if pipeline
                 .content_end()
@@ -203,7 +203,7 @@ pub async fn package(
             }
         }
         send(&handle, &rt, pipeline.finish()?)?;
-        Ok((pipeline.clock(), pipeline.stage_times()))
+        Ok((pipeline.clock().samples(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }
@@ -303,7 +303,7 @@ pub async fn broadcast(
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         // Sending never waits: the store's troubles never reach the clock.
         handle.send(pipeline.start()?)?;
-        let mut tick = pacer.now().max(clock.instant(0));
+        let mut tick = pacer.now().max(clock.instant(ProgramTime::ZERO));
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
             let now = pacer.now();
@@ -328,7 +328,7 @@ pub async fn broadcast(
             }
         }
         handle.send(pipeline.finish()?)?;
-        Ok((pipeline.clock(), pipeline.stage_times()))
+        Ok((pipeline.clock().samples(), pipeline.stage_times()))
     });
     finish_run(work, task).await
 }

@@ -27,7 +27,7 @@ use std::fmt;
 
 use crate::audio::{FeedConfig, FeedId, FeedState, LiveFeed, LiveFeedConfig, Mixer};
 use crate::ingest::{Close, IngestEvent, SessionId};
-use crate::time::SAMPLE_RATE;
+use crate::time::{ProgramTime, SAMPLE_RATE};
 
 pub use inbox::{CommandReply, ControlRequest};
 
@@ -166,9 +166,9 @@ pub struct Studio {
     /// Whether the hold music is ducked now.
     ducked: bool,
     /// Program time up to which the studio has pulled.
-    now: u64,
+    now: ProgramTime,
     /// Kicked hosts and the program time until which they are kept out.
-    kicked: Vec<(String, u64)>,
+    kicked: Vec<(String, ProgramTime)>,
     scratch: Vec<f32>,
 }
 
@@ -194,7 +194,7 @@ impl Studio {
             hosts: Vec::new(),
             closes: Vec::new(),
             ducked: false,
-            now: 0,
+            now: ProgramTime::ZERO,
             kicked: Vec::new(),
             scratch: Vec::new(),
         }
@@ -301,7 +301,7 @@ impl Studio {
         };
         self.kicked.retain(|(_, until)| *until > self.now);
         if let Some((_, until)) = self.kicked.iter().find(|(host, _)| host == name) {
-            let wait_s = (until - self.now).div_ceil(u64::from(SAMPLE_RATE));
+            let wait_s = until.since(self.now).div_ceil(u64::from(SAMPLE_RATE));
             tracing::info!(host = name, %session, wait_s, "kicked host refused");
             self.closes.push(Close {
                 session,
@@ -342,7 +342,7 @@ impl Studio {
 
     /// Queues every live host's audio on the mixer up to program time
     /// `until` (call before mixing up to it) and ducks the hold music.
-    pub fn pull(&mut self, until: u64, mixer: &mut Mixer) {
+    pub fn pull(&mut self, until: ProgramTime, mixer: &mut Mixer) {
         self.now = self.now.max(until);
         let mut on_air = false;
         for host in &mut self.hosts {
@@ -397,7 +397,7 @@ impl Studio {
                     .take()
                     .ok_or_else(|| CommandError::NotConnected(name.clone()))?;
                 tracing::info!(host = name, session = %session.id, "host kicked");
-                self.kicked.push((name.clone(), self.now + KICK_HOLD));
+                self.kicked.push((name.clone(), self.now.plus(KICK_HOLD)));
                 self.closes.push(Close {
                     session: session.id,
                     reason: "kicked by the operator".into(),

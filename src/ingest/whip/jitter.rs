@@ -54,7 +54,7 @@
 use std::collections::BTreeMap;
 
 use crate::audio::Decoded;
-use crate::time::{CHANNELS, SAMPLE_RATE};
+use crate::time::{CHANNELS, ProgramTime, SAMPLE_RATE};
 
 /// The longest Opus packet, in samples per channel at 48 kHz (120 ms, RFC
 /// 6716 §3.2.5).
@@ -333,11 +333,12 @@ impl OpusJitter {
     }
 
     /// Takes one RTP packet's Opus payload. `arrival` is the program time
-    /// (samples at 48 kHz) at which it was received. Never fails: what
-    /// cannot be used is dropped and counted.
-    pub fn push(&mut self, seq: u16, rtp_ts: u32, payload: &[u8], arrival: u64) {
+    /// at which it was received. Never fails: what cannot be used is
+    /// dropped and counted.
+    pub fn push(&mut self, seq: u16, rtp_ts: u32, payload: &[u8], arrival: ProgramTime) {
         self.stats.received += 1;
-        let arrival = to_i64(arrival);
+        // Signed from here on: transit offsets (`arrival − rtp`) go negative.
+        let arrival = to_i64(arrival.samples());
         let (ext_seq, ext_ts) = self.unwrap(seq, rtp_ts);
         if self.started && ext_seq <= self.played_seq {
             let age = self.played_seq - ext_seq;
@@ -391,22 +392,24 @@ impl OpusJitter {
     }
 
     /// The program time at which the next missing audio is given up on, if
-    /// `pull` has anything to wait for; `Some(0)` if a packet can be played
-    /// now. A driver may sleep until then (or its regular tick).
-    pub fn poll_at(&self) -> Option<u64> {
+    /// `pull` has anything to wait for; program time 0 if a packet can be
+    /// played now. A driver may sleep until then (or its regular tick).
+    pub fn poll_at(&self) -> Option<ProgramTime> {
         let reorder = ms_to_samples(self.config.reorder_ms);
         if !self.started {
-            return self
-                .first_arrival
-                .map(|a| u64::try_from(a.saturating_add(self.start_hold())).unwrap_or(0));
+            return self.first_arrival.map(|a| {
+                ProgramTime::from_samples(
+                    u64::try_from(a.saturating_add(self.start_hold())).unwrap_or(0),
+                )
+            });
         }
         let next = self.held.first_key_value().map(|(&s, _)| s);
         if next == Some(self.played_seq + 1) {
-            return Some(0);
+            return Some(ProgramTime::ZERO);
         }
         let budget_spent = self.conceal_run >= ms_to_samples(self.config.max_conceal_ms);
         if budget_spent && next.is_some() {
-            return Some(0);
+            return Some(ProgramTime::ZERO);
         }
         if budget_spent || (next.is_none() && self.last_dtx) {
             return None;
@@ -417,6 +420,7 @@ impl OpusJitter {
                 .saturating_add(reorder),
         )
         .ok()
+        .map(ProgramTime::from_samples)
     }
 
     /// The hold of the first packet, in samples.
@@ -430,8 +434,8 @@ impl OpusJitter {
     ///
     /// Fails only with [`JitterError::Undecodable`] when too many packets in
     /// a row could not be decoded: end the session.
-    pub fn pull(&mut self, now: u64, out: &mut Vec<Frame>) -> Result<(), JitterError> {
-        let now = to_i64(now);
+    pub fn pull(&mut self, now: ProgramTime, out: &mut Vec<Frame>) -> Result<(), JitterError> {
+        let now = to_i64(now.samples());
         let reorder = ms_to_samples(self.config.reorder_ms);
         let max_conceal = ms_to_samples(self.config.max_conceal_ms);
         if !self.started {
@@ -665,13 +669,17 @@ mod tests {
 
     const PKT: u32 = 960;
 
+    fn at(samples: u64) -> ProgramTime {
+        ProgramTime::from_samples(samples)
+    }
+
     /// 20 ms stereo Opus packets of a 1 kHz tone with RMS `rms`.
     #[test]
     fn poll_at_saturates() {
         let mut jb = OpusJitterConfig::default().build().expect("build");
-        jb.push(0, 0, &tone_packets(1, false)[0], u64::MAX);
+        jb.push(0, 0, &tone_packets(1, false)[0], at(u64::MAX));
         assert!(jb.poll_at().is_some());
-        jb.pull(u64::MAX, &mut Vec::new()).expect("pull");
+        jb.pull(at(u64::MAX), &mut Vec::new()).expect("pull");
         let _ = jb.poll_at();
     }
 
@@ -721,9 +729,9 @@ mod tests {
         let mut now = 0;
         while now < end + 480 {
             while let Some(p) = it.next_if(|p| p.3 <= now) {
-                jb.push(p.0, p.1, &p.2, p.3);
+                jb.push(p.0, p.1, &p.2, at(p.3));
             }
-            jb.pull(now, &mut out).expect("pull");
+            jb.pull(at(now), &mut out).expect("pull");
             now += 480;
         }
         (out, jb.stats())
@@ -880,9 +888,9 @@ mod tests {
         let mut jb = OpusJitterConfig::default().build().expect("build");
         let mut out = Vec::new();
         for p in &packets {
-            jb.push(p.0, p.1, &p.2, 0);
+            jb.push(p.0, p.1, &p.2, ProgramTime::ZERO);
         }
-        jb.pull(2880, &mut out).expect("pull");
+        jb.pull(at(2880), &mut out).expect("pull");
         assert_eq!(out.len(), 20);
         assert!(out.iter().all(|f| f.kind == FrameKind::Decoded));
         assert_eq!(out[10].host_ts_ms, 700);
@@ -961,19 +969,19 @@ mod tests {
         let mut jb = OpusJitterConfig::default().build().expect("build");
         // Packet 0 never comes; 1..=300 wait for it.
         for s in 1..=300u16 {
-            jb.push(s, u32::from(s) * PKT, &payloads[0], 0);
+            jb.push(s, u32::from(s) * PKT, &payloads[0], ProgramTime::ZERO);
         }
         assert_eq!(jb.held(), 256);
         assert_eq!(jb.stats().overflow, 44);
         let mut out = Vec::new();
-        jb.pull(100_000, &mut out).expect("pull");
+        jb.pull(at(100_000), &mut out).expect("pull");
         let decoded = out.iter().filter(|f| f.kind == FrameKind::Decoded).count();
         assert_eq!(decoded, 256);
         assert_eq!(out.len() - decoded, 10, "then 200 ms concealed at the end");
         assert_eq!(jb.held(), 0);
         // Oversized payloads are not kept.
-        jb.push(301, 400 * PKT, &vec![0u8; MAX_PAYLOAD + 1], 100_000);
-        jb.pull(100_000, &mut out).expect("pull");
+        jb.push(301, 400 * PKT, &vec![0u8; MAX_PAYLOAD + 1], at(100_000));
+        jb.pull(at(100_000), &mut out).expect("pull");
         assert_eq!(jb.stats().corrupt, 1);
     }
 
@@ -997,9 +1005,10 @@ mod tests {
         for _ in 0..20_000 {
             let len = (rnd() % 1500) as usize;
             let payload: Vec<u8> = (0..len).map(|_| rnd() as u8).collect();
-            jb.push(rnd() as u16, rnd() as u32, &payload, now);
+            jb.push(rnd() as u16, rnd() as u32, &payload, at(now));
             now += rnd() % 2000;
-            jb.pull(now, &mut out).expect("never fails with no limit");
+            jb.pull(at(now), &mut out)
+                .expect("never fails with no limit");
             let mut last = i64::MIN;
             for f in out.drain(..) {
                 assert!(f.host_ts_ms > last || last == i64::MIN);
@@ -1014,8 +1023,8 @@ mod tests {
         let mut result = Ok(());
         for s in 0..60u16 {
             // TOC code 3 with a frame count of 0 is invalid (RFC 6716 §3.2.5).
-            jb.push(s, u32::from(s) * PKT, &[0x03, 0x00], u64::from(s) * 960);
-            result = jb.pull(u64::from(s) * 960 + 2880, &mut out);
+            jb.push(s, u32::from(s) * PKT, &[0x03, 0x00], at(u64::from(s) * 960));
+            result = jb.pull(at(u64::from(s) * 960 + 2880), &mut out);
             if result.is_err() {
                 break;
             }
