@@ -341,6 +341,8 @@ async fn live(args: LiveArgs) -> Result<()> {
         cfg.packager.timeline.first_msn = resume.next_msn;
         cfg.packager.timeline.discontinuity_sequence = resume.discontinuity_sequence;
         cfg.packager.timeline.start_discontinuity = true;
+        // The previous run's segments leave with this run's deletion delay.
+        cfg.packager.timeline.inherited = resume.previous;
     }
     let hold = match &args.hold {
         Some(hold) => {

@@ -359,3 +359,39 @@ fn a_standalone_origin_serves_through_a_frozen_store_and_recovers_by_itself() {
     live.stop();
     drop(alice);
 }
+
+/// Benchmark (run by `scripts/bench-outage.sh`, not in CI): how the backlog
+/// grows over a long outage and how fast it is written when the store comes
+/// back. The store's gateway goes away (connections reset, new ones
+/// refused) for `ONAIR_BENCH_OUTAGE_S` seconds (default 90) in the middle of
+/// a broadcast with one RTMP host; the log's backlog reports (every 5 s) and
+/// the recovery lines are printed.
+#[test]
+#[ignore = "a benchmark: scripts/bench-outage.sh runs it"]
+fn bench_backlog_through_a_long_outage() {
+    let outage_s: f64 = std::env::var("ONAIR_BENCH_OUTAGE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(90.0);
+    let server = s3::S3Server::from_env();
+    let bucket = server.create_bucket("bench-outage");
+    let proxy = TcpProxy::start(s3_addr(&server));
+    let mut live = Broadcast::start_on(
+        "bench-outage",
+        &[ALICE],
+        Some(&format!("s3://{bucket}/streams")),
+        &[("AWS_ENDPOINT", format!("http://{}", proxy.addr()))],
+        std::iter::empty::<&str>(),
+    );
+    let alice = Publisher::start(&live.rtmp_url(&ALICE), &TONE);
+    live.sleep_until(5.0);
+    proxy.drop_all();
+    live.sleep_until(5.0 + outage_s);
+    proxy.restore();
+    live.sleep_until(10.0 + outage_s);
+    live.stop();
+    drop(alice);
+    for line in live.log_lines_with(&["onair::publish::live"]) {
+        println!("{line}");
+    }
+}

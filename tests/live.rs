@@ -830,8 +830,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Complete segments to wait for before decoding the growing stream.
 const SEGMENTS_BEFORE_DECODE: usize = 3;
-/// How long the restarted broadcast runs.
-const SECOND_RUN: Duration = Duration::from_secs(3);
+/// How long the restarted broadcast runs: past the deletion delay (three
+/// target durations, 6 s with the process test's 2 s target duration), when
+/// the first run's segments are deleted.
+const SECOND_RUN: Duration = Duration::from_secs(8);
 
 /// A running `onair live`, killed when dropped (a failing test leaves no
 /// process behind). Its log goes to a file, shown when it misbehaves.
@@ -1054,6 +1056,16 @@ fn onair_live_stops_on_sigint_and_resumes_the_numbering() {
         }
     }
     assert!(compared > 0, "no object of the first run left to compare");
+    // The first run's media left with the second run's deletion delay: none
+    // of its segments, parts or `at/` playlists is left behind for ever.
+    let left: Vec<&String> = before
+        .keys()
+        .filter(|key| !key.ends_with("/init.mp4") && after.contains_key(*key))
+        .collect();
+    assert!(
+        left.is_empty(),
+        "objects of the first run still stored after the second: {left:?}"
+    );
 
     eprintln!(
         "first part stored {} ms after spawn; growing stream ({ran:?} in) decoded in \

@@ -84,6 +84,12 @@ pub struct TimelineConfig {
     /// for a client that loaded a playlist just before the segment left and
     /// plays from its start; set it to that to follow the RFC to the letter.
     pub deletion_delay: Option<u64>,
+    /// Segments of an earlier run of the stream, as its last playlist
+    /// listed them. This run does not list them (it starts after them); they
+    /// count as having left the window at program time 0, so
+    /// [`Timeline::take_expired`] reports them once the deletion delay has
+    /// passed and a restarted stream deletes what the run before it left.
+    pub inherited: Vec<ExpiredSegment>,
 }
 
 impl Default for TimelineConfig {
@@ -97,6 +103,7 @@ impl Default for TimelineConfig {
             discontinuity_sequence: 0,
             start_discontinuity: false,
             deletion_delay: None,
+            inherited: Vec::new(),
         }
     }
 }
@@ -347,7 +354,14 @@ impl TimelineConfig {
             open_parts: Vec::new(),
             head: 0,
             discontinuity_sequence: self.discontinuity_sequence,
-            departed: VecDeque::new(),
+            departed: self
+                .inherited
+                .iter()
+                .map(|&segment| Departed {
+                    segment,
+                    left_at: 0,
+                })
+                .collect(),
             finished: false,
             config: self,
         })
@@ -645,6 +659,36 @@ impl Timeline {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_runs_segments_expire_after_the_deletion_delay() {
+        let inherited = vec![
+            ExpiredSegment { msn: 7, parts: 6 },
+            ExpiredSegment { msn: 8, parts: 2 },
+        ];
+        let mut t = TimelineConfig {
+            first_msn: 9,
+            start_discontinuity: true,
+            inherited: inherited.clone(),
+            ..TimelineConfig::default()
+        }
+        .build()
+        .expect("timeline");
+        let delay = t.deletion_delay();
+        assert_eq!(t.next_expiry(), Some(ProgramTime::from_samples(delay)));
+        assert!(
+            t.take_expired(ProgramTime::from_samples(delay - 1))
+                .is_empty()
+        );
+        // Not listed: this run's playlist starts at its own first segment.
+        t.push_part(15_360).expect("part");
+        let playlist = t.media_playlist(
+            &RenditionNames::new("i.mp4", "{msn}.m4s", "{msn}.{part}.m4s").expect("names"),
+            &[],
+        );
+        assert_eq!(playlist.media_sequence, 9);
+        assert_eq!(t.take_expired(ProgramTime::from_samples(delay)), inherited);
+    }
     use crate::hls::rules;
 
     const PART: u64 = 15_360;

@@ -22,7 +22,7 @@ use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::hls::MediaPlaylist;
+use crate::hls::{ExpiredSegment, MediaPlaylist};
 use crate::ingest::{Close, IngestEvent};
 use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
 use crate::publish::layout::RenditionPath;
@@ -353,16 +353,48 @@ fn take_messages(
     }
 }
 
+/// The segments `playlist` lists, the open one included, with how many
+/// parts each had: as listed, or for a segment whose parts have aged out of
+/// the playlist, its duration in whole part targets (every live segment
+/// was stored part by part).
+fn listed_segments(playlist: &MediaPlaylist) -> Vec<ExpiredSegment> {
+    let part_target = playlist.part_target.unwrap_or(0);
+    let mut out: Vec<ExpiredSegment> = playlist
+        .segments
+        .iter()
+        .zip(playlist.media_sequence..)
+        .map(|(segment, msn)| ExpiredSegment {
+            msn,
+            parts: if segment.parts.is_empty() && part_target > 0 {
+                u32::try_from(segment.duration.div_ceil(part_target)).unwrap_or(u32::MAX)
+            } else {
+                u32::try_from(segment.parts.len()).unwrap_or(u32::MAX)
+            },
+        })
+        .collect();
+    if let Some(open) = playlist.open.as_ref().filter(|o| !o.parts.is_empty()) {
+        out.push(ExpiredSegment {
+            msn: playlist.open_msn(),
+            parts: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+        });
+    }
+    out
+}
+
 /// Where a stream that was published before left off: the next Media
 /// Sequence Number and discontinuity sequence, so a restarted broadcast
 /// continues the numbering instead of reusing object names (DESIGN: media
 /// objects are immutable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
     /// First MSN of the new broadcast.
     pub next_msn: u64,
     /// Discontinuity sequence of the new broadcast's first segment.
     pub discontinuity_sequence: u64,
+    /// The segments the stream's last playlist lists (with their parts),
+    /// for the new broadcast to delete once they would have left its window
+    /// ([`crate::hls::TimelineConfig::inherited`]).
+    pub previous: Vec<ExpiredSegment>,
 }
 
 /// Reads the stream's last media playlist from the store, if any.
@@ -396,6 +428,7 @@ pub async fn resume_point(store: &Store, stream: &str) -> Result<Option<Resume>,
             discontinuity_sequence: playlist.discontinuity_sequence
                 + playlist.segments.iter().filter(|s| s.discontinuity).count() as u64
                 + 1,
+            previous: listed_segments(&playlist),
         };
         next = Some(match next {
             Some(n) if n.next_msn >= candidate.next_msn => n,
