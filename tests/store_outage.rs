@@ -256,15 +256,24 @@ async fn after_a_five_second_outage_the_live_edge_is_back_within_a_part() {
     let mut next = started;
     let mut produced = Vec::new();
     let mut failing_seen = false;
+    let mut most_waiting = 0;
     for _ in 0..94 {
         next += PART;
         tokio::time::sleep_until(next).await;
         let (id, batch) = producer.next();
         handle.send(batch).expect("send");
         produced.push((Instant::now(), id));
-        failing_seen |= monitor.status().state == "failing";
+        let status = monitor.status();
+        failing_seen |= status.state == "failing";
+        most_waiting = most_waiting.max(status.backlog_batches);
     }
     assert!(failing_seen, "the outage was never noticed");
+    // The status counts what waits, taken by the driver or not: about the
+    // 15 parts of the outage.
+    assert!(
+        (14..=17).contains(&most_waiting),
+        "{most_waiting} batches waited"
+    );
     // When did the store first hold a live playlist naming a part produced
     // after the store came back?
     let first_after = produced

@@ -99,7 +99,8 @@ impl Backlog {
     }
 }
 
-fn body_bytes(batch: &Batch) -> u64 {
+/// Body bytes of the puts in `batch`.
+pub fn body_bytes(batch: &Batch) -> u64 {
     batch
         .stages
         .iter()

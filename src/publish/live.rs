@@ -44,7 +44,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::backlog::Backlog;
+use super::backlog::{Backlog, body_bytes};
 use super::driver::PublishSummary;
 use super::publisher::{self, AttemptError, Batch, BatchStats, Op, PublishError, Publisher};
 use super::retry::{GiveUp, RetryPolicy, Retryable, classify};
@@ -124,6 +124,9 @@ pub struct PublishStatus {
 #[derive(Debug, Default)]
 struct State {
     backlog: Backlog,
+    /// Packager batches and body bytes of the work the driver has taken and
+    /// not yet stored: waiting for the store as much as the backlog is.
+    in_hand: (u64, u64),
     /// Every handle is gone: publish what waits and stop.
     closed: bool,
     /// The driver stopped; nothing more is accepted.
@@ -140,6 +143,18 @@ struct Shared {
 impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl State {
+    /// Packager batches waiting for the store, taken or not.
+    fn waiting_batches(&self) -> u64 {
+        self.backlog.batches() + self.in_hand.0
+    }
+
+    /// Body bytes waiting for the store, taken or not.
+    fn waiting_bytes(&self) -> u64 {
+        self.backlog.bytes() + self.in_hand.1
     }
 }
 
@@ -173,8 +188,8 @@ impl LiveHandle {
                 return Err(PublishError::DriverStopped);
             }
             state.backlog.push(batch);
-            state.status.backlog_batches = state.backlog.batches();
-            state.status.backlog_bytes = state.backlog.bytes();
+            state.status.backlog_batches = state.waiting_batches();
+            state.status.backlog_bytes = state.waiting_bytes();
         }
         shared.work.notify_one();
         Ok(())
@@ -200,8 +215,8 @@ impl PublishMonitor {
     pub fn status(&self) -> PublishStatus {
         let state = self.shared.state();
         let mut status = state.status.clone();
-        status.backlog_batches = state.backlog.batches();
-        status.backlog_bytes = state.backlog.bytes();
+        status.backlog_batches = state.waiting_batches();
+        status.backlog_bytes = state.waiting_bytes();
         status
     }
 }
@@ -278,7 +293,11 @@ impl Driver {
                 if state.closed && deadline.is_none() {
                     deadline = Some(Instant::now() + self.settings.drain_timeout);
                 }
-                (state.backlog.take(), state.closed)
+                let taken = state.backlog.take();
+                state.in_hand = taken
+                    .as_ref()
+                    .map_or((0, 0), |(batch, n)| (*n, body_bytes(batch)));
+                (taken, state.closed)
             };
             let (batch, batches) = match next {
                 (Some(work), _) => work,
@@ -304,15 +323,16 @@ impl Driver {
             match interrupted {
                 None => {
                     self.summary.batches += batches;
-                    self.shared.state().status.published_batches = self.summary.batches;
+                    let mut state = self.shared.state();
+                    state.in_hand = (0, 0);
+                    state.status.published_batches = self.summary.batches;
                 }
                 Some(rest) => {
                     let mut left = vec![rest];
                     left.extend(stages);
-                    self.shared
-                        .state()
-                        .backlog
-                        .put_back(Batch { stages: left }, batches);
+                    let mut state = self.shared.state();
+                    state.in_hand = (0, 0);
+                    state.backlog.put_back(Batch { stages: left }, batches);
                 }
             }
         }
@@ -347,7 +367,7 @@ impl Driver {
                 && resume > deadline
             {
                 let (op, error) = failed.into_iter().next().expect("a failure");
-                let waiting = self.shared.state().backlog.batches();
+                let waiting = self.shared.state().waiting_batches();
                 tracing::error!(
                     store = %self.publisher.store().url(), waiting,
                     "the store is still failing as the broadcast ends; giving up on what waits"
@@ -432,7 +452,7 @@ impl Driver {
         tracing::warn!(
             store = %self.publisher.store().url(),
             outage_ms = lasted.as_millis() as u64,
-            waiting_batches = state.backlog.batches(),
+            waiting_batches = state.waiting_batches(),
             "the store is back"
         );
         self.catching_up = Some(now);
@@ -460,8 +480,8 @@ impl Driver {
                     tracing::warn!(
                         store,
                         failing_ms = (now - outage.since).as_millis() as u64,
-                        waiting_batches = state.backlog.batches(),
-                        waiting_bytes = state.backlog.bytes(),
+                        waiting_batches = state.waiting_batches(),
+                        waiting_bytes = state.waiting_bytes(),
                         %error,
                         "the store is still failing; the broadcast goes on and the backlog waits"
                     );
