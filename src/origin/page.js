@@ -288,16 +288,7 @@
       fail('This browser can play neither HLS nor Media Source Extensions.');
       return;
     }
-    // A player left far behind (a stalled network, a store outage the
-    // broadcast rode out) jumps back to the live edge once it is more than
-    // five target durations (10 s) behind, instead of staying behind for
-    // the rest of the broadcast.
-    hls = new Hls({
-      lowLatencyMode: true,
-      liveDurationInfinity: true,
-      backBufferLength: 30,
-      liveMaxLatencyDurationCount: 5,
-    });
+    hls = new Hls({ lowLatencyMode: true, liveDurationInfinity: true, backBufferLength: 30 });
     hls.on(Hls.Events.ERROR, function (_event, data) {
       if (current === generation) onHlsJsError(data);
     });
