@@ -19,7 +19,46 @@ pub const SAMPLE_RATE: u32 = 48_000;
 /// Program channel count: the mix is always stereo.
 pub const CHANNELS: usize = 2;
 
-/// A point on the program timeline: samples at 48 kHz since program time 0.
+/// The arithmetic both timelines share: construction from and reading of a
+/// sample count, saturating moves and the distance between two points.
+macro_rules! timeline_point {
+    ($name:ident, $what:literal) => {
+        impl $name {
+            #[doc = concat!($what, " 0.")]
+            pub const ZERO: Self = Self(0);
+
+            #[doc = concat!("The ", $what, " `samples` samples after ", $what, " 0.")]
+            pub const fn from_samples(samples: u64) -> Self {
+                Self(samples)
+            }
+
+            #[doc = concat!("Samples since ", $what, " 0.")]
+            pub const fn samples(self) -> u64 {
+                self.0
+            }
+
+            /// `samples` later (saturating).
+            #[must_use]
+            pub const fn plus(self, samples: u64) -> Self {
+                Self(self.0.saturating_add(samples))
+            }
+
+            #[doc = concat!("`samples` earlier (saturating at ", $what, " 0).")]
+            #[must_use]
+            pub const fn minus(self, samples: u64) -> Self {
+                Self(self.0.saturating_sub(samples))
+            }
+
+            /// Samples from `earlier` to this time; 0 if `earlier` is not earlier.
+            pub const fn since(self, earlier: Self) -> u64 {
+                self.0.saturating_sub(earlier.0)
+            }
+        }
+    };
+}
+
+/// A point on the program timeline: samples at 48 kHz since program time 0,
+/// where the broadcast starts.
 ///
 /// Ingest stamps arrivals with it, the mixer and the live feeds are clocked
 /// by it, and the packager cuts parts at it. Arithmetic saturates: a time
@@ -27,37 +66,9 @@ pub const CHANNELS: usize = 2;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct ProgramTime(u64);
 
+timeline_point!(ProgramTime, "program time");
+
 impl ProgramTime {
-    /// Program time 0, where the broadcast starts.
-    pub const ZERO: Self = Self(0);
-
-    /// The program time `samples` samples after program time 0.
-    pub const fn from_samples(samples: u64) -> Self {
-        Self(samples)
-    }
-
-    /// Samples since program time 0.
-    pub const fn samples(self) -> u64 {
-        self.0
-    }
-
-    /// `samples` later (saturating).
-    #[must_use]
-    pub const fn plus(self, samples: u64) -> Self {
-        Self(self.0.saturating_add(samples))
-    }
-
-    /// `samples` earlier (saturating at program time 0).
-    #[must_use]
-    pub const fn minus(self, samples: u64) -> Self {
-        Self(self.0.saturating_sub(samples))
-    }
-
-    /// Samples from `earlier` to this time; 0 if `earlier` is not earlier.
-    pub const fn since(self, earlier: Self) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-
     /// This program time on the track timeline of a rendition whose encoder
     /// delays its output by `delay` samples (saturating).
     pub const fn media(self, delay: u32) -> MediaTime {
@@ -67,44 +78,16 @@ impl ProgramTime {
 
 /// A point on a rendition's track timeline: program time + the encoder's
 /// whole-frame delay, in 48 kHz samples (the CMAF timescale); what `tfdt`
-/// carries.
+/// carries. Media time 0 is the first priming sample of a rendition.
 ///
 /// A separate type from [`ProgramTime`] because the two differ by the delay
 /// (960 samples for Opus, 2048 for AAC): mixing them up shifts a rendition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct MediaTime(u64);
 
+timeline_point!(MediaTime, "media time");
+
 impl MediaTime {
-    /// Media time 0: the first priming sample of a rendition.
-    pub const ZERO: Self = Self(0);
-
-    /// The media time `samples` samples after media time 0.
-    pub const fn from_samples(samples: u64) -> Self {
-        Self(samples)
-    }
-
-    /// Samples since media time 0 (the `tfdt` value).
-    pub const fn samples(self) -> u64 {
-        self.0
-    }
-
-    /// `samples` later (saturating).
-    #[must_use]
-    pub const fn plus(self, samples: u64) -> Self {
-        Self(self.0.saturating_add(samples))
-    }
-
-    /// `samples` earlier (saturating at media time 0).
-    #[must_use]
-    pub const fn minus(self, samples: u64) -> Self {
-        Self(self.0.saturating_sub(samples))
-    }
-
-    /// Samples from `earlier` to this time; 0 if `earlier` is not earlier.
-    pub const fn since(self, earlier: Self) -> u64 {
-        self.0.saturating_sub(earlier.0)
-    }
-
     /// The program time of this media time on a rendition delayed by
     /// `delay` samples; program time 0 for the priming before it.
     pub const fn program(self, delay: u32) -> ProgramTime {

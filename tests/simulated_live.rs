@@ -82,6 +82,21 @@ fn config() -> PipelineConfig {
     }
 }
 
+/// The test pipeline with one live host who never connects: the program
+/// runs until stopped.
+fn pipeline_with_guest() -> Pipeline {
+    let mut pipeline = Pipeline::new(config(), Vec::new()).expect("pipeline");
+    let guest = FeedConfig {
+        name: "guest".into(),
+        gain_db: 0.0,
+        muted: false,
+    };
+    pipeline
+        .add_live_host(guest, LiveFeedConfig::default())
+        .expect("live host");
+    pipeline
+}
+
 /// Runs a live broadcast (one live host who never connects) under `script`; the summary's program
 /// samples, the program time of the simulated clock at the end, and the
 /// final AAC playlist.
@@ -102,16 +117,7 @@ async fn run_scripted(limit: u64, stall_at: u64, stall: Duration) -> (u64, u64, 
         pacer: script.clone(),
         ..LiveIo::default()
     };
-    let mut pipeline = Pipeline::new(config(), Vec::new()).expect("pipeline");
-    // A live host who never connects: the program runs until stopped.
-    let guest = FeedConfig {
-        name: "guest".into(),
-        gain_db: 0.0,
-        muted: false,
-    };
-    pipeline
-        .add_live_host(guest, LiveFeedConfig::default())
-        .expect("live host");
+    let pipeline = pipeline_with_guest();
     let summary = run::broadcast(pipeline, store.clone(), stop, io)
         .await
         .expect("broadcast");
@@ -202,15 +208,7 @@ async fn the_program_clock_goes_on_through_a_store_outage() {
         }
     });
     let pacer = Arc::new(Script::new(start, 1000, &stop, cue));
-    let mut pipeline = Pipeline::new(config(), Vec::new()).expect("pipeline");
-    let guest = FeedConfig {
-        name: "guest".into(),
-        gain_db: 0.0,
-        muted: false,
-    };
-    pipeline
-        .add_live_host(guest, LiveFeedConfig::default())
-        .expect("live host");
+    let pipeline = pipeline_with_guest();
     let publisher = LivePublisher::start(store.clone(), &pipeline, None);
     let monitor = publisher.monitor();
     let clock = ProgramClock::starting_at(start);
