@@ -333,17 +333,9 @@ async fn live(args: LiveArgs) -> Result<()> {
         PlaylistMode::Live,
         Some(args.window * u64::from(SAMPLE_RATE)),
     );
-    if let Some(resume) = run::resume_point(&store, &args.common.stream).await? {
-        tracing::info!(
-            msn = resume.next_msn,
-            "stream exists: continuing its numbering after a discontinuity"
-        );
-        cfg.packager.timeline.first_msn = resume.next_msn;
-        cfg.packager.timeline.discontinuity_sequence = resume.discontinuity_sequence;
-        cfg.packager.timeline.start_discontinuity = true;
-        // The previous run's segments leave with this run's deletion delay.
-        cfg.packager.timeline.inherited = resume.previous;
-    }
+    // Program time, names and dates follow the stream's wall-clock
+    // timeline: a restarted broadcast continues where the clock is.
+    let clock = run::lock_to_stream(&store, &mut cfg).await?;
     let hold = match &args.hold {
         Some(hold) => {
             // The hold music is the host named "hold" in the control API.
@@ -377,6 +369,7 @@ async fn live(args: LiveArgs) -> Result<()> {
     };
     let on_air = run::OnAir {
         pipeline: cfg,
+        clock,
         hosts,
         hold,
         keys,

@@ -58,6 +58,10 @@ pub struct RenditionSpec {
     pub frame_len: u32,
     /// Target codec bitrate in bits per second (for `BANDWIDTH`).
     pub bitrate: u32,
+    /// One access unit that decodes to silence ([`crate::encode::silent_unit`]):
+    /// the content of the gap segments a restarted stream lists for the span
+    /// no process published. Empty: this rendition cannot fill gaps.
+    pub silence: Bytes,
 }
 
 impl RenditionSpec {
@@ -69,7 +73,13 @@ impl RenditionSpec {
             delay: encoder.delay(),
             frame_len: encoder.frame_len(),
             bitrate,
+            silence: Bytes::new(),
         }
+    }
+
+    /// The spec with `silence` as its gap filler.
+    pub fn with_silence(self, silence: Bytes) -> Self {
+        Self { silence, ..self }
     }
 
     fn codecs(&self) -> &'static str {
@@ -160,6 +170,10 @@ pub enum PackagerError {
         /// Media time received.
         got: MediaTime,
     },
+    /// The timeline lists gap segments but a rendition has no silence to
+    /// store under them (see [`RenditionSpec::silence`]).
+    #[error("rendition {0}: no silent access unit to fill the stream's gap segments")]
+    NoSilence(String),
 }
 
 #[derive(Debug)]
@@ -190,9 +204,8 @@ pub struct Packager {
     next_start: ProgramTime,
     /// Program end, once known.
     end: Option<ProgramTime>,
-    /// `mfhd` sequence number of the next fragment (ISO/IEC 14496-12 §8.8.5),
-    /// counted per track, starting at 1.
-    sequence: u32,
+    /// Parts per segment: with the part index, the `mfhd` sequence number.
+    parts_per_segment: u32,
     part_target: u64,
     /// The multivariant playlist until it is published.
     index: Option<Bytes>,
@@ -244,20 +257,22 @@ impl Packager {
         let renditions = specs
             .into_iter()
             .map(|spec| Rendition {
+                next_media: first_media_time(timeline_cfg.start, spec.delay),
                 spec,
                 queue: VecDeque::new(),
-                next_media: MediaTime::ZERO,
                 segment: BytesMut::new(),
             })
             .collect();
+        let next_start = timeline_cfg.start;
+        let parts_per_segment = timeline_cfg.parts_per_segment;
         Ok(Self {
             stream: cfg.stream,
             mode: cfg.mode,
             timeline: timeline_cfg.build()?,
             renditions,
-            next_start: ProgramTime::ZERO,
+            next_start,
             end: None,
-            sequence: 1,
+            parts_per_segment,
             part_target,
             index,
         })
@@ -285,9 +300,10 @@ impl Packager {
         .key()
     }
 
-    /// Init segments of every rendition: the first batch of a broadcast. The
-    /// multivariant playlist follows the first media playlists, so it never
-    /// names a playlist that is not stored.
+    /// Init segments of every rendition, and the silent segments of the
+    /// timeline's gaps: the first batch of a broadcast, stored before any
+    /// playlist names them. The multivariant playlist follows the first
+    /// media playlists, so it never names a playlist that is not stored.
     pub fn start(&self) -> Result<Batch, PackagerError> {
         let inits = (0..self.renditions.len())
             .map(|r| {
@@ -297,9 +313,11 @@ impl Packager {
                     kind: ObjectKind::Init,
                 }))
             })
-            .collect::<Result<_, PackagerError>>()?;
+            .collect::<Result<Vec<Op>, PackagerError>>()?;
+        let mut first = inits;
+        first.extend(self.gap_segments()?);
         Ok(Batch {
-            stages: vec![inits],
+            stages: vec![first],
         })
     }
 
@@ -396,6 +414,53 @@ impl Packager {
         Ok(Batch { stages })
     }
 
+    /// The `mfhd` sequence number (ISO/IEC 14496-12 §8.8.5) of a part:
+    /// counted from 1 at part 0 of segment 0 of the stream's timeline, so it
+    /// increases across restarts and every process computes the same one
+    /// (wrapping after 2^32 parts, over 40 years of 320 ms parts).
+    fn sequence_number(&self, msn: u64, part: u32) -> u32 {
+        msn.wrapping_mul(u64::from(self.parts_per_segment))
+            .wrapping_add(u64::from(part))
+            .wrapping_add(1) as u32
+    }
+
+    /// The silent segments the timeline lists as gaps (see
+    /// [`hls::TimelineConfig::earlier`]): one fragment of the silent unit
+    /// repeated over each gap's span, so a player that ignores
+    /// `EXT-X-GAP` (ffmpeg) reads silence on the stream's timeline.
+    fn gap_segments(&self) -> Result<Vec<Op>, PackagerError> {
+        let mut ops = Vec::new();
+        for (msn, start, duration) in self.timeline.gaps() {
+            for (r, rendition) in self.renditions.iter().enumerate() {
+                let spec = &rendition.spec;
+                if spec.silence.is_empty() {
+                    return Err(PackagerError::NoSilence(spec.name.clone()));
+                }
+                let frame = u64::from(spec.frame_len);
+                let samples: Vec<cmaf::Sample> = (0..duration.div_ceil(frame))
+                    .map(|_| cmaf::Sample {
+                        duration: spec.frame_len,
+                        data: spec.silence.clone(),
+                    })
+                    .collect();
+                let mut body = BytesMut::new();
+                body.extend_from_slice(&cmaf::styp());
+                body.extend_from_slice(&cmaf::fragment(
+                    self.sequence_number(msn, 0),
+                    TRACK_ID,
+                    start.media(spec.delay).samples(),
+                    &samples,
+                )?);
+                ops.push(Op::Put(PutObject {
+                    key: self.key(r, RenditionFile::Segment(msn)),
+                    body: body.freeze(),
+                    kind: ObjectKind::Media,
+                }));
+            }
+        }
+        Ok(ops)
+    }
+
     fn last_closed_msn(&self) -> Option<u64> {
         self.timeline.last_part().map(|p| p.msn)
     }
@@ -430,7 +495,7 @@ impl Packager {
             .next_part()
             .ok_or(hls::TimelineError::Finished)?;
         let duration = end.since(self.next_start);
-        let sequence = self.sequence;
+        let sequence = self.sequence_number(id.msn, id.part);
         let last = self.end == Some(end);
         let mut parts = Vec::with_capacity(self.renditions.len());
         for rendition in &mut self.renditions {
@@ -474,7 +539,6 @@ impl Packager {
             rendition.segment.extend_from_slice(&bytes);
             parts.push(bytes);
         }
-        self.sequence = self.sequence.wrapping_add(1);
         let pushed = self.timeline.push_part(duration)?;
         debug_assert_eq!(pushed, id);
         self.next_start = end;
@@ -565,6 +629,20 @@ impl Packager {
             }
         }
         ops
+    }
+}
+
+/// Media time of a rendition's first unit in a run that starts at program
+/// time `start`. A stream's first run keeps the encoder's priming units
+/// (media time 0 to `delay`), which the init segment's edit list and the
+/// Opus pre-skip hide. Those apply at the start of the track only, so a run
+/// that continues a stream drops its priming and starts exactly at `start`
+/// on the media timeline.
+pub fn first_media_time(start: ProgramTime, delay: u32) -> MediaTime {
+    if start == ProgramTime::ZERO {
+        MediaTime::ZERO
+    } else {
+        start.media(delay)
     }
 }
 

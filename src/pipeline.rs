@@ -14,9 +14,12 @@ use crate::audio::{
 };
 use crate::encode::{
     AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet,
+    silent_unit,
 };
 use crate::ingest::{Close, IngestEvent};
-use crate::packager::{Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec};
+use crate::packager::{
+    Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec, first_media_time,
+};
 use crate::publish::Batch;
 use crate::studio::{Command, CommandError, HostInfo, HostKind, Studio};
 use crate::time::{MediaTime, ProgramTime};
@@ -77,6 +80,25 @@ pub enum PipelineError {
     },
 }
 
+/// Places an encoder's units, timed from the encoder's own start, on the
+/// stream's media timeline.
+#[derive(Debug, Clone, Copy)]
+struct EncoderOutput {
+    /// Program time of the encoder's first input sample.
+    offset: u64,
+    /// Units before this media time are priming, dropped.
+    drop_below: MediaTime,
+}
+
+impl EncoderOutput {
+    fn place(&self, units: &mut Vec<Packet>) {
+        for unit in units.iter_mut() {
+            unit.media_time = unit.media_time.plus(self.offset);
+        }
+        units.retain(|u| u.media_time >= self.drop_below);
+    }
+}
+
 struct Host {
     source: FileSource,
     feed: FeedId,
@@ -96,6 +118,10 @@ pub struct Pipeline {
     block: u64,
     /// Units each encoder produced for the block being packaged.
     rendition_units: Vec<Vec<Packet>>,
+    /// Where each encoder's units sit on the stream's media timeline.
+    outputs: Vec<EncoderOutput>,
+    /// Program time of the run's first sample.
+    start: ProgramTime,
     parallel: bool,
     times: StageTimes,
 }
@@ -149,11 +175,26 @@ impl Pipeline {
         let aac = AacEncoder::new(&cfg.aac)?;
         let opus = OpusEncoder::new(&cfg.opus)?;
         let specs = vec![
-            RenditionSpec::of(RENDITIONS[0], &aac, cfg.aac.bitrate),
-            RenditionSpec::of(RENDITIONS[1], &opus, cfg.opus.bitrate),
+            RenditionSpec::of(RENDITIONS[0], &aac, cfg.aac.bitrate)
+                .with_silence(silent_unit(&mut AacEncoder::new(&cfg.aac)?)?),
+            RenditionSpec::of(RENDITIONS[1], &opus, cfg.opus.bitrate)
+                .with_silence(silent_unit(&mut OpusEncoder::new(&cfg.opus)?)?),
         ];
+        let start = cfg.packager.timeline.start;
         let packager = Packager::new(cfg.packager, specs)?;
-        let mixer = Mixer::new(cfg.mixer);
+        let mixer = Mixer::new(cfg.mixer).starting_at(start);
+        // A run that starts mid-stream cannot lean on the init segment's
+        // edit list or the Opus pre-skip, which apply at the track's start
+        // only: each encoder primes on silence and its priming output (the
+        // units before the first program sample) is dropped, so both
+        // renditions carry exactly the program from `start` on.
+        let outputs = [&aac as &dyn AudioEncoder, &opus]
+            .iter()
+            .map(|e| EncoderOutput {
+                offset: start.samples(),
+                drop_below: first_media_time(start, e.delay()),
+            })
+            .collect();
         let mut pipeline = Self {
             mixer,
             hosts: Vec::with_capacity(hosts.len()),
@@ -167,6 +208,8 @@ impl Pipeline {
                 MAX_BLOCK
             },
             rendition_units: (0..2).map(|_| Vec::with_capacity(32)).collect(),
+            outputs,
+            start,
             parallel: cfg.parallel,
             times: StageTimes::default(),
         };
@@ -263,7 +306,7 @@ impl Pipeline {
         self.hosts
             .iter()
             .map(|h| h.ended_at)
-            .try_fold(ProgramTime::ZERO, |end, e| e.map(|e| end.max(e)))
+            .try_fold(self.start, |end, e| e.map(|e| end.max(e)))
     }
 
     /// Decodes ahead so every host has `n` samples queued past the clock, or
@@ -273,13 +316,12 @@ impl Pipeline {
         for host in &mut self.hosts {
             while host.ended_at.is_none() && self.mixer.buffered(host.feed) < n {
                 match host.source.next_block()? {
-                    // A file host starts at program time 0, so a block's
-                    // position in the file is its program time.
-                    Some(block) => self.mixer.push(
-                        host.feed,
-                        ProgramTime::from_samples(block.pts),
-                        &block.samples,
-                    ),
+                    // A file host starts with the run, so a block's
+                    // position in the file is its time since the start.
+                    Some(block) => {
+                        self.mixer
+                            .push(host.feed, self.start.plus(block.pts), &block.samples)
+                    }
                     None => {
                         let queued = self.mixer.clock().plus(self.mixer.buffered(host.feed));
                         host.ended_at = Some(queued);
@@ -364,6 +406,7 @@ impl Pipeline {
             }
         }
         for (r, units) in self.rendition_units.iter_mut().enumerate() {
+            self.outputs[r].place(units);
             self.packager.push(r, units)?;
         }
         Ok(())
@@ -379,6 +422,7 @@ impl Pipeline {
     pub fn finish(&mut self) -> Result<Batch, PipelineError> {
         for (r, enc) in self.encoders.iter_mut().enumerate() {
             enc.finish(&mut self.rendition_units[r])?;
+            self.outputs[r].place(&mut self.rendition_units[r]);
             self.packager.push(r, &mut self.rendition_units[r])?;
         }
         Ok(self.packager.finish(self.mixer.clock())?)

@@ -124,12 +124,19 @@ pub fn millis(samples: u64) -> u64 {
     rescale(samples, SAMPLE_RATE, 1000)
 }
 
-/// The program clock of a live run: program time is the monotonic time
-/// elapsed since the run started, in samples. Ingest stamps packet arrivals
-/// with it and the pipeline is paced by it, so both agree on "now".
+/// The program clock of a live run: program time advances with the
+/// monotonic clock from an anchor, in samples. Ingest stamps packet
+/// arrivals with it and the pipeline is paced by it, so both agree on "now".
+///
+/// A live run anchors it once, at its start, to the stream's wall-clock
+/// timeline (program time = wall clock − stream epoch); from then on only
+/// the monotonic clock moves it, so a step of the wall clock during the run
+/// (an NTP correction, an operator's `date`) is not followed into the
+/// timeline.
 #[derive(Debug, Clone, Copy)]
 pub struct ProgramClock {
     start: Instant,
+    origin: ProgramTime,
 }
 
 impl ProgramClock {
@@ -140,7 +147,17 @@ impl ProgramClock {
 
     /// A clock whose program time 0 is `start`.
     pub fn starting_at(start: Instant) -> Self {
-        Self { start }
+        Self::anchored(start, ProgramTime::ZERO)
+    }
+
+    /// A clock that reads `program` at `instant`. (An [`Instant`] cannot
+    /// reach back to a stream epoch before the machine booted, so the
+    /// anchor is a pair rather than an instant of program time 0.)
+    pub fn anchored(instant: Instant, program: ProgramTime) -> Self {
+        Self {
+            start: instant,
+            origin: program,
+        }
     }
 
     /// Program time now.
@@ -148,19 +165,21 @@ impl ProgramClock {
         self.at(Instant::now())
     }
 
-    /// Program time at `instant` (0 before the start).
+    /// Program time at `instant` (the anchor's program time before the
+    /// anchor).
     pub fn at(&self, instant: Instant) -> ProgramTime {
         let elapsed = instant.saturating_duration_since(self.start);
-        ProgramTime(rescale(
+        self.origin.plus(rescale(
             u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
             1_000_000_000,
             SAMPLE_RATE,
         ))
     }
 
-    /// The instant of program time `t`.
+    /// The instant of program time `t` (the anchor for a time before it).
     pub fn instant(&self, t: ProgramTime) -> Instant {
-        self.start + Duration::from_nanos(rescale(t.0, SAMPLE_RATE, 1_000_000_000))
+        self.start
+            + Duration::from_nanos(rescale(t.since(self.origin), SAMPLE_RATE, 1_000_000_000))
     }
 }
 
@@ -174,6 +193,13 @@ pub trait Pacer: Send + Sync {
 
     /// Returns at `deadline` (at once if it has passed).
     fn sleep_until(&self, deadline: Instant);
+
+    /// The wall clock, milliseconds since the Unix epoch, where the pacer
+    /// has one (to notice a step of the wall clock); `None` in simulated
+    /// time.
+    fn unix_ms(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The machine's monotonic clock; sleeping blocks the calling thread.
@@ -190,6 +216,13 @@ impl Pacer for WallClock {
         if deadline > now {
             std::thread::sleep(deadline - now);
         }
+    }
+
+    fn unix_ms(&self) -> Option<i64> {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| i64::try_from(d.as_millis()).ok())
     }
 }
 

@@ -274,6 +274,15 @@ impl Mixer {
         }
     }
 
+    /// The mixer with its clock at `start`, where a run that continues a
+    /// stream begins. Call before anything is pushed or mixed.
+    pub fn starting_at(self, start: ProgramTime) -> Self {
+        Self {
+            clock: start,
+            ..self
+        }
+    }
+
     /// Adds a feed; it contributes silence until data is pushed for it. It
     /// starts at its configured gain without a ramp.
     pub fn add_feed(&mut self, cfg: FeedConfig) -> FeedId {

@@ -168,6 +168,25 @@ impl FrameQueue {
     }
 }
 
+/// One access unit of digital silence from `encoder`, taken after its
+/// priming so that it decodes to silence on its own: what a gap segment
+/// (RFC 8216bis 4.4.4.7) is made of. Use a fresh encoder: this consumes it.
+pub fn silent_unit(encoder: &mut dyn AudioEncoder) -> Result<Bytes, EncodeError> {
+    let frame = encoder.frame_len() as usize;
+    let silence = vec![0.0f32; frame * crate::time::CHANNELS];
+    let mut out = Vec::new();
+    // Past the delay, and a few frames more so the codec has settled.
+    let frames = (encoder.delay() as usize).div_ceil(frame) + 4;
+    for _ in 0..frames {
+        encoder.push(&silence, &mut out)?;
+    }
+    out.pop().map(|p| p.data).ok_or(EncodeError::Encode {
+        codec: encoder.codec_name(),
+        media_time: MediaTime::ZERO,
+        reason: "no access unit from a run of silence".into(),
+    })
+}
+
 /// Rounds `lookahead` up to a whole number of frames: returns
 /// `(silence to prepend, delay)`.
 fn whole_frame_delay(lookahead: u32, frame_len: u32) -> (u32, u32) {

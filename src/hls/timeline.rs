@@ -85,11 +85,46 @@ pub struct TimelineConfig {
     /// plays from its start; set it to that to follow the RFC to the letter.
     pub deletion_delay: Option<u64>,
     /// Segments of an earlier run of the stream, as its last playlist
-    /// listed them. This run does not list them (it starts after them); they
-    /// count as having left the window at program time 0, so
+    /// listed them, that this run does not list (it starts after them);
+    /// they count as having left the window at [`start`](Self::start), so
     /// [`Timeline::take_expired`] reports them once the deletion delay has
     /// passed and a restarted stream deletes what the run before it left.
     pub inherited: Vec<ExpiredSegment>,
+    /// Program time of this run's first part. A wall-clock-locked stream
+    /// starts each run on a segment boundary of its timeline, `first_msn`
+    /// × the nominal segment duration; a fresh stream at 0.
+    pub start: ProgramTime,
+    /// Segments of an earlier run of the same timeline to list again
+    /// before this run's own, oldest first, consecutive, ending before
+    /// `first_msn`. The Media Sequence Numbers between the last of them and
+    /// `first_msn` (the span no process was publishing) are listed as
+    /// `EXT-X-GAP` segments (RFC 8216bis 4.4.4.7) of the nominal duration,
+    /// ending at `start`; the caller stores a silent segment under each
+    /// ([`Timeline::gaps`]), for players that ignore the tag. When the span
+    /// is longer than the window, nothing of the earlier run is listed: its
+    /// segments count as inherited.
+    pub earlier: Vec<EarlierSegment>,
+}
+
+/// A segment an earlier run of the stream listed (see
+/// [`TimelineConfig::earlier`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EarlierSegment {
+    /// Media Sequence Number.
+    pub msn: u64,
+    /// Program time of its first sample.
+    pub start: ProgramTime,
+    /// Duration in samples.
+    pub duration: u64,
+    /// Durations of its parts as listed (empty once they aged out of the
+    /// playlist).
+    pub parts: Vec<u64>,
+    /// Part objects stored for it, deleted with it.
+    pub stored_parts: u32,
+    /// Listed with `EXT-X-DISCONTINUITY`.
+    pub discontinuity: bool,
+    /// Listed with `EXT-X-GAP`.
+    pub gap: bool,
 }
 
 impl Default for TimelineConfig {
@@ -104,6 +139,8 @@ impl Default for TimelineConfig {
             start_discontinuity: false,
             deletion_delay: None,
             inherited: Vec::new(),
+            start: ProgramTime::ZERO,
+            earlier: Vec::new(),
         }
     }
 }
@@ -282,6 +319,10 @@ struct ClosedSegment {
     start: u64,
     duration: u64,
     parts: Vec<u64>,
+    /// Part objects stored for the segment (deleted with it).
+    stored_parts: u32,
+    discontinuity: bool,
+    gap: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -304,6 +345,7 @@ pub struct Timeline {
     open_msn: u64,
     open_start: u64,
     open_parts: Vec<u64>,
+    open_discontinuity: bool,
     /// End of the last part, program samples.
     head: u64,
     discontinuity_sequence: u64,
@@ -345,30 +387,109 @@ impl TimelineConfig {
         // nominal (longest possible) segment up satisfies that for every
         // segment and never needs to change.
         let target_duration = segment.div_ceil(rate);
-        Ok(Timeline {
+        let start = self.start.samples();
+        let mut timeline = Timeline {
             target_duration,
             segments: VecDeque::new(),
             listed: 0,
             open_msn: self.first_msn,
-            open_start: 0,
+            open_start: start,
             open_parts: Vec::new(),
-            head: 0,
+            open_discontinuity: false,
+            head: start,
             discontinuity_sequence: self.discontinuity_sequence,
             departed: self
                 .inherited
                 .iter()
                 .map(|&segment| Departed {
                     segment,
-                    left_at: 0,
+                    left_at: start,
                 })
                 .collect(),
             finished: false,
             config: self,
-        })
+        };
+        timeline.list_earlier(segment);
+        Ok(timeline)
     }
 }
 
 impl Timeline {
+    /// Lists the earlier run's segments and the gap up to this run's start
+    /// (see [`TimelineConfig::earlier`]), or lets them depart when the gap
+    /// is longer than the window; marks this run's first segment with
+    /// `EXT-X-DISCONTINUITY` when it does not continue the last listed one
+    /// seamlessly.
+    fn list_earlier(&mut self, segment: u64) {
+        let earlier = std::mem::take(&mut self.config.earlier);
+        let start = self.head;
+        let first_msn = self.config.first_msn;
+        let contiguous = earlier
+            .windows(2)
+            .all(|w| w[0].msn.checked_add(1) == Some(w[1].msn));
+        let reachable = earlier.last().is_some_and(|last| {
+            let gaps = first_msn.saturating_sub(last.msn.saturating_add(1));
+            let longest = self
+                .config
+                .window
+                .map_or(u64::MAX, |w| w.div_ceil(segment).saturating_add(1));
+            last.msn < first_msn && gaps <= longest && gaps.saturating_mul(segment) <= start
+        });
+        if !(contiguous && reachable) {
+            for e in &earlier {
+                self.departed.push_back(Departed {
+                    segment: ExpiredSegment {
+                        msn: e.msn,
+                        parts: e.stored_parts,
+                    },
+                    left_at: start,
+                });
+            }
+            self.open_discontinuity = self.config.start_discontinuity;
+            return;
+        }
+        let mut end = None;
+        for e in earlier {
+            end = Some(e.start.samples().saturating_add(e.duration));
+            self.append(ClosedSegment {
+                msn: e.msn,
+                start: e.start.samples(),
+                duration: e.duration,
+                parts: e.parts,
+                stored_parts: e.stored_parts,
+                discontinuity: e.discontinuity,
+                gap: e.gap,
+            });
+        }
+        let next = self.segments.back().map_or(first_msn, |s| s.msn + 1);
+        for msn in next..first_msn {
+            let from = start - (first_msn - msn) * segment;
+            let discontinuity = end != Some(from);
+            end = Some(from + segment);
+            self.append(ClosedSegment {
+                msn,
+                start: from,
+                duration: segment,
+                parts: Vec::new(),
+                stored_parts: 0,
+                discontinuity,
+                gap: true,
+            });
+        }
+        self.open_discontinuity = self.config.start_discontinuity || end != Some(start);
+    }
+
+    /// The gap segments listed (see [`TimelineConfig::earlier`]): Media
+    /// Sequence Number and program span of each, for the caller to store
+    /// silence under their URIs.
+    pub fn gaps(&self) -> Vec<(u64, ProgramTime, u64)> {
+        self.segments
+            .iter()
+            .filter(|s| s.gap)
+            .map(|s| (s.msn, ProgramTime::from_samples(s.start), s.duration))
+            .collect()
+    }
+
     /// `EXT-X-TARGETDURATION` in whole seconds.
     pub fn target_duration(&self) -> u64 {
         self.target_duration
@@ -446,15 +567,26 @@ impl Timeline {
     fn close_segment(&mut self) {
         let parts = std::mem::take(&mut self.open_parts);
         let duration = parts.iter().sum::<u64>();
-        self.segments.push_back(ClosedSegment {
+        let stored_parts = parts.len() as u32;
+        let discontinuity = std::mem::take(&mut self.open_discontinuity);
+        self.append(ClosedSegment {
             msn: self.open_msn,
             start: self.open_start,
             duration,
             parts,
+            stored_parts,
+            discontinuity,
+            gap: false,
         });
-        self.listed = self.listed.saturating_add(duration);
         self.open_msn = self.open_msn.saturating_add(1);
         self.open_start = self.head;
+    }
+
+    /// Lists a closed segment and lets the oldest leave while the others
+    /// still cover the window.
+    fn append(&mut self, segment: ClosedSegment) {
+        self.listed = self.listed.saturating_add(segment.duration);
+        self.segments.push_back(segment);
         let Some(window) = self.config.window else {
             return;
         };
@@ -468,21 +600,17 @@ impl Timeline {
             };
             self.listed -= gone.duration;
             // 6.2.2: removing a discontinuity tag bumps the sequence.
-            if self.has_discontinuity(gone.msn) {
+            if gone.discontinuity {
                 self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
             }
             self.departed.push_back(Departed {
                 segment: ExpiredSegment {
                     msn: gone.msn,
-                    parts: gone.parts.len() as u32,
+                    parts: gone.stored_parts,
                 },
                 left_at: self.head,
             });
         }
-    }
-
-    fn has_discontinuity(&self, msn: u64) -> bool {
-        self.config.start_discontinuity && msn == self.config.first_msn
     }
 
     /// Segments that left the window at least the deletion delay before
@@ -580,24 +708,24 @@ impl Timeline {
         let mut first = true;
         let mut segments = Vec::with_capacity(self.segments.len());
         for s in &self.segments {
-            let parts = if s.start + s.duration > parts_from {
+            let parts = if s.start + s.duration > parts_from && !s.gap {
                 self.parts(names, s.msn, &s.parts)
             } else {
                 Vec::new()
             };
             segments.push(Segment {
-                discontinuity: self.has_discontinuity(s.msn),
+                discontinuity: s.discontinuity,
                 map: first.then(|| map.clone()),
                 program_date_time: self.date_at(s.start),
                 parts,
-                gap: false,
+                gap: s.gap,
                 duration: s.duration,
                 uri: names.segment_uri(s.msn),
             });
             first = false;
         }
         let open = (!self.open_parts.is_empty()).then(|| OpenSegment {
-            discontinuity: self.has_discontinuity(self.open_msn),
+            discontinuity: self.open_discontinuity,
             map: first.then(|| map.clone()),
             program_date_time: self.date_at(self.open_start),
             parts: self.parts(names, self.open_msn, &self.open_parts),

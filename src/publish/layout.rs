@@ -45,6 +45,16 @@ pub const RESERVED_STREAM_NAMES: &[&str] = &["control", "_onair"];
 /// The multivariant playlist's file name under `{stream}/`.
 pub const MULTIVARIANT: &str = "index.m3u8";
 
+/// The stream's timing record under `{stream}/` (see
+/// `crate::run::StreamTiming`): written once, read by every run of the
+/// stream, never served to listeners.
+pub const TIMING: &str = "timing.json";
+
+/// The key of `stream`'s timing record.
+pub fn timing_key(stream: &str) -> String {
+    format!("{stream}/{TIMING}")
+}
+
 /// The newest media playlist's file name under `{stream}/{rendition}/`.
 const LIVE: &str = "live.m3u8";
 /// The folder of the per-part playlists under `{stream}/{rendition}/`.

@@ -11,21 +11,20 @@
 //! store does, and the backlog stays bounded by the live window.
 
 pub mod on_air;
+pub mod resume;
 
 pub use on_air::{OnAir, WhipSettings};
+pub use resume::{StreamTiming, TimingError, lock_to_stream};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use object_store::ObjectStoreExt;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::hls::{ExpiredSegment, MediaPlaylist};
 use crate::ingest::{Close, IngestEvent};
-use crate::pipeline::{Pipeline, PipelineError, RENDITIONS, StageTimes};
-use crate::publish::layout::RenditionPath;
+use crate::pipeline::{Pipeline, PipelineError, StageTimes};
 use crate::publish::{
     self, Batch, LiveHandle, LiveSettings, Op, PublishError, PublishHandle, PublishMonitor,
     PublishSummary, Publisher, Store,
@@ -62,6 +61,9 @@ pub enum RunError {
         /// The store's error.
         source: object_store::Error,
     },
+    /// The stream's timing record could not be read, created or matched.
+    #[error(transparent)]
+    Timing(#[from] TimingError),
     /// A listener or socket of the broadcast could not be set up.
     #[error("{what}: {source}")]
     Io {
@@ -86,7 +88,7 @@ pub enum RunError {
 /// What a finished run did.
 #[derive(Debug, Clone, Copy)]
 pub struct RunSummary {
-    /// Program samples produced.
+    /// Program samples this run produced.
     pub program_samples: u64,
     /// Store operations.
     pub publish: PublishSummary,
@@ -303,7 +305,12 @@ pub async fn broadcast(
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         // Sending never waits: the store's troubles never reach the clock.
         handle.send(pipeline.start()?)?;
-        let mut tick = pacer.now().max(clock.instant(ProgramTime::ZERO));
+        let first = pipeline.clock();
+        // A run that continues a stream may start up to a segment ahead of
+        // the clock (its first free segment): it waits for it.
+        let mut tick = pacer.now().max(clock.instant(pipeline.clock()));
+        let epoch_unix_ms = pipeline.packager().timeline().config().epoch_unix_ms;
+        let mut steps = ClockSteps::default();
         while !stop.load(Ordering::Relaxed) {
             tick += LIVE_TICK;
             let now = pacer.now();
@@ -319,7 +326,9 @@ pub async fn broadcast(
                 tick = now;
             }
             take_messages(&mut pipeline, ingest.as_mut(), control.as_mut());
-            if let Some(batch) = pipeline.advance(clock.at(pacer.now()))? {
+            let now = pacer.now();
+            steps.check(pacer.unix_ms(), epoch_unix_ms, clock.at(now));
+            if let Some(batch) = pipeline.advance(clock.at(now))? {
                 handle.send(batch)?;
             }
             let closes = pipeline.take_closes();
@@ -328,9 +337,52 @@ pub async fn broadcast(
             }
         }
         handle.send(pipeline.finish()?)?;
-        Ok((pipeline.clock().samples(), pipeline.stage_times()))
+        Ok((pipeline.clock().since(first), pipeline.stage_times()))
     });
     finish_run(work, task).await
+}
+
+/// Watches the wall clock against the program clock of a live run: the
+/// program clock follows the monotonic clock only, so a step of the wall
+/// clock (an NTP correction, a manual change) opens a difference between
+/// `EXT-X-PROGRAM-DATE-TIME` and the machine's time. It is logged, once per
+/// change of more than a second, and never followed into the timeline.
+#[derive(Debug, Default)]
+struct ClockSteps {
+    /// Ticks since the last check.
+    ticks: u32,
+    /// The difference last logged, milliseconds (wall ahead positive).
+    logged_ms: i64,
+}
+
+impl ClockSteps {
+    /// Checks every 250 ticks (5 s).
+    const EVERY: u32 = 250;
+    /// A difference this much beyond the logged one is a step.
+    const STEP_MS: i64 = 1000;
+
+    fn check(&mut self, wall_unix_ms: Option<i64>, epoch_unix_ms: i64, program: ProgramTime) {
+        self.ticks += 1;
+        if self.ticks < Self::EVERY {
+            return;
+        }
+        self.ticks = 0;
+        let Some(wall) = wall_unix_ms else {
+            return;
+        };
+        let program_ms = i64::try_from(crate::time::millis(program.samples())).unwrap_or(i64::MAX);
+        let difference = wall
+            .saturating_sub(epoch_unix_ms)
+            .saturating_sub(program_ms);
+        if (difference - self.logged_ms).abs() > Self::STEP_MS {
+            tracing::warn!(
+                wall_ahead_ms = difference,
+                "the wall clock stepped: program time keeps the monotonic clock's pace, \
+                 so program date-times now differ from this machine's clock by that much"
+            );
+            self.logged_ms = difference;
+        }
+    }
 }
 
 /// Hands the inbox's waiting messages to the pipeline: the ingest events
@@ -351,89 +403,4 @@ fn take_messages(
             let _ = reply.send(pipeline.command(command));
         }
     }
-}
-
-/// The segments `playlist` lists, the open one included, with how many
-/// parts each had: as listed, or for a segment whose parts have aged out of
-/// the playlist, its duration in whole part targets (every live segment
-/// was stored part by part).
-fn listed_segments(playlist: &MediaPlaylist) -> Vec<ExpiredSegment> {
-    let part_target = playlist.part_target.unwrap_or(0);
-    let mut out: Vec<ExpiredSegment> = playlist
-        .segments
-        .iter()
-        .zip(playlist.media_sequence..)
-        .map(|(segment, msn)| ExpiredSegment {
-            msn,
-            parts: if segment.parts.is_empty() && part_target > 0 {
-                u32::try_from(segment.duration.div_ceil(part_target)).unwrap_or(u32::MAX)
-            } else {
-                u32::try_from(segment.parts.len()).unwrap_or(u32::MAX)
-            },
-        })
-        .collect();
-    if let Some(open) = playlist.open.as_ref().filter(|o| !o.parts.is_empty()) {
-        out.push(ExpiredSegment {
-            msn: playlist.open_msn(),
-            parts: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
-        });
-    }
-    out
-}
-
-/// Where a stream that was published before left off: the next Media
-/// Sequence Number and discontinuity sequence, so a restarted broadcast
-/// continues the numbering instead of reusing object names (DESIGN: media
-/// objects are immutable).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resume {
-    /// First MSN of the new broadcast.
-    pub next_msn: u64,
-    /// Discontinuity sequence of the new broadcast's first segment.
-    pub discontinuity_sequence: u64,
-    /// The segments the stream's last playlist lists (with their parts),
-    /// for the new broadcast to delete once they would have left its window
-    /// ([`crate::hls::TimelineConfig::inherited`]).
-    pub previous: Vec<ExpiredSegment>,
-}
-
-/// Reads the stream's last media playlist from the store, if any.
-pub async fn resume_point(store: &Store, stream: &str) -> Result<Option<Resume>, RunError> {
-    let mut next: Option<Resume> = None;
-    for r in RENDITIONS {
-        // A name the packager refuses has nothing stored to resume from.
-        let Some(rendition) = RenditionPath::new(stream, r) else {
-            continue;
-        };
-        let path = object_store::path::Path::from(rendition.live_key());
-        let bytes = match store.object_store().get(&path).await {
-            Ok(got) => got.bytes().await,
-            Err(object_store::Error::NotFound { .. }) => continue,
-            Err(e) => Err(e),
-        };
-        let bytes = bytes.map_err(|source| RunError::Resume {
-            key: path.to_string(),
-            store: store.url().to_string(),
-            source,
-        })?;
-        let Ok(text) = std::str::from_utf8(&bytes) else {
-            continue;
-        };
-        let Ok(playlist) = MediaPlaylist::parse(text) else {
-            continue;
-        };
-        let open_has_parts = playlist.open.as_ref().is_some_and(|o| !o.parts.is_empty());
-        let candidate = Resume {
-            next_msn: playlist.open_msn() + u64::from(open_has_parts),
-            discontinuity_sequence: playlist.discontinuity_sequence
-                + playlist.segments.iter().filter(|s| s.discontinuity).count() as u64
-                + 1,
-            previous: listed_segments(&playlist),
-        };
-        next = Some(match next {
-            Some(n) if n.next_msn >= candidate.next_msn => n,
-            _ => candidate,
-        });
-    }
-    Ok(next)
 }

@@ -55,9 +55,13 @@ pub struct WhipSettings {
 
 /// What a live broadcast is made of.
 pub struct OnAir {
-    /// Media settings; resume the stream's numbering before building it
-    /// (see [`super::resume_point`]).
+    /// Media settings, locked to the stream's timeline before building it
+    /// (see [`super::lock_to_stream`]).
     pub pipeline: PipelineConfig,
+    /// The program clock, anchored on the stream's timeline
+    /// ([`super::lock_to_stream`]); `ProgramClock::start()` for a stream of
+    /// its own that starts at program time 0.
+    pub clock: ProgramClock,
     /// File hosts mixed from the start.
     pub hosts: Vec<FileHost>,
     /// Hold music, ducked while a live host speaks (the host named "hold").
@@ -105,7 +109,7 @@ impl OnAir {
             None => (None, None),
         };
         let publisher = LivePublisher::start(store.clone(), &pipeline, announce);
-        let clock = ProgramClock::start();
+        let clock = self.clock;
         let (ingest_tx, ingest) = mpsc::channel(INBOX);
         let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
 
