@@ -13,8 +13,7 @@ use crate::audio::{
     FeedConfig, FeedId, FileSource, LiveFeedConfig, Mixer, MixerConfig, SourceError,
 };
 use crate::encode::{
-    AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet,
-    silent_unit,
+    AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet, silent_unit,
 };
 use crate::ingest::{Close, IngestEvent};
 use crate::packager::{

@@ -178,8 +178,7 @@ impl ProgramClock {
 
     /// The instant of program time `t` (the anchor for a time before it).
     pub fn instant(&self, t: ProgramTime) -> Instant {
-        self.start
-            + Duration::from_nanos(rescale(t.since(self.origin), SAMPLE_RATE, 1_000_000_000))
+        self.start + Duration::from_nanos(rescale(t.since(self.origin), SAMPLE_RATE, 1_000_000_000))
     }
 }
 

@@ -830,10 +830,10 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Complete segments to wait for before decoding the growing stream.
 const SEGMENTS_BEFORE_DECODE: usize = 3;
-/// How long the restarted broadcast runs: past the deletion delay (three
-/// target durations, 6 s with the process test's 2 s target duration), when
-/// the first run's segments are deleted.
-const SECOND_RUN: Duration = Duration::from_secs(8);
+/// Longest the restarted broadcast runs: until the first run's segments have
+/// left its window (12 s) and the deletion delay (three target durations,
+/// 6 s) has passed, when they are deleted.
+const SECOND_RUN: Duration = Duration::from_secs(40);
 
 /// A running `onair live`, killed when dropped (a failing test leaves no
 /// process behind). Its log goes to a file, shown when it misbehaves.
@@ -1019,32 +1019,61 @@ fn onair_live_stops_on_sigint_and_resumes_the_numbering() {
     let old_last_msn = ended[0].open_msn() - 1;
     let before = immutable_objects(&store);
 
-    // Second broadcast under the same name: continues the numbering after a
-    // discontinuity and overwrites nothing.
+    // Second broadcast under the same name: continues the stream's
+    // wall-clock timeline after the first run's segments and overwrites
+    // nothing.
+    let timing: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(stream_dir.join("timing.json")).expect("the stream's timing record"),
+    )
+    .expect("timing record is JSON");
+    let epoch_ms = timing["epoch_unix_ms"].as_i64().expect("epoch");
     let mut second = LiveProcess::spawn(&inputs, &store, dir.path().join("second.log"));
-    wait_until(STARTUP_TIMEOUT, || {
+    let relisted = wait_until(STARTUP_TIMEOUT, || {
         read_playlist(&aac_live).filter(|p| !p.end_list)
     })
     .unwrap_or_else(|| panic!("the restart published nothing; log:\n{}", second.log()));
-    std::thread::sleep(SECOND_RUN.saturating_sub(second.started.elapsed()));
+    // The first run's segments are listed again (the window still covers
+    // them); the one after its short last segment opens with a discontinuity.
+    assert!(
+        relisted.media_sequence <= old_last_msn,
+        "the restart does not list the first run's segments: {}",
+        relisted.render()
+    );
+    let after_first = relisted
+        .segments
+        .get((old_last_msn + 1 - relisted.media_sequence) as usize)
+        .map(|s| s.discontinuity)
+        .or(relisted.open.as_ref().map(|o| o.discontinuity));
+    assert_eq!(after_first, Some(true), "{}", relisted.render());
+    // Wait until the first run's media has left the window and been deleted.
+    let first_run_media = |after: &BTreeMap<String, Vec<u8>>| -> Vec<String> {
+        before
+            .keys()
+            .filter(|key| {
+                !key.ends_with("/init.mp4")
+                    && !key.ends_with("/timing.json")
+                    && after.contains_key(*key)
+            })
+            .cloned()
+            .collect()
+    };
+    wait_until(SECOND_RUN, || {
+        first_run_media(&snapshot(&store)).is_empty().then_some(())
+    });
     let second_stop = second.interrupt();
 
     for (r, p) in RENDITIONS.iter().zip(live_playlists(&stream_dir)) {
         assert!(
             p.media_sequence > old_last_msn,
-            "{r}: restart begins at MSN {}, the first run ended at {old_last_msn}",
+            "{r}: the first run's segments are still listed at MSN {}",
             p.media_sequence
         );
-        let first_discontinuity = p
-            .segments
-            .first()
-            .map(|s| s.discontinuity)
-            .or(p.open.as_ref().map(|o| o.discontinuity));
-        assert_eq!(
-            first_discontinuity,
-            Some(true),
-            "{r}: the restart must open with EXT-X-DISCONTINUITY"
-        );
+        // Every date is the stream's epoch plus the segment's place on the
+        // timeline: MSN × 1.92 s.
+        for (s, msn) in p.segments.iter().zip(p.media_sequence..) {
+            let pdt = s.program_date_time.expect("dated").timestamp_millis();
+            assert_eq!(pdt, epoch_ms + (msn * 1920) as i64, "{r}: segment {msn}");
+        }
         assert!(p.end_list, "{r}: the second run ended too");
     }
     let after = snapshot(&store);
@@ -1056,12 +1085,10 @@ fn onair_live_stops_on_sigint_and_resumes_the_numbering() {
         }
     }
     assert!(compared > 0, "no object of the first run left to compare");
-    // The first run's media left with the second run's deletion delay: none
-    // of its segments, parts or `at/` playlists is left behind for ever.
-    let left: Vec<&String> = before
-        .keys()
-        .filter(|key| !key.ends_with("/init.mp4") && after.contains_key(*key))
-        .collect();
+    // The first run's media left with the second run's window and deletion
+    // delay: none of its segments, parts or `at/` playlists is left behind
+    // for ever.
+    let left = first_run_media(&after);
     assert!(
         left.is_empty(),
         "objects of the first run still stored after the second: {left:?}"
@@ -1071,12 +1098,12 @@ fn onair_live_stops_on_sigint_and_resumes_the_numbering() {
         "first part stored {} ms after spawn; growing stream ({ran:?} in) decoded in \
          {growing_decode:?}; stops took {first_stop:?} and {second_stop:?}; part store \
          latency after program date: min {} / median {median_latency} / max {} ms over {} \
-         parts; restart at MSN {} after {old_last_msn}; {compared} objects of the first run \
-         unchanged",
+         parts; restart listed from MSN {} after {old_last_msn}; {compared} objects of the \
+         first run unchanged",
         first_part_after.as_millis(),
         latencies[0],
         latencies[latencies.len() - 1],
         latencies.len(),
-        read_playlist(&aac_live).map_or(0, |p| p.media_sequence),
+        relisted.media_sequence,
     );
 }

@@ -27,6 +27,6 @@ pub use playlist::{
 };
 pub use rules::{Violation, check, check_named};
 pub use timeline::{
-    ConfigError, EarlierSegment, ExpiredSegment, NamesError, PartId, RenditionNames, Timeline, TimelineConfig,
-    TimelineError,
+    ConfigError, EarlierSegment, ExpiredSegment, NamesError, PartId, RenditionNames, Timeline,
+    TimelineConfig, TimelineError,
 };

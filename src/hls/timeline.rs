@@ -437,6 +437,10 @@ impl Timeline {
         });
         if !(contiguous && reachable) {
             for e in &earlier {
+                // 6.2.2: a discontinuity that leaves bumps the sequence.
+                if e.discontinuity {
+                    self.discontinuity_sequence = self.discontinuity_sequence.saturating_add(1);
+                }
                 self.departed.push_back(Departed {
                     segment: ExpiredSegment {
                         msn: e.msn,
@@ -445,7 +449,10 @@ impl Timeline {
                     left_at: start,
                 });
             }
-            self.open_discontinuity = self.config.start_discontinuity;
+            // The playlist jumps over the span nobody published: a player
+            // that read the earlier run's playlist learns of the jump in
+            // timestamps from the tag.
+            self.open_discontinuity = self.config.start_discontinuity || !earlier.is_empty();
             return;
         }
         let mut end = None;
@@ -1054,6 +1061,107 @@ mod tests {
         // The first segment left with its discontinuity tag.
         assert_eq!(p.discontinuity_sequence, 4);
         assert_eq!(MediaPlaylist::parse(&p.render()), Ok(p));
+    }
+
+    fn earlier(msn: u64, parts: usize) -> EarlierSegment {
+        EarlierSegment {
+            msn,
+            start: at(msn * SEGMENT),
+            duration: SEGMENT,
+            parts: vec![PART; parts],
+            stored_parts: 6,
+            discontinuity: false,
+            gap: false,
+        }
+    }
+
+    #[test]
+    fn a_restart_lists_the_earlier_run_then_gaps_then_its_own_without_a_discontinuity() {
+        let epoch = 1_764_300_000_000i64;
+        let mut t = TimelineConfig {
+            window: Some(8 * SEGMENT),
+            epoch_unix_ms: epoch,
+            first_msn: 14,
+            start: at(14 * SEGMENT),
+            earlier: vec![earlier(9, 0), earlier(10, 0), earlier(11, 6)],
+            ..TimelineConfig::default()
+        }
+        .build()
+        .expect("valid");
+        assert_eq!(
+            t.gaps(),
+            vec![
+                (12, at(12 * SEGMENT), SEGMENT),
+                (13, at(13 * SEGMENT), SEGMENT)
+            ]
+        );
+        assert_eq!(t.head(), at(14 * SEGMENT));
+        let id = t.push_part(PART).expect("part");
+        assert_eq!(id, PartId { msn: 14, part: 0 });
+        let names = RenditionNames::for_tests();
+        let p = t.media_playlist(&names, &[]);
+        assert_eq!(p.media_sequence, 9);
+        let gaps: Vec<bool> = p.segments.iter().map(|s| s.gap).collect();
+        assert_eq!(gaps, [false, false, false, true, true]);
+        // Continuous timestamps: no discontinuity anywhere.
+        assert!(p.segments.iter().all(|s| !s.discontinuity));
+        assert!(p.open.as_ref().is_some_and(|o| !o.discontinuity));
+        // Dates are epoch + program time, across the gap.
+        for (s, msn) in p.segments.iter().zip(9u64..) {
+            let pdt = s.program_date_time.expect("pdt").timestamp_millis();
+            assert_eq!(pdt, epoch + (msn * SEGMENT / 48) as i64);
+            assert!(s.gap || msn != 11 || s.parts.len() == 6);
+        }
+        assert!(rules::check(&p).is_empty(), "{:?}", rules::check(&p));
+        assert_eq!(MediaPlaylist::parse(&p.render()), Ok(p));
+        // The earlier segments leave the window like the run's own, and
+        // their parts are deleted with them.
+        for _ in 0..8 * 6 {
+            t.push_part(PART).expect("part");
+        }
+        let gone = t.take_expired(at(100 * SEGMENT));
+        assert_eq!(gone[0], ExpiredSegment { msn: 9, parts: 6 });
+        assert_eq!(gone[3], ExpiredSegment { msn: 12, parts: 0 });
+    }
+
+    #[test]
+    fn a_short_last_earlier_segment_puts_a_discontinuity_after_it() {
+        let mut last = earlier(10, 3);
+        last.duration = 3 * PART;
+        let t = TimelineConfig {
+            first_msn: 11,
+            start: at(11 * SEGMENT),
+            earlier: vec![earlier(9, 0), last],
+            ..TimelineConfig::default()
+        }
+        .build()
+        .expect("valid");
+        let mut t2 = t.clone();
+        t2.push_part(PART).expect("part");
+        let p = t2.media_playlist(&RenditionNames::for_tests(), &[]);
+        assert!(p.open.is_some_and(|o| o.discontinuity));
+        assert!(t.gaps().is_empty());
+    }
+
+    #[test]
+    fn an_earlier_run_beyond_the_window_is_deleted_not_listed() {
+        let mut t = TimelineConfig {
+            window: Some(6 * SEGMENT),
+            first_msn: 500,
+            start: at(500 * SEGMENT),
+            earlier: vec![earlier(9, 0), earlier(10, 0)],
+            ..TimelineConfig::default()
+        }
+        .build()
+        .expect("valid");
+        assert!(t.gaps().is_empty());
+        t.push_part(PART).expect("part");
+        let p = t.media_playlist(&RenditionNames::for_tests(), &[]);
+        assert_eq!(p.media_sequence, 500);
+        assert!(p.segments.is_empty());
+        assert!(p.open.as_ref().is_some_and(|o| o.discontinuity));
+        let gone = t.take_expired(at(500 * SEGMENT + t.deletion_delay()));
+        assert_eq!(gone.iter().map(|g| g.msn).collect::<Vec<_>>(), [9, 10]);
     }
 
     #[test]

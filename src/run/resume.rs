@@ -87,7 +87,11 @@ impl StreamTiming {
     /// The first setting in which `self` (stored) and `wanted` differ.
     fn mismatch(&self, wanted: &Self) -> Option<(&'static str, String, String)> {
         let fields = [
-            ("version", self.version.to_string(), wanted.version.to_string()),
+            (
+                "version",
+                self.version.to_string(),
+                wanted.version.to_string(),
+            ),
             (
                 "sample rate",
                 self.sample_rate.to_string(),
@@ -181,9 +185,8 @@ pub async fn lock_to_stream(
         SAMPLE_RATE,
         1000,
     );
-    let epoch = now_unix_ms.saturating_sub(
-        i64::try_from(next_msn.saturating_mul(segment_ms)).unwrap_or(i64::MAX),
-    );
+    let epoch = now_unix_ms
+        .saturating_sub(i64::try_from(next_msn.saturating_mul(segment_ms)).unwrap_or(i64::MAX));
     let (timing, created) =
         load_or_create(store, &stream, StreamTiming::wanted(cfg, epoch)).await?;
     let legacy = created && earlier.is_some();
@@ -436,7 +439,10 @@ async fn last_playlist(store: &Store, stream: &str) -> Result<Option<MediaPlayli
         let Ok(playlist) = MediaPlaylist::parse(text) else {
             continue;
         };
-        if best.as_ref().is_none_or(|b| next_msn(&playlist) > next_msn(b)) {
+        if best
+            .as_ref()
+            .is_none_or(|b| next_msn(&playlist) > next_msn(b))
+        {
             best = Some(playlist);
         }
     }
@@ -463,7 +469,13 @@ mod tests {
     #[test]
     fn a_new_stream_starts_on_the_clocks_segment() {
         let mut t = TimelineConfig::default();
-        let plan = plan(&timing(), None, false, 1_000_000 + 10 * SEGMENT_MS + 500, &mut t);
+        let plan = plan(
+            &timing(),
+            None,
+            false,
+            1_000_000 + 10 * SEGMENT_MS + 500,
+            &mut t,
+        );
         assert_eq!(t.first_msn, 10);
         assert_eq!(t.start, ProgramTime::from_samples(10 * 92_160));
         assert_eq!(plan.now, ProgramTime::from_samples((10 * 1920 + 500) * 48));
@@ -500,7 +512,10 @@ mod tests {
         let msns: Vec<u64> = t.earlier.iter().map(|e| e.msn).collect();
         assert_eq!(msns, [20, 21, 22]);
         let open = &t.earlier[2];
-        assert!(open.gap, "the killed run's open segment has no segment object");
+        assert!(
+            open.gap,
+            "the killed run's open segment has no segment object"
+        );
         assert_eq!(open.stored_parts, 2);
         assert_eq!(open.duration, 92_160);
         let timeline = t.build().expect("timeline");
@@ -517,7 +532,10 @@ mod tests {
         let now = 1_000_000 + 22 * SEGMENT_MS + 900;
         let plan = plan(&timing(), Some(&playlist), false, now, &mut t);
         assert_eq!(t.first_msn, 23);
-        assert_eq!(plan.clock_behind, None, "a wait of under a segment is normal");
+        assert_eq!(
+            plan.clock_behind, None,
+            "a wait of under a segment is normal"
+        );
         assert_eq!(plan.now, ProgramTime::from_samples((22 * 1920 + 900) * 48));
     }
 
@@ -527,7 +545,10 @@ mod tests {
         let mut t = TimelineConfig::default();
         let plan = plan(&timing(), Some(&playlist), false, 1_000_000, &mut t);
         assert_eq!(t.first_msn, 23);
-        assert_eq!(plan.now, t.start, "the run's clock starts at its first segment");
+        assert_eq!(
+            plan.now, t.start,
+            "the run's clock starts at its first segment"
+        );
         assert_eq!(plan.clock_behind, Some(23 * 92_160));
     }
 
@@ -535,7 +556,13 @@ mod tests {
     fn a_stream_from_before_timing_records_continues_after_a_discontinuity() {
         let playlist = killed_playlist();
         let mut t = TimelineConfig::default();
-        plan(&timing(), Some(&playlist), true, 1_000_000 + 23 * SEGMENT_MS, &mut t);
+        plan(
+            &timing(),
+            Some(&playlist),
+            true,
+            1_000_000 + 23 * SEGMENT_MS,
+            &mut t,
+        );
         assert_eq!(t.first_msn, 23);
         assert!(t.start_discontinuity);
         assert!(t.earlier.is_empty());
@@ -560,6 +587,12 @@ mod tests {
             stored.mismatch(&wanted).map(|m| m.0),
             Some("parts per segment")
         );
-        assert_eq!(stored.mismatch(&StreamTiming { epoch_unix_ms: 5, ..timing() }), None);
+        assert_eq!(
+            stored.mismatch(&StreamTiming {
+                epoch_unix_ms: 5,
+                ..timing()
+            }),
+            None
+        );
     }
 }
