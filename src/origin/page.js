@@ -9,8 +9,10 @@
 //
 // `window.onairPlayer` exposes the player's state for tests and the curious:
 // kind, state, currentTime, latency (seconds behind live, or null),
-// dateLatency (wall clock minus the program date of the playhead), errors
-// (what was shown to the listener) and warnings (recovered problems).
+// dateLatency (wall clock minus the program date of the playhead), liveJumps
+// (how often the latency watch brought a player left behind back to the live
+// edge), errors (what was shown to the listener) and warnings (recovered
+// problems).
 'use strict';
 (function () {
   const HLS_MIME = 'application/vnd.apple.mpegurl';
@@ -21,6 +23,13 @@
   const RETRY_MAX_MS = 16000;
   /** hls.js media-error recoveries tried before reconnecting from scratch. */
   const MEDIA_RECOVERIES = 2;
+  /** The latency watch (see watchLatency): a player playing more than this
+   * many seconds past its normal delay, for this many checks in a row (one
+   * check per tick, 500 ms), is brought back to the live edge. */
+  const LATE_MARGIN_S = 5;
+  const LATE_CHECKS = 6;
+  /** How long the status line says that the player jumped, in milliseconds. */
+  const NOTICE_MS = 5000;
   const STATE_TEXT = {
     idle: 'Press play to listen',
     connecting: 'Connecting…',
@@ -51,6 +60,7 @@
     errors: [],
     warnings: [],
     reconnects: 0,
+    liveJumps: 0,
   };
   window.onairPlayer = player;
 
@@ -65,6 +75,13 @@
   let lastProgress = { time: -1, at: 0 };
   let hlsJsLoading = null;
   let nativeStart = { date: null, lookup: null, retryAt: 0 };
+  // The latency watch: checks in a row that found the player late, and the
+  // least latency this connection has played at (the native player's normal
+  // delay: where the browser chose to join).
+  let lateChecks = 0;
+  let leastLatency = Infinity;
+  // A passing word on the status line: { text, until (performance.now()) }.
+  let notice = null;
 
   const streamUrl = new URL(config.playlist, location.href).href;
   const streamLink = document.getElementById('stream-url');
@@ -80,7 +97,15 @@
   function setState(state) {
     player.state = state;
     main.dataset.state = state;
-    statusText.textContent = STATE_TEXT[state];
+    showStatus();
+  }
+
+  // The state's text, or while it lasts the notice of a jump to the live
+  // edge (only while there is sound to speak of).
+  function showStatus() {
+    const live = player.state === 'playing' || player.state === 'buffering';
+    if (notice && (!live || performance.now() >= notice.until)) notice = null;
+    statusText.textContent = notice ? notice.text : STATE_TEXT[player.state];
   }
 
   function showError(message) {
@@ -153,6 +178,8 @@
     }
     player.latency = null;
     player.dateLatency = null;
+    lateChecks = 0;
+    leastLatency = Infinity;
     latencyText.textContent = '–';
   }
 
@@ -368,6 +395,8 @@
       stop();
       return;
     }
+    watchLatency();
+    showStatus();
     const now = performance.now();
     if (audio.currentTime !== lastProgress.time) {
       lastProgress = { time: audio.currentTime, at: now };
@@ -388,6 +417,89 @@
       player.dateLatency = start === null ? null : (Date.now() - start) / 1000 - audio.currentTime;
       player.latency = player.dateLatency;
     }
+  }
+
+  // A player that was left far behind the live edge (a store outage the
+  // broadcast rode out: the playlists stopped, the player ran dry and
+  // waited, then the publisher wrote its backlog and the playlists jumped
+  // ahead) would play on from where it stopped, that far behind, for the
+  // rest of the broadcast: neither player catches up by itself, and hls.js's
+  // own limit (liveMaxLatencyDurationCount) is refused unless
+  // liveSyncDurationCount is set, which would override the part hold back
+  // that keeps hls.js at about 1.3 s. So the page watches: a player that has
+  // played more than LATE_MARGIN_S past its normal delay for LATE_CHECKS
+  // checks in a row seeks to the live edge. The margin is absolute because
+  // LL-HLS jitter is (a late part, a stall of a segment or less, hls.js's
+  // one-second steps of extra hold back after stalls), so normal playback
+  // never reaches it; the checks in a row let a seek or a late playlist
+  // settle. Only a player that plays is checked: buffering, seeking and
+  // reconnecting players are on their way. A listener's pause is a stop
+  // (tick), and pressing play again connects afresh at the live edge, so a
+  // paused listener who resumes is back at the normal delay too, without
+  // this watch.
+  function watchLatency() {
+    const latency = player.latency;
+    if (player.state !== 'playing' || audio.paused || audio.seeking || latency === null) {
+      lateChecks = 0;
+      return;
+    }
+    leastLatency = Math.min(leastLatency, latency);
+    const normal = normalDelay();
+    if (latency <= normal + LATE_MARGIN_S) {
+      lateChecks = 0;
+      return;
+    }
+    if (++lateChecks < LATE_CHECKS) return;
+    lateChecks = 0;
+    const target = liveEdgePosition(latency, normal);
+    // Not a jump forward worth the name (the edge is unknown yet): wait.
+    if (target === null || target - audio.currentTime < LATE_MARGIN_S) return;
+    if (player.kind === 'hlsjs') {
+      // A plain seek is not enough: left behind, hls.js has fetched the
+      // backlog as whole segments up to the newest complete one, so the
+      // live sync position is inside that buffer, and from its end hls.js
+      // waits (about three segments) for parts it believes it still lacks,
+      // falling 6 s behind again. So loading stops, the buffer is emptied
+      // and loading starts again at the new position, as when joining:
+      // the newest parts come at once.
+      hls.stopLoad();
+      hls.trigger(window.Hls.Events.BUFFER_FLUSHING, { startOffset: 0, endOffset: Infinity, type: null });
+      audio.currentTime = target;
+      hls.startLoad(target);
+    } else {
+      audio.currentTime = target;
+    }
+    player.liveJumps++;
+    player.warnings.push('latency watch: ' + latency.toFixed(1) + ' s behind, back to the live edge');
+    notice = {
+      text: 'Back to live (was ' + Math.round(latency) + ' s behind)',
+      until: performance.now() + NOTICE_MS,
+    };
+  }
+
+  // Seconds behind live the player normally plays at: for hls.js the delay
+  // it aims at itself (the part hold back, plus its allowance for stalls);
+  // for the native player the least it has played at on this connection.
+  function normalDelay() {
+    if (player.kind === 'hlsjs' && hls && hls.targetLatency > 0) return hls.targetLatency;
+    return leastLatency;
+  }
+
+  // Where the live edge is, less the normal delay, in currentTime; or null.
+  function liveEdgePosition(latency, normal) {
+    if (player.kind === 'hlsjs') {
+      const position = hls && hls.liveSyncPosition;
+      return Number.isFinite(position) ? position : null;
+    }
+    // The native player's seekable range ends at its live edge, but how far
+    // before the newest part differs by browser; the program date latency
+    // says exactly how far the player is from its normal delay. The jump
+    // covers that distance, and never past what can be played.
+    let target = audio.currentTime + latency - normal;
+    if (audio.seekable.length > 0) {
+      target = Math.min(target, audio.seekable.end(audio.seekable.length - 1));
+    }
+    return Number.isFinite(target) ? target : null;
   }
 
   setInterval(tick, 500);
