@@ -27,28 +27,88 @@
 //!   then deletions. So a merge still never stores a playlist before the
 //!   media it names (RFC 8216bis §6.2.2), and the newest `live.m3u8` names
 //!   only objects stored before it or already in the store.
+//!
+//! A backlog may also be given a [`BacklogLimit`] smaller than the window
+//! (memory is finite, and an outage can outlast any window). Past it the
+//! oldest complete segments are shed: their media and `at/` playlists leave
+//! the backlog, a silent segment from the [`GapFiller`] takes each one's
+//! place in the store (players that ignore `EXT-X-GAP`, such as ffmpeg 5.1,
+//! still read a real segment), and every playlist published from then on
+//! lists them with `EXT-X-GAP` (RFC 8216bis §4.4.4.7) and without parts:
+//! the audio is lost, and the playlists say so.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
 
 use super::ObjectKind;
 use super::layout::{ObjectKey, RenditionFile, RenditionPath};
 use super::publisher::{Batch, Op, PutObject};
 use crate::hls::MediaPlaylist;
 
+/// Makes the silent segment stored under the name of a shed segment: the
+/// rendition and the segment's Media Sequence Number in, the segment's bytes
+/// out (`None`: the rendition cannot be filled, so nothing is shed).
+pub type GapFiller = Arc<dyn Fn(&RenditionPath, u64) -> Option<Bytes> + Send + Sync>;
+
+/// How much media a [`Backlog`] keeps before it sheds the oldest segments.
+/// `None` everywhere (the default): bounded by the live window only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BacklogLimit {
+    /// Most complete segments (per rendition) waiting.
+    pub segments: Option<u64>,
+    /// Most body bytes waiting.
+    pub bytes: Option<u64>,
+}
+
 /// The batches waiting for the store, merged into one.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Backlog {
     waiting: Option<Batch>,
     /// Packager batches merged into `waiting`.
     batches: u64,
     /// Body bytes of the puts in `waiting`.
     bytes: u64,
+    limit: BacklogLimit,
+    filler: Option<GapFiller>,
+    /// Segments shed and listed as gaps (while playlists may still list
+    /// them).
+    gaps: BTreeSet<u64>,
+    /// Segments shed so far.
+    shed: u64,
+}
+
+impl std::fmt::Debug for Backlog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backlog")
+            .field("batches", &self.batches)
+            .field("bytes", &self.bytes)
+            .field("limit", &self.limit)
+            .field("gaps", &self.gaps)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backlog {
-    /// An empty backlog.
+    /// An empty backlog bounded by the live window.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty backlog that sheds the oldest segments beyond `limit`,
+    /// storing `filler`'s silence in their place.
+    pub fn limited(limit: BacklogLimit, filler: GapFiller) -> Self {
+        Self {
+            limit,
+            filler: Some(filler),
+            ..Self::default()
+        }
+    }
+
+    /// Segments shed so far (listed as gaps, silence stored).
+    pub fn shed_segments(&self) -> u64 {
+        self.shed
     }
 
     /// Adds a batch newer than everything waiting.
@@ -88,14 +148,151 @@ impl Backlog {
     }
 
     fn join(&mut self, batch: Batch, batches: u64, older: bool) {
-        let merged = match self.waiting.take() {
+        let mut merged = match self.waiting.take() {
             None => batch,
             Some(waiting) if older => merge(batch, waiting),
             Some(waiting) => merge(waiting, batch),
         };
+        self.shed_over_limit(&mut merged);
+        if !self.gaps.is_empty() {
+            mark_gaps(&mut merged, &mut self.gaps);
+        }
         self.bytes = body_bytes(&merged);
         self.batches += batches;
         self.waiting = Some(merged);
+    }
+
+    fn over_limit(&self, batch: &Batch, segments: usize) -> bool {
+        self.limit
+            .segments
+            .is_some_and(|most| segments as u64 > most)
+            || self
+                .limit
+                .bytes
+                .is_some_and(|most| body_bytes(batch) > most)
+    }
+
+    /// Sheds the oldest complete segments while `batch` holds more than
+    /// the limit.
+    fn shed_over_limit(&mut self, batch: &mut Batch) {
+        let Some(filler) = self.filler.clone() else {
+            return;
+        };
+        loop {
+            // Complete segments waiting: a segment object is in the batch.
+            let mut complete: BTreeSet<u64> = BTreeSet::new();
+            for op in batch.stages.iter().flatten() {
+                if let Op::Put(obj) = op
+                    && let Some(ObjectKey::Rendition {
+                        file: RenditionFile::Segment(msn),
+                        ..
+                    }) = ObjectKey::parse(&obj.key)
+                    && !self.gaps.contains(&msn)
+                {
+                    complete.insert(msn);
+                }
+            }
+            let Some(&oldest) = complete.first() else {
+                return;
+            };
+            if !self.over_limit(batch, complete.len()) {
+                return;
+            }
+            let mut silent = Vec::new();
+            let mut fillable = true;
+            for op in batch.stages.iter().flatten() {
+                if let Op::Put(obj) = op
+                    && let Some(ObjectKey::Rendition {
+                        path,
+                        file: RenditionFile::Segment(msn),
+                    }) = ObjectKey::parse(&obj.key)
+                    && msn == oldest
+                {
+                    match filler(&path, msn) {
+                        Some(body) => silent.push(Op::Put(PutObject {
+                            key: obj.key.clone(),
+                            body,
+                            kind: ObjectKind::Media,
+                        })),
+                        None => fillable = false,
+                    }
+                }
+            }
+            if !fillable {
+                return;
+            }
+            for stage in &mut batch.stages {
+                stage.retain(|op| !of_segment(op, oldest));
+            }
+            batch.stages.retain(|stage| !stage.is_empty());
+            match batch.stages.first_mut() {
+                Some(first) if first.iter().all(|op| stage_of(op) == Stage::Media) => {
+                    first.extend(silent)
+                }
+                _ => batch.stages.insert(0, silent),
+            }
+            self.gaps.insert(oldest);
+            self.shed += 1;
+            tracing::warn!(
+                msn = oldest,
+                "publish backlog over its limit: the oldest waiting segment is dropped, \
+                 listed as a gap with silence stored under its name"
+            );
+        }
+    }
+}
+
+/// Whether `op` puts media or an `at/` playlist of segment `msn`.
+fn of_segment(op: &Op, msn: u64) -> bool {
+    let Op::Put(obj) = op else { return false };
+    matches!(
+        ObjectKey::parse(&obj.key),
+        Some(ObjectKey::Rendition {
+            file: RenditionFile::Segment(m)
+                | RenditionFile::Part(crate::hls::PartId { msn: m, .. })
+                | RenditionFile::At(crate::hls::PartId { msn: m, .. }),
+            ..
+        }) if m == msn
+    )
+}
+
+/// Lists the segments of `gaps` as gaps in every media playlist of
+/// `batch`: `EXT-X-GAP`, no parts. Forgets gaps that have left every
+/// playlist's window.
+fn mark_gaps(batch: &mut Batch, gaps: &mut BTreeSet<u64>) {
+    let mut oldest_listed: Option<u64> = None;
+    for op in batch.stages.iter_mut().flatten() {
+        let Op::Put(obj) = op else { continue };
+        if !matches!(
+            obj.kind,
+            ObjectKind::LivePlaylist | ObjectKind::PartPlaylist
+        ) {
+            continue;
+        }
+        let Some(mut playlist) = std::str::from_utf8(&obj.body)
+            .ok()
+            .and_then(|text| MediaPlaylist::parse(text).ok())
+        else {
+            continue;
+        };
+        let first = playlist.first_listed_msn();
+        if obj.kind == ObjectKind::LivePlaylist {
+            oldest_listed = Some(oldest_listed.map_or(first, |o: u64| o.min(first)));
+        }
+        let mut changed = false;
+        for (segment, msn) in playlist.segments.iter_mut().zip(first..) {
+            if gaps.contains(&msn) && !segment.gap {
+                segment.gap = true;
+                segment.parts.clear();
+                changed = true;
+            }
+        }
+        if changed {
+            obj.body = Bytes::from(playlist.render());
+        }
+    }
+    if let Some(oldest) = oldest_listed {
+        gaps.retain(|&msn| msn >= oldest);
     }
 }
 

@@ -119,6 +119,9 @@ pub struct PublishStatus {
     /// From the store coming back to the backlog being written, in
     /// milliseconds, after the last outage.
     pub last_catch_up_ms: Option<u64>,
+    /// Segments the backlog shed past its limit during outages: listed as
+    /// gaps, with silence stored under their names.
+    pub gap_segments: u64,
 }
 
 #[derive(Debug, Default)]
@@ -190,6 +193,7 @@ impl LiveHandle {
             state.backlog.push(batch);
             state.status.backlog_batches = state.waiting_batches();
             state.status.backlog_bytes = state.waiting_bytes();
+            state.status.gap_segments = state.backlog.shed_segments();
         }
         shared.work.notify_one();
         Ok(())
@@ -217,17 +221,32 @@ impl PublishMonitor {
         let mut status = state.status.clone();
         status.backlog_batches = state.waiting_batches();
         status.backlog_bytes = state.waiting_bytes();
+        status.gap_segments = state.backlog.shed_segments();
         status
     }
 }
 
-/// Starts the live driver on the current tokio runtime.
+/// Starts the live driver on the current tokio runtime, its backlog
+/// bounded by the live window.
 pub fn spawn_live(
     publisher: Publisher,
     settings: LiveSettings,
 ) -> (LiveHandle, JoinHandle<Result<PublishSummary, PublishError>>) {
+    spawn_live_with(publisher, settings, Backlog::new())
+}
+
+/// [`spawn_live`] with `backlog` (for example [`Backlog::limited`]).
+pub fn spawn_live_with(
+    publisher: Publisher,
+    settings: LiveSettings,
+    backlog: Backlog,
+) -> (LiveHandle, JoinHandle<Result<PublishSummary, PublishError>>) {
     let shared = Arc::new(Shared::default());
-    shared.state().status.state = "ok";
+    {
+        let mut state = shared.state();
+        state.status.state = "ok";
+        state.backlog = backlog;
+    }
     let driver = Driver {
         publisher,
         settings,

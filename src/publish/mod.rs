@@ -38,7 +38,10 @@ pub mod store;
 
 pub use driver::{PublishHandle, PublishSummary, spawn};
 pub use layout::ObjectKind;
-pub use live::{LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live};
+pub use backlog::{Backlog, BacklogLimit, GapFiller};
+pub use live::{
+    LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live, spawn_live_with,
+};
 pub use publisher::{AttemptError, Batch, BatchStats, Op, PublishError, Publisher, PutObject};
 pub use retry::{Decision, GiveUp, RetryPolicy, RetryState};
 pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};
