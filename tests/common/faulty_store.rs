@@ -84,6 +84,16 @@ impl Faults {
         self.stored.lock().expect("faults").contains_key(key)
     }
 
+    /// Every stored key, as the checks see it.
+    pub fn stored_keys(&self) -> Vec<String> {
+        self.stored
+            .lock()
+            .expect("faults")
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn violation(&self, what: String) {
         self.violations.lock().expect("faults").push(what);
     }
