@@ -18,7 +18,7 @@ use onair::encode::{AacConfig, OpusApplication, OpusConfig};
 use onair::hls::TimelineConfig;
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{FileHost, Pipeline, PipelineConfig};
-use onair::publish::{Store, open_store};
+use onair::publish::{BacklogLimit, Store, open_store};
 use onair::run::{self, RunSummary};
 use onair::time::{SAMPLE_RATE, seconds_text};
 
@@ -68,6 +68,11 @@ struct LiveArgs {
     /// Live window in seconds: how much of the past the playlist lists.
     #[arg(long, default_value_t = 60)]
     window: u64,
+    /// Most seconds of media kept for the store while it is away; past it the
+    /// oldest segments are dropped and listed as gaps, silence stored in their
+    /// place. Default: the window.
+    #[arg(long, value_name = "SECONDS")]
+    max_backlog: Option<u64>,
     /// Also serve the stream over HTTP on this address (an in-process origin), e.g. 127.0.0.1:8080.
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
@@ -367,6 +372,8 @@ async fn live(args: LiveArgs) -> Result<()> {
         ),
         None => None,
     };
+    let segment =
+        cfg.packager.timeline.part_target * u64::from(cfg.packager.timeline.parts_per_segment);
     let on_air = run::OnAir {
         pipeline: cfg,
         clock,
@@ -382,6 +389,12 @@ async fn live(args: LiveArgs) -> Result<()> {
         }),
         origin,
         admin_token: args.admin_token.clone(),
+        backlog: BacklogLimit {
+            segments: args
+                .max_backlog
+                .map(|s| (s * u64::from(SAMPLE_RATE)).div_ceil(segment)),
+            bytes: None,
+        },
     };
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));

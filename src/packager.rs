@@ -16,6 +16,7 @@
 //!   begins with `styp` (ISO/IEC 23000-19 §7.3.3).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -25,7 +26,7 @@ use crate::hls::{
     self, MediaPlaylist, PartId, PlaylistType, RenditionReport, Timeline, TimelineConfig, Variant,
 };
 use crate::publish::layout::{self, ObjectKey, RenditionFile, RenditionPath};
-use crate::publish::{Batch, ObjectKind, Op, PutObject};
+use crate::publish::{Batch, GapFiller, ObjectKind, Op, PutObject};
 use crate::time::{MediaTime, ProgramTime};
 
 /// Every onair file has one track.
@@ -419,9 +420,27 @@ impl Packager {
     /// increases across restarts and every process computes the same one
     /// (wrapping after 2^32 parts, over 40 years of 320 ms parts).
     fn sequence_number(&self, msn: u64, part: u32) -> u32 {
-        msn.wrapping_mul(u64::from(self.parts_per_segment))
-            .wrapping_add(u64::from(part))
-            .wrapping_add(1) as u32
+        sequence_number(msn, part, self.parts_per_segment)
+    }
+
+    /// What the live publisher stores under a segment its backlog had to
+    /// shed during a long store outage (see [`crate::publish::Backlog`]):
+    /// the rendition's silence over the segment's nominal span on the
+    /// stream's wall-clock-locked timeline (segment `n` starts at `n` × the
+    /// nominal segment duration).
+    pub fn gap_filler(&self) -> GapFiller {
+        let stream = self.stream.clone();
+        let pps = self.parts_per_segment;
+        let segment = self.part_target * u64::from(pps);
+        let specs: Vec<RenditionSpec> = self.renditions.iter().map(|r| r.spec.clone()).collect();
+        Arc::new(move |path: &RenditionPath, msn: u64| {
+            if path.stream != stream {
+                return None;
+            }
+            let spec = specs.iter().find(|s| s.name == path.rendition)?;
+            let start = ProgramTime::from_samples(msn.checked_mul(segment)?);
+            silent_segment(spec, sequence_number(msn, 0, pps), start, segment).ok()
+        })
     }
 
     /// The silent segments the timeline lists as gaps (see
@@ -432,28 +451,15 @@ impl Packager {
         let mut ops = Vec::new();
         for (msn, start, duration) in self.timeline.gaps() {
             for (r, rendition) in self.renditions.iter().enumerate() {
-                let spec = &rendition.spec;
-                if spec.silence.is_empty() {
-                    return Err(PackagerError::NoSilence(spec.name.clone()));
-                }
-                let frame = u64::from(spec.frame_len);
-                let samples: Vec<cmaf::Sample> = (0..duration.div_ceil(frame))
-                    .map(|_| cmaf::Sample {
-                        duration: spec.frame_len,
-                        data: spec.silence.clone(),
-                    })
-                    .collect();
-                let mut body = BytesMut::new();
-                body.extend_from_slice(&cmaf::styp());
-                body.extend_from_slice(&cmaf::fragment(
+                let body = silent_segment(
+                    &rendition.spec,
                     self.sequence_number(msn, 0),
-                    TRACK_ID,
-                    start.media(spec.delay).samples(),
-                    &samples,
-                )?);
+                    start,
+                    duration,
+                )?;
                 ops.push(Op::Put(PutObject {
                     key: self.key(r, RenditionFile::Segment(msn)),
-                    body: body.freeze(),
+                    body,
                     kind: ObjectKind::Media,
                 }));
             }
@@ -630,6 +636,43 @@ impl Packager {
         }
         ops
     }
+}
+
+/// The `mfhd` sequence number of part `part` of segment `msn`, see
+/// [`Packager::sequence_number`].
+fn sequence_number(msn: u64, part: u32, parts_per_segment: u32) -> u32 {
+    msn.wrapping_mul(u64::from(parts_per_segment))
+        .wrapping_add(u64::from(part))
+        .wrapping_add(1) as u32
+}
+
+/// A segment of `spec`'s silence over `duration` samples from `start`: one
+/// fragment of its silent unit repeated (see [`RenditionSpec::silence`]).
+fn silent_segment(
+    spec: &RenditionSpec,
+    sequence: u32,
+    start: ProgramTime,
+    duration: u64,
+) -> Result<Bytes, PackagerError> {
+    if spec.silence.is_empty() {
+        return Err(PackagerError::NoSilence(spec.name.clone()));
+    }
+    let frame = u64::from(spec.frame_len);
+    let samples: Vec<cmaf::Sample> = (0..duration.div_ceil(frame))
+        .map(|_| cmaf::Sample {
+            duration: spec.frame_len,
+            data: spec.silence.clone(),
+        })
+        .collect();
+    let mut body = BytesMut::new();
+    body.extend_from_slice(&cmaf::styp());
+    body.extend_from_slice(&cmaf::fragment(
+        sequence,
+        TRACK_ID,
+        start.media(spec.delay).samples(),
+        &samples,
+    )?);
+    Ok(body.freeze())
 }
 
 /// Media time of a rendition's first unit in a run that starts at program

@@ -16,7 +16,7 @@ use onair::encode::{AacConfig, OpusConfig};
 use onair::hls::{MediaPlaylist, TimelineConfig};
 use onair::packager::{PackagerConfig, PlaylistMode};
 use onair::pipeline::{Pipeline, PipelineConfig};
-use onair::publish::{Store, open_store};
+use onair::publish::{BacklogLimit, Store, open_store};
 use onair::run::{self, LiveIo, LivePublisher};
 use onair::time::{Pacer, ProgramClock, SimulatedClock};
 
@@ -209,7 +209,7 @@ async fn the_program_clock_goes_on_through_a_store_outage() {
     });
     let pacer = Arc::new(Script::new(start, 1000, &stop, cue));
     let pipeline = pipeline_with_guest();
-    let publisher = LivePublisher::start(store.clone(), &pipeline, None);
+    let publisher = LivePublisher::start(store.clone(), &pipeline, None, BacklogLimit::default());
     let monitor = publisher.monitor();
     let clock = ProgramClock::starting_at(start);
     let io = LiveIo {

@@ -18,8 +18,8 @@ use object_store::ObjectStoreExt;
 use onair::hls::{MediaPlaylist, PartId, Timeline, TimelineConfig};
 use onair::publish::layout::{RenditionFile, RenditionPath, rendition_names};
 use onair::publish::{
-    Batch, LiveSettings, ObjectKind, Op, PublishError, PublishStatus, Publisher, PutObject,
-    RetryPolicy, Store, open_store, spawn_live,
+    Backlog, BacklogLimit, Batch, LiveSettings, ObjectKind, Op, PublishError, PublishStatus,
+    Publisher, PutObject, RetryPolicy, Store, open_store, spawn_live, spawn_live_with,
 };
 use tokio::time::Instant;
 
@@ -454,4 +454,102 @@ async fn a_key_outside_the_layout_stops_the_driver() {
         handle.send(Batch::default()),
         Err(PublishError::DriverStopped)
     ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_minute_long_outage_with_a_twenty_second_backlog_lists_the_oldest_forty_as_gaps() {
+    let rig = rig();
+    rig.faults.latency(Duration::from_millis(20));
+    // 20 s of 1.92 s segments.
+    let limit = BacklogLimit {
+        segments: Some(11),
+        bytes: None,
+    };
+    let filler: onair::publish::GapFiller = Arc::new(|path: &RenditionPath, msn: u64| {
+        Some(Bytes::from(format!("{} silence {msn}", path.rendition)))
+    });
+    let (handle, task) = spawn_live_with(
+        rig.publisher.clone(),
+        settings(),
+        Backlog::limited(limit, filler),
+    );
+    let monitor = handle.monitor();
+    let mut producer = Producer::new();
+    handle.send(producer.start()).expect("send");
+    let started = Instant::now();
+    let down = started + Duration::from_secs(30);
+    let back = started + Duration::from_secs(90);
+    rig.faults.outage(down, back);
+    let mut next = started;
+    let mut during = Vec::new();
+    let mut checked = 0;
+    let mut last_stored = None;
+    while next < started + Duration::from_secs(120) {
+        next += PART;
+        tokio::time::sleep_until(next).await;
+        let (id, batch) = producer.next();
+        if (down..back).contains(&Instant::now()) {
+            during.push(id.msn);
+        }
+        handle.send(batch).expect("send");
+        // Every playlist the store holds passes the LL-HLS rules.
+        let stored = rig.faults.stored_at("show/aac/live.m3u8");
+        if stored != last_stored {
+            last_stored = stored;
+            for rendition in RENDITIONS {
+                let playlist = live_playlist(&rig.inner, rendition).await;
+                let violations = onair::hls::check(&playlist);
+                assert!(
+                    violations.is_empty(),
+                    "{violations:?}\n{}",
+                    playlist.render()
+                );
+            }
+            checked += 1;
+        }
+    }
+    // The first playlist after the outage: the oldest segments made during
+    // it are gaps, the newest 20 s are real.
+    during.dedup();
+    let status = monitor.status();
+    drop(handle);
+    task.await.expect("driver").expect("published");
+    assert_eq!(rig.faults.violations(), Vec::<String>::new());
+    let shed = status.gap_segments;
+    assert!(
+        (during.len() as u64 - 12..=during.len() as u64 - 9).contains(&shed),
+        "{shed} segments shed of the {} made during the outage",
+        during.len()
+    );
+    let playlist = live_playlist(&rig.inner, "opus").await;
+    let mut gaps = 0;
+    for (segment, msn) in playlist.segments.iter().zip(playlist.media_sequence..) {
+        let key = format!("show/opus/{}", segment.uri);
+        assert!(rig.faults.has(&key), "{key} listed, not stored");
+        if segment.gap {
+            gaps += 1;
+            assert!(segment.parts.is_empty());
+            let body = rig
+                .inner
+                .object_store()
+                .get(&object_store::path::Path::from(key.as_str()))
+                .await
+                .expect("stored")
+                .bytes()
+                .await
+                .expect("read");
+            assert_eq!(body, format!("opus silence {msn}").as_bytes());
+            assert!(
+                during.contains(&msn),
+                "segment {msn} is a gap, yet the store was up"
+            );
+        }
+    }
+    // The window (60 s) still reaches back into the outage's first part.
+    assert!(gaps > 0, "no gap listed:\n{}", playlist.render());
+    assert!(checked > 50, "{checked} playlists checked");
+    eprintln!(
+        "{shed} of {} outage segments shed; {gaps} gaps still listed; {checked} playlists checked",
+        during.len()
+    );
 }

@@ -36,9 +36,9 @@ pub mod publisher;
 pub mod retry;
 pub mod store;
 
+pub use backlog::{Backlog, BacklogLimit, GapFiller};
 pub use driver::{PublishHandle, PublishSummary, spawn};
 pub use layout::ObjectKind;
-pub use backlog::{Backlog, BacklogLimit, GapFiller};
 pub use live::{
     LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live, spawn_live_with,
 };

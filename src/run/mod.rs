@@ -26,8 +26,8 @@ use tokio::sync::{broadcast, mpsc};
 use crate::ingest::{Close, IngestEvent};
 use crate::pipeline::{Pipeline, PipelineError, StageTimes};
 use crate::publish::{
-    self, Batch, LiveHandle, LiveSettings, Op, PublishError, PublishHandle, PublishMonitor,
-    PublishSummary, Publisher, Store,
+    self, Backlog, BacklogLimit, Batch, LiveHandle, LiveSettings, Op, PublishError, PublishHandle,
+    PublishMonitor, PublishSummary, Publisher, Store,
 };
 use crate::studio::ControlRequest;
 use crate::time::{Pacer, ProgramClock, ProgramTime, SAMPLE_RATE, WallClock, rescale};
@@ -140,12 +140,14 @@ pub struct LivePublisher {
 impl LivePublisher {
     /// Starts the live driver for `store`, retrying at most one part apart,
     /// with playlist cache lifetimes from the pipeline's timing, announcing
-    /// stored operations on `observer`. Must be called within a tokio
-    /// runtime.
+    /// stored operations on `observer`, its backlog bounded by the window
+    /// and by `limit` (beyond which the oldest segments become gaps). Must
+    /// be called within a tokio runtime.
     pub fn start(
         store: Store,
         pipeline: &Pipeline,
         observer: Option<broadcast::Sender<Op>>,
+        limit: BacklogLimit,
     ) -> Self {
         let publisher = publisher(store, pipeline, observer);
         let part = Duration::from_nanos(rescale(
@@ -153,7 +155,13 @@ impl LivePublisher {
             SAMPLE_RATE,
             1_000_000_000,
         ));
-        let (handle, task) = publish::spawn_live(publisher, LiveSettings::for_part_target(part));
+        let backlog = if limit == BacklogLimit::default() {
+            Backlog::new()
+        } else {
+            Backlog::limited(limit, pipeline.packager().gap_filler())
+        };
+        let (handle, task) =
+            publish::spawn_live_with(publisher, LiveSettings::for_part_target(part), backlog);
         Self { handle, task }
     }
 
@@ -300,8 +308,9 @@ pub async fn broadcast(
         clock,
         pacer,
     } = io;
-    let LivePublisher { handle, task } =
-        publisher.unwrap_or_else(|| LivePublisher::start(store, &pipeline, observer));
+    let LivePublisher { handle, task } = publisher.unwrap_or_else(|| {
+        LivePublisher::start(store, &pipeline, observer, BacklogLimit::default())
+    });
     let work = tokio::task::spawn_blocking(move || -> Result<(u64, StageTimes), RunError> {
         // Sending never waits: the store's troubles never reach the clock.
         handle.send(pipeline.start()?)?;

@@ -23,7 +23,7 @@ use crate::ingest::keys::Keys;
 use crate::ingest::{Close, rtmp};
 use crate::origin::Origin;
 use crate::pipeline::{FileHost, Pipeline, PipelineConfig};
-use crate::publish::{Op, Store};
+use crate::publish::{BacklogLimit, Op, Store};
 use crate::time::ProgramClock;
 use crate::web;
 
@@ -80,6 +80,9 @@ pub struct OnAir {
     pub origin: Option<(Origin, TcpListener)>,
     /// The control API's admin token (served by the origin).
     pub admin_token: Option<String>,
+    /// How much the publisher keeps while the store is away, beyond which
+    /// the oldest segments are listed as gaps (default: the live window).
+    pub backlog: BacklogLimit,
 }
 
 impl OnAir {
@@ -108,7 +111,7 @@ impl OnAir {
             }
             None => (None, None),
         };
-        let publisher = LivePublisher::start(store.clone(), &pipeline, announce);
+        let publisher = LivePublisher::start(store.clone(), &pipeline, announce, self.backlog);
         let clock = self.clock;
         let (ingest_tx, ingest) = mpsc::channel(INBOX);
         let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
