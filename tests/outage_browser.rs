@@ -19,6 +19,12 @@
 //! watchdog, which reconnects during the outage but then joins at the stale
 //! edge of the frozen playlists.
 //!
+//! `a_listener_page_plays_on_across_a_kill_and_restart_of_the_broadcast`
+//! kills `onair live` with SIGKILL while the page, served by a standalone
+//! `onair origin` over the same store, plays; a new process continues the
+//! stream on its wall-clock timeline, and the same page plays on at its
+//! normal delay.
+//!
 //! Needs the S3 test server (`eval "$(scripts/s3-server.sh start)"`) and the
 //! browser tools (`scripts/browser-deps.sh`); fails without them.
 
@@ -26,10 +32,16 @@
 mod broadcast;
 #[path = "common/browser_tools.rs"]
 mod browser_tools;
+#[allow(dead_code)]
+#[path = "common/processes.rs"]
+mod processes;
 #[path = "common/s3.rs"]
 mod s3;
 #[path = "common/tcp_proxy.rs"]
 mod tcp_proxy;
+#[allow(dead_code)]
+#[path = "common/wav.rs"]
+mod wav;
 
 use std::ffi::OsStr;
 use std::fmt::Write as _;
@@ -99,6 +111,9 @@ struct Sample {
     latency: Option<f64>,
     date_latency: Option<f64>,
     live_jumps: Option<u32>,
+    /// The `<audio>` element's buffered ranges, as `start-end,…`.
+    #[serde(default)]
+    buffered: String,
     reconnects: u32,
     status: String,
     paused: bool,
@@ -119,7 +134,7 @@ impl std::fmt::Display for Sample {
         let secs = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
         write!(
             f,
-            "t={:5.1} {:12} currentTime={:6.2} latency={:>5} date={:>5} jumps={} reconnects={} loads={} status={:?}",
+            "t={:5.1} {:12} currentTime={:6.2} latency={:>5} date={:>5} jumps={} reconnects={} loads={} status={:?} buffered={}",
             self.t,
             self.state,
             self.current_time,
@@ -129,6 +144,7 @@ impl std::fmt::Display for Sample {
             self.reconnects,
             self.loads,
             self.status,
+            self.buffered,
         )
     }
 }
@@ -392,6 +408,84 @@ fn a_listener_left_behind_by_a_store_outage_returns_to_the_live_edge() {
         "a_listener_left_behind_by_a_store_outage_returns_to_the_live_edge: \
          {behind:.1} s behind at most, at the normal delay again {back:.1} s after the store's return, \
          {} jumps, {} reconnects; {:.1} s\n{tail}",
+        last.live_jumps.unwrap_or(0),
+        last.reconnects,
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_listener_page_plays_on_across_a_kill_and_restart_of_the_broadcast() {
+    const STREAM: &str = "restart-page";
+    const DOWN: Duration = Duration::from_secs(4);
+    let hlsjs = require_browser_tools();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tone = dir.path().join("tone.wav");
+    wav::write_wav(
+        &tone,
+        48_000,
+        2,
+        wav::WavFormat::Float32,
+        &wav::sine(440.0, 48_000, 5 * 48_000, 0.25, 2),
+    );
+    let store = dir.path().join("store");
+    let logs: Vec<std::path::PathBuf> = (1..=2)
+        .map(|i| dir.path().join(format!("live{i}.log")))
+        .collect();
+    let log = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
+    let wall = Instant::now();
+    let mut first = processes::onair_live(&tone, &store, STREAM, &logs[0]);
+    let (_origin, origin) =
+        processes::onair_origin(&store, &[OsStr::new("--hlsjs-file"), hlsjs.as_os_str()]);
+    // Join a running broadcast, with a few segments stored.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut page = Watcher::start(&format!("http://{origin}/{STREAM}/?player=hlsjs"));
+    let playing = page.wait_for(START_LIMIT, steady_at_normal_delay);
+    assert!(
+        playing,
+        "the page did not play at its normal delay\n{}\n{}",
+        page.report(),
+        log(0)
+    );
+    let mark = page
+        .seen
+        .last()
+        .and_then(|s| s.mark.clone())
+        .expect("load mark");
+    page.watch(BEFORE_OUTAGE);
+    first.kill_9();
+    page.watch(DOWN);
+    let restarted_at = page.seen.len();
+    let mut second = processes::onair_live(&tone, &store, STREAM, &logs[1]);
+    let recovered = page.wait_for(RECOVERY_LIMIT, |seen| {
+        steady_at_normal_delay(&seen[restarted_at..])
+    });
+    let report = page.report();
+    let tail = page.finish();
+    assert!(
+        recovered,
+        "the page did not play on at its normal delay within {RECOVERY_LIMIT:?} of the \
+         restart\n{report}\n{tail}\nsecond run:\n{}",
+        log(1)
+    );
+    let last = page.seen.last().expect("a reading");
+    assert_eq!(last.loads, 1, "the page was reloaded\n{report}");
+    assert_eq!(
+        last.mark.as_deref(),
+        Some(mark.as_str()),
+        "the page was reloaded\n{report}"
+    );
+    assert!(second.interrupt(Duration::from_secs(10)), "{}", log(1));
+    let back = page.seen[restarted_at..]
+        .iter()
+        .rev()
+        .take_while(|s| s.playing_at_normal_delay())
+        .last()
+        .map_or(f64::NAN, |s| s.t - page.seen[restarted_at].t);
+    eprintln!(
+        "{report}\na_listener_page_plays_on_across_a_kill_and_restart_of_the_broadcast: \
+         at the normal delay again {back:.1} s after the restart, {} jumps, {} reconnects; \
+         {:.1} s\n{tail}",
         last.live_jumps.unwrap_or(0),
         last.reconnects,
         wall.elapsed().as_secs_f64()

@@ -13,6 +13,9 @@
 #[path = "common/analysis.rs"]
 mod analysis;
 #[allow(dead_code)]
+#[path = "common/processes.rs"]
+mod processes;
+#[allow(dead_code)]
 #[path = "common/store_dir.rs"]
 mod store_dir;
 #[allow(dead_code)]
@@ -20,14 +23,14 @@ mod store_dir;
 mod wav;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use onair::hls::MediaPlaylist;
+use processes::{Proc, onair_live, onair_origin};
 use store_dir::{read_playlist, snapshot, wait_until};
 use wav::{WavFormat, sine, write_wav};
 
@@ -51,64 +54,6 @@ fn require_ffmpeg() {
         ran.is_ok_and(|s| s.success()),
         "ffmpeg must be installed and on PATH (scripts/deps.sh)"
     );
-}
-
-/// A process killed when dropped: a failing test leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn onair_live(input: &Path, store: &Path, log: &Path) -> Proc {
-    Proc(
-        Command::new(env!("CARGO_BIN_EXE_onair"))
-            .arg("live")
-            .arg("--input")
-            .arg(input)
-            .arg("--loop")
-            .arg("--store")
-            .arg(store)
-            .args(["--stream", STREAM, "--window", "12"])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).expect("log file"))
-            .spawn()
-            .expect("spawn onair live"),
-    )
-}
-
-/// `onair origin` over `store`; returns it and its address.
-fn onair_origin(store: &Path) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onair"))
-        .args(["origin", "--http", "127.0.0.1:0", "--store"])
-        .arg(store)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn onair origin");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let _ = tx.send(rest.split('/').next().unwrap_or("").to_owned());
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(STARTUP)
-        .expect("onair origin logged its address")
-        .parse()
-        .expect("socket address");
-    (Proc(child), addr)
 }
 
 /// An ffmpeg listener reading a media playlist from the origin, its decoded
@@ -174,16 +119,16 @@ impl Listener {
     }
 
     /// Arrival of the first block with the tone after a silent one that
-    /// arrived after `since`.
+    /// follows the tone first heard: the host again after the span nobody
+    /// published. (The tone heard after `since` may still be the killed
+    /// run's, buffered ahead of the listener.)
     fn tone_back_after(&self, since: Instant) -> Option<Instant> {
         let blocks = self.blocks();
-        let silent = blocks
-            .iter()
-            .position(|(at, rms)| *at >= since && *rms < TONE / 100.0)
-            .or_else(|| {
-                // The silence may have been decoded before `since`.
-                blocks.iter().rposition(|(_, rms)| *rms < TONE / 100.0)
-            })?;
+        let heard = blocks.iter().position(|(_, rms)| *rms > TONE / 4.0)?;
+        let silent = heard
+            + blocks[heard..]
+                .iter()
+                .position(|(_, rms)| *rms < TONE / 100.0)?;
         blocks[silent..]
             .iter()
             .find(|(at, rms)| *at >= since && *rms > TONE / 4.0)
@@ -244,12 +189,12 @@ fn a_broadcast_killed_with_sigkill_continues_its_stream_after_a_restart() {
         .collect();
     let log = |i: usize| std::fs::read_to_string(&logs[i]).unwrap_or_default();
 
-    let mut first = onair_live(&tone, &store, &logs[0]);
+    let mut first = onair_live(&tone, &store, STREAM, &logs[0]);
     wait_until(STARTUP, || {
         read_playlist(&aac_live).filter(|p| p.segments.len() >= 2)
     })
     .unwrap_or_else(|| panic!("the first run did not publish; log:\n{}", log(0)));
-    let (_origin, origin) = onair_origin(&store);
+    let (_origin, origin) = onair_origin(&store, &[]);
     let mut listener = Listener::start(&format!("http://{origin}/{STREAM}/aac/live.m3u8"));
     wait_until(STARTUP, || {
         (listener
@@ -268,8 +213,7 @@ fn a_broadcast_killed_with_sigkill_continues_its_stream_after_a_restart() {
     });
 
     // kill -9: no flush, no EXT-X-ENDLIST.
-    first.0.kill().expect("SIGKILL");
-    first.0.wait().expect("reaped");
+    first.kill_9();
     let killed = Instant::now();
     let before = media_objects(&store);
     let last_before = read_playlist(&aac_live).expect("playlist after the kill");
@@ -286,7 +230,7 @@ fn a_broadcast_killed_with_sigkill_continues_its_stream_after_a_restart() {
     );
 
     let restarted = Instant::now();
-    let mut second = onair_live(&tone, &store, &logs[1]);
+    let mut second = onair_live(&tone, &store, STREAM, &logs[1]);
     let heard = wait_until(STARTUP, || listener.tone_back_after(killed)).unwrap_or_else(|| {
         panic!(
             "the listener did not hear the host again after the restart; log:\n{}\nffmpeg:\n{}",

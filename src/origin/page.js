@@ -27,6 +27,8 @@
    * many seconds past its normal delay, for this many checks in a row (one
    * check per tick, 500 ms), is brought back to the live edge. */
   const LATE_MARGIN_S = 5;
+  /** Fastest playback rate hls.js may use to return to its target delay. */
+  const MAX_CATCH_UP_RATE = 1.25;
   const LATE_CHECKS = 6;
   /** How long the status line says that the player jumped, in milliseconds. */
   const NOTICE_MS = 5000;
@@ -315,7 +317,18 @@
       fail('This browser can play neither HLS nor Media Source Extensions.');
       return;
     }
-    hls = new Hls({ lowLatencyMode: true, liveDurationInfinity: true, backBufferLength: 30 });
+    // maxLiveSyncPlaybackRate: a player a few seconds past the delay hls.js
+    // aims at (after a restart of the broadcast hls.js sometimes resumes
+    // 5-6 s behind) plays up to a quarter faster, pitch preserved, until it
+    // is back; the latency watch below handles players left further behind.
+    // hls.js speeds up only with more than a second buffered ahead, which a
+    // player at its normal delay never has.
+    hls = new Hls({
+      lowLatencyMode: true,
+      liveDurationInfinity: true,
+      backBufferLength: 30,
+      maxLiveSyncPlaybackRate: MAX_CATCH_UP_RATE,
+    });
     hls.on(Hls.Events.ERROR, function (_event, data) {
       if (current === generation) onHlsJsError(data);
     });

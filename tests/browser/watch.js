@@ -10,9 +10,11 @@
 // Each sample: seconds since play was pressed (`t`), the page's
 // `window.onairPlayer` fields (state, currentTime, latency, dateLatency,
 // liveJumps, reconnects), the status line, whether the <audio> element is
-// paused, `loads` (main-frame loads of the page so far) and `mark` (a value
+// paused, its buffered ranges (`buffered`, as `start-end,…`), `loads` (main-frame loads of the page so far) and `mark` (a value
 // set in the page once loaded: a reload would lose it). At the end it prints
 // the player errors and warnings and the script errors the page threw.
+// With WATCH_REQUESTS set it also prints every request of the page to
+// stderr, with its time, status and URL (to see what a player fetched).
 'use strict';
 
 const { chromium } = require('playwright-core');
@@ -64,6 +66,18 @@ async function main() {
     page.on('pageerror', (error) => pageErrors.push(error.message));
     page.on('load', () => { loads++; });
     emit('browser', browser.version());
+    if (process.env.WATCH_REQUESTS) {
+      const t0 = Date.now();
+      const at = () => ((Date.now() - t0) / 1000).toFixed(2);
+      page.on('request', (r) => console.error(`request ${at()} ${r.url()}`));
+      page.on('requestfinished', async (r) => {
+        const response = await r.response();
+        console.error(`finished ${at()} ${response && response.status()} ${r.url()}`);
+      });
+      page.on('requestfailed', (r) => {
+        console.error(`failed ${at()} ${r.failure() && r.failure().errorText} ${r.url()}`);
+      });
+    }
 
     await page.goto(args.page);
     const mark = randomUUID();
@@ -82,6 +96,14 @@ async function main() {
           latency: p.latency,
           dateLatency: p.dateLatency,
           liveJumps: p.liveJumps,
+          buffered: (() => {
+            const ranges = document.getElementById('audio').buffered;
+            const text = [];
+            for (let i = 0; i < ranges.length; i++) {
+              text.push(ranges.start(i).toFixed(2) + '-' + ranges.end(i).toFixed(2));
+            }
+            return text.join(',');
+          })(),
           reconnects: p.reconnects,
           status: document.getElementById('status').textContent,
           paused: document.getElementById('audio').paused,
