@@ -22,4 +22,5 @@ pub mod studio;
 #[cfg(test)]
 mod testing;
 pub mod time;
+pub mod tls;
 pub mod web;

@@ -79,6 +79,10 @@ struct LiveArgs {
     /// Accept RTMP publishers on this address (rtmp://ADDR/live/SECRET), e.g. 127.0.0.1:1935.
     #[arg(long, value_name = "ADDR")]
     rtmp: Option<String>,
+    /// Accept RTMPS publishers (RTMP over TLS, with --tls-cert) on this address
+    /// (rtmps://ADDR/live/SECRET), e.g. 0.0.0.0:1936.
+    #[arg(long, value_name = "ADDR")]
+    rtmps: Option<String>,
     /// Accept WHIP hosts (browsers, WebRTC): WebRTC media on this UDP address, e.g. 0.0.0.0:8189;
     /// the WHIP endpoint is http://HTTP/{stream}/whip and the host page http://HTTP/{stream}/host.
     #[arg(long, value_name = "ADDR", requires = "http")]
@@ -112,6 +116,8 @@ struct LiveArgs {
     #[command(flatten)]
     page: PageArgs,
     #[command(flatten)]
+    tls: TlsArgs,
+    #[command(flatten)]
     common: Common,
 }
 
@@ -125,6 +131,34 @@ struct OriginArgs {
     http: String,
     #[command(flatten)]
     page: PageArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+#[derive(Args, Debug)]
+struct TlsArgs {
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1) instead of HTTP with this PEM certificate chain (leaf first);
+    /// a renewal is picked up on SIGHUP or when the file changes, without ending anything.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate, loaded, with a task reloading it; `None` without TLS.
+    fn load(&self) -> Result<Option<onair::tls::Certificate>> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let certificate = onair::tls::Certificate::load(onair::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        })?;
+        tokio::spawn(onair::tls::watch(certificate.clone()));
+        Ok(Some(certificate))
+    }
 }
 
 #[derive(Args, Debug)]
@@ -323,9 +357,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         keys.extend(onair::ingest::keys::Keys::read_file(path)?);
     }
     let keys = Arc::new(onair::ingest::keys::Keys::new(keys)?);
-    if (args.rtmp.is_some() || args.webrtc_udp.is_some()) && keys.is_empty() {
+    if (args.rtmp.is_some() || args.rtmps.is_some() || args.webrtc_udp.is_some()) && keys.is_empty()
+    {
         anyhow::bail!(
-            "live hosts (--rtmp, --webrtc-udp) need at least one host key: --key NAME=SECRET or --keys-file"
+            "live hosts (--rtmp, --rtmps, --webrtc-udp) need at least one host key: --key NAME=SECRET or --keys-file"
         );
     }
     if args.admin_token.is_some() && args.http.is_none() {
@@ -350,18 +385,26 @@ async fn live(args: LiveArgs) -> Result<()> {
         }
         None => None,
     };
+    let certificate = args.tls.load()?;
+    if certificate.is_some() && args.http.is_none() && args.rtmps.is_none() {
+        anyhow::bail!("--tls-cert is for the --http server and --rtmps: add one of them");
+    }
+    if args.rtmps.is_some() && certificate.is_none() {
+        anyhow::bail!("RTMPS (--rtmps) needs a certificate: --tls-cert FILE --tls-key FILE");
+    }
     let origin = match &args.http {
-        Some(addr) => Some(bind_origin(addr, &store, &args.page).await?),
+        Some(addr) => Some(bind_origin(addr, &store, &args.page, certificate.as_ref()).await?),
         None => None,
     };
-    if let Some((_, listener)) = &origin {
+    if let Some((origin, listener)) = &origin {
         let local = listener.local_addr().context("listener address")?;
         let stream = &args.common.stream;
+        let scheme = if origin.is_tls() { "https" } else { "http" };
         tracing::info!(
-            "listen: http://{local}/{stream}/ (playlist http://{local}/{stream}/index.m3u8)"
+            "listen: {scheme}://{local}/{stream}/ (playlist {scheme}://{local}/{stream}/index.m3u8)"
         );
         if args.admin_token.is_some() {
-            tracing::info!("control API: http://{local}/control/hosts");
+            tracing::info!("control API: {scheme}://{local}/control/hosts");
         }
     }
     let rtmp = match &args.rtmp {
@@ -371,6 +414,15 @@ async fn live(args: LiveArgs) -> Result<()> {
                 .with_context(|| format!("cannot listen for RTMP on {addr}"))?,
         ),
         None => None,
+    };
+    let rtmps = match (&args.rtmps, &certificate) {
+        (Some(addr), Some(certificate)) => Some((
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen for RTMPS on {addr}"))?,
+            certificate.clone(),
+        )),
+        _ => None,
     };
     let segment =
         cfg.packager.timeline.part_target * u64::from(cfg.packager.timeline.parts_per_segment);
@@ -382,6 +434,7 @@ async fn live(args: LiveArgs) -> Result<()> {
         keys,
         jitter_ms: args.jitter_ms,
         rtmp,
+        rtmps,
         whip: args.webrtc_udp.map(|udp| run::WhipSettings {
             udp,
             public: args.webrtc_public,
@@ -416,6 +469,7 @@ async fn bind_origin(
     addr: &str,
     store: &Store,
     page: &PageArgs,
+    tls: Option<&onair::tls::Certificate>,
 ) -> Result<(onair::origin::Origin, tokio::net::TcpListener)> {
     let hlsjs_file = match &page.hlsjs_file {
         Some(path) => Some(bytes::Bytes::from(
@@ -432,14 +486,24 @@ async fn bind_origin(
         hlsjs_file,
         ..onair::origin::OriginConfig::default()
     };
-    tracing::info!(store = %store.url(), "origin listening on http://{local}/");
-    Ok((onair::origin::Origin::new(store, config), listener))
+    let mut origin = onair::origin::Origin::new(store, config);
+    let scheme = match tls {
+        Some(certificate) => {
+            origin = origin.with_tls(certificate.clone());
+            "https"
+        }
+        None => "http",
+    };
+    tracing::info!(store = %store.url(), "origin listening on {scheme}://{local}/");
+    Ok((origin, listener))
 }
 
 async fn origin(args: OriginArgs) -> Result<()> {
     let store =
         open_store(&args.store).with_context(|| format!("cannot open store {:?}", args.store))?;
-    let (origin, listener) = bind_origin(&args.http, &store, &args.page).await?;
+    let certificate = args.tls.load()?;
+    let (origin, listener) =
+        bind_origin(&args.http, &store, &args.page, certificate.as_ref()).await?;
     tokio::select! {
         served = origin.serve(listener) => served.context("origin stopped")?,
         () = shutdown_signal() => tracing::info!("stopping the origin"),

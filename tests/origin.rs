@@ -1374,3 +1374,47 @@ async fn binary_live_and_origin_play_in_ffmpeg() {
         "ffmpeg decoded {growing:.3} s of the growing stream and {ended:.3} s of the ended one"
     );
 }
+
+/// Clients that connect and send nothing are let go after the header read
+/// timeout, counted from accept (hyper's own starts with the first byte):
+/// they cannot hold the process's file descriptors. A client that asks
+/// meanwhile is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_never_send_a_byte_are_closed_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const IDLE: usize = 200;
+    let store = open_store("memory://").expect("memory store");
+    let config = OriginConfig {
+        header_read_timeout: Duration::from_secs(1),
+        ..OriginConfig::default()
+    };
+    let origin = Origin::new(&store, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { origin.serve(listener).await });
+    let mut idle = Vec::new();
+    for _ in 0..IDLE {
+        idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    // A client that asks is served while the idle ones wait.
+    let mut asking = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    asking
+        .write_all(b"GET /nothing/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut answer = String::new();
+    asking.read_to_string(&mut answer).await.expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    // Every idle connection is closed by the server: a read ends (EOF or
+    // reset) well within ten times the limit.
+    for (i, mut stream) in idle.into_iter().enumerate() {
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut byte)).await;
+        assert!(
+            matches!(read, Ok(Ok(0) | Err(_))),
+            "idle connection {i} is still open: {read:?}"
+        );
+    }
+}

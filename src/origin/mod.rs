@@ -99,6 +99,8 @@ pub struct Origin {
     /// Resources other layers serve here, asked in order before the
     /// origin's own routes.
     routes: Arc<[Arc<dyn Routes>]>,
+    /// Serve HTTPS with this certificate instead of cleartext HTTP.
+    tls: Option<crate::tls::Certificate>,
 }
 
 #[derive(Debug)]
@@ -137,7 +139,21 @@ impl Origin {
                 waiting: AtomicUsize::new(0),
             }),
             routes: Arc::new([]),
+            tls: None,
         }
+    }
+
+    /// Serves HTTPS (HTTP/2 and HTTP/1.1 through ALPN) with `certificate`
+    /// instead of cleartext HTTP; a reload of the certificate applies to
+    /// the next connection.
+    pub fn with_tls(mut self, certificate: crate::tls::Certificate) -> Origin {
+        self.tls = Some(certificate);
+        self
+    }
+
+    /// Whether this origin serves HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Also serves what `routes` claims (see [`Routes`]), before the

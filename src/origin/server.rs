@@ -70,8 +70,9 @@ static MEDIA_CACHE_CONTROL: LazyLock<HeaderValue> =
     LazyLock::new(|| header_value(ObjectKind::Media.cache_control(0, 0)));
 
 impl Origin {
-    /// Serves HTTP on `listener` until the task is dropped. Each connection
-    /// runs on its own task; connection errors are logged, never fatal.
+    /// Serves HTTP (or HTTPS, see [`Origin::with_tls`]) on `listener` until
+    /// the task is dropped. Each connection runs on its own task;
+    /// connection errors are logged, never fatal.
     pub async fn serve(&self, listener: TcpListener) -> std::io::Result<()> {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -80,6 +81,10 @@ impl Origin {
             .header_read_timeout(self.shared.config.header_read_timeout);
         builder.http2().timer(TokioTimer::new());
         let builder = Arc::new(builder);
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|certificate| certificate.acceptor(crate::tls::HTTP_ALPN));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -95,15 +100,71 @@ impl Origin {
             let shared = self.shared.clone();
             let routes = self.routes.clone();
             let builder = builder.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(shared.clone(), routes.clone(), req));
-                if let Err(error) = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await
-                {
+                let limit = shared.config.header_read_timeout;
+                let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let seen = requested.clone();
+                let service = service_fn(move |req| {
+                    seen.store(true, Ordering::Relaxed);
+                    handle(shared.clone(), routes.clone(), req)
+                });
+                let served = match tls {
+                    None => {
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        first_request_within(limit, &requested, connection).await
+                    }
+                    Some(tls) => {
+                        // The handshake counts against the same limit as
+                        // the first request: a client that connects and
+                        // says nothing holds nothing for long.
+                        let started = tokio::time::Instant::now();
+                        let stream = match tokio::time::timeout(limit, tls.accept(stream)).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                        let left = limit.saturating_sub(started.elapsed());
+                        let connection = builder.serve_connection(TokioIo::new(stream), service);
+                        first_request_within(left, &requested, connection).await
+                    }
+                };
+                if let Err(error) = served {
                     tracing::debug!(%peer, %error, "connection ended with an error");
                 }
             });
+        }
+    }
+}
+
+/// Runs a connection, dropping it if no request has started within `limit`
+/// of the call. hyper's header read timeout starts only with the first
+/// byte (and the HTTP version detection waits for bytes without a limit),
+/// so a client that connects and never sends anything would otherwise hold
+/// its connection, and a file descriptor, forever.
+async fn first_request_within<F, E>(
+    limit: Duration,
+    requested: &std::sync::atomic::AtomicBool,
+    connection: F,
+) -> Result<(), E>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+{
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => served,
+        () = tokio::time::sleep(limit) => {
+            if requested.load(Ordering::Relaxed) {
+                connection.await
+            } else {
+                Ok(())
+            }
         }
     }
 }

@@ -73,6 +73,8 @@ pub struct OnAir {
     pub jitter_ms: u32,
     /// RTMP publishers are accepted on this listener.
     pub rtmp: Option<TcpListener>,
+    /// RTMPS publishers are accepted on this listener, with this certificate.
+    pub rtmps: Option<(TcpListener, crate::tls::Certificate)>,
     /// WHIP hosts (needs an origin to serve the WHIP endpoint).
     pub whip: Option<WhipSettings>,
     /// The in-process origin (over the broadcast's store) and its
@@ -133,9 +135,13 @@ impl OnAir {
                 self.jitter_ms,
             )
             .await?;
-            match self.origin.as_ref().and_then(|(_, l)| l.local_addr().ok()) {
-                Some(http) => tracing::info!(
-                    "WHIP ingest: http://{http}/{stream}/whip (media on udp {}); host page http://{http}/{stream}/host",
+            let http = self.origin.as_ref().and_then(|(origin, listener)| {
+                let scheme = if origin.is_tls() { "https" } else { "http" };
+                Some((scheme, listener.local_addr().ok()?))
+            });
+            match http {
+                Some((scheme, http)) => tracing::info!(
+                    "WHIP ingest: {scheme}://{http}/{stream}/whip (media on udp {}); host page {scheme}://{http}/{stream}/host",
                     whip.media
                 ),
                 None => tracing::warn!(
@@ -146,9 +152,17 @@ impl OnAir {
             routes.push(whip.routes);
             closers.push(whip.close);
         }
-        if let Some(listener) = self.rtmp {
+        let mut rtmp_listeners: Vec<rtmp::server::Listener> =
+            self.rtmp.into_iter().map(Into::into).collect();
+        if let Some((tcp, certificate)) = self.rtmps {
+            rtmp_listeners.push(rtmp::server::Listener {
+                tcp,
+                tls: Some(certificate.acceptor(&[])),
+            });
+        }
+        if !rtmp_listeners.is_empty() {
             let bridge = rtmp::bridge::start(
-                listener,
+                rtmp_listeners,
                 self.keys.clone(),
                 rtmp::server::ServerConfig::default(),
                 ingest_tx.clone(),

@@ -128,11 +128,12 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 struct Addresses {
     rtmp: Option<SocketAddr>,
     http: Option<SocketAddr>,
+    rtmps: Option<SocketAddr>,
 }
 
 impl Addresses {
-    /// Reads `RTMP ingest: rtmp://ADDR/live/{stream key}` and
-    /// `origin listening on http://ADDR/`.
+    /// Reads `RTMP ingest: rtmp://ADDR/live/{stream key}[, rtmps://ADDR/…]`
+    /// and `origin listening on http[s]://ADDR/`.
     fn read(&mut self, line: &str) {
         let address = |marker: &str| -> Option<SocketAddr> {
             let rest = line.split(marker).nth(1)?;
@@ -141,7 +142,12 @@ impl Addresses {
         if let Some(addr) = address("RTMP ingest: rtmp://") {
             self.rtmp = Some(addr);
         }
-        if let Some(addr) = address("origin listening on http://") {
+        if let Some(addr) = address("RTMP ingest: rtmp://").and(address(", rtmps://")) {
+            self.rtmps = Some(addr);
+        }
+        if let Some(addr) =
+            address("origin listening on http://").or(address("origin listening on https://"))
+        {
             self.http = Some(addr);
         }
     }
@@ -159,6 +165,8 @@ pub struct Broadcast {
     stream: String,
     rtmp: SocketAddr,
     http: SocketAddr,
+    /// The RTMPS listener, when started with `--rtmps`.
+    rtmps: Option<SocketAddr>,
     /// When the addresses were logged: program time 0, give or take the
     /// milliseconds between starting the clock and logging.
     epoch: Instant,
@@ -231,12 +239,12 @@ impl Broadcast {
                 let before = seen.both();
                 seen.read(line);
                 if let (None, Some(both)) = (before, seen.both()) {
-                    let _ = found.send((both, Instant::now()));
+                    let _ = found.send((both, seen.rtmps, Instant::now()));
                 }
             },
         );
         let started = addresses.recv_timeout(START_TIMEOUT);
-        let ((rtmp, http), epoch) = match started {
+        let ((rtmp, http), rtmps, epoch) = match started {
             Ok(started) => started,
             Err(_) => {
                 let _ = child.kill();
@@ -253,10 +261,21 @@ impl Broadcast {
             stream: stream.to_owned(),
             rtmp,
             http,
+            rtmps,
             epoch,
             log,
             stopped: None,
         }
+    }
+
+    /// The RTMPS listener's address (started with `--rtmps`).
+    pub fn rtmps_addr(&self) -> SocketAddr {
+        self.rtmps.expect("the broadcast was started with --rtmps")
+    }
+
+    /// The process id of `onair live` (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The RTMP listener's address.

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::server::{
@@ -70,16 +69,33 @@ impl RtmpIngest {
     }
 }
 
-/// Starts RTMP ingest on `listener` for the hosts of `keys`, reporting to
-/// the pipeline through `inbox`. Runs until the inbox closes.
+/// Starts RTMP ingest on `listeners` (RTMP and RTMPS: one set of sessions,
+/// so a host's publish over either replaces its session over the other)
+/// for the hosts of `keys`, reporting to the pipeline through `inbox`. Runs
+/// until the inbox closes.
 pub fn start(
-    listener: TcpListener,
+    listeners: Vec<server::Listener>,
     keys: Arc<Keys>,
     mut config: ServerConfig,
     inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
 ) -> std::io::Result<RtmpIngest> {
-    let local_addr = listener.local_addr()?;
+    let mut urls = Vec::new();
+    for listener in &listeners {
+        let scheme = if listener.tls.is_some() {
+            "rtmps"
+        } else {
+            "rtmp"
+        };
+        urls.push(format!(
+            "{scheme}://{}/{APP}/{{stream key}}",
+            listener.tcp.local_addr()?
+        ));
+    }
+    let local_addr = match listeners.first() {
+        Some(listener) => listener.tcp.local_addr()?,
+        None => return Err(std::io::Error::other("RTMP ingest without a listener")),
+    };
     let connections = config.connections.clone();
     config.connections = connections.clone();
     let ingest = RtmpIngest {
@@ -93,7 +109,7 @@ pub fn start(
     });
     let (events_tx, events) = mpsc::channel(EVENTS);
     let serving = tokio::spawn(async move {
-        if let Err(error) = server::serve(listener, config, authorize, events_tx).await {
+        if let Err(error) = server::serve_all(listeners, config, authorize, events_tx).await {
             tracing::error!(%error, "RTMP ingest stopped");
         }
     });
@@ -109,7 +125,7 @@ pub fn start(
         bridge.run(events).await;
         serving.abort();
     });
-    tracing::info!("RTMP ingest: rtmp://{local_addr}/{APP}/{{stream key}}");
+    tracing::info!("RTMP ingest: {}", urls.join(", "));
     Ok(ingest)
 }
 

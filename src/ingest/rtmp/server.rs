@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 
@@ -173,19 +173,67 @@ impl Default for ServerConfig {
     }
 }
 
+/// Where RTMP connections come from: a TCP listener, with TLS for RTMPS.
+pub struct Listener {
+    /// The socket.
+    pub tcp: TcpListener,
+    /// Present for RTMPS: each connection's TLS handshake comes first, within
+    /// the setup timeout; a client speaking plain RTMP fails it and is
+    /// closed.
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Listener { tcp, tls: None }
+    }
+}
+
 /// Accepts RTMP connections on `listener` until it fails; see the module
 /// docs. Stop it by aborting its task.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
+    config: ServerConfig,
+    authorize: Authorizer,
+    events: mpsc::Sender<ConnectionEvent>,
+) -> std::io::Result<()> {
+    serve_all(vec![listener.into()], config, authorize, events).await
+}
+
+/// Accepts RTMP connections on every listener (RTMP and RTMPS, say) until
+/// one fails, with one connection limit and one numbering for all.
+pub async fn serve_all(
+    listeners: Vec<Listener>,
     config: ServerConfig,
     authorize: Authorizer,
     events: mpsc::Sender<ConnectionEvent>,
 ) -> std::io::Result<()> {
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
-    let next_id = AtomicU64::new(1);
+    let next_id = Arc::new(AtomicU64::new(1));
+    let loops = listeners.into_iter().map(|listener| {
+        accept_loop(
+            listener,
+            config.clone(),
+            permits.clone(),
+            next_id.clone(),
+            authorize.clone(),
+            events.clone(),
+        )
+    });
+    futures::future::try_join_all(loops).await.map(|_| ())
+}
+
+async fn accept_loop(
+    listener: Listener,
+    config: Arc<ServerConfig>,
+    permits: Arc<Semaphore>,
+    next_id: Arc<AtomicU64>,
+    authorize: Authorizer,
+    events: mpsc::Sender<ConnectionEvent>,
+) -> std::io::Result<()> {
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let (stream, peer) = match listener.tcp.accept().await {
             Ok(accepted) => accepted,
             // Per-connection failures (reset before accept, out of file
             // descriptors): back off briefly and go on.
@@ -206,6 +254,8 @@ pub async fn serve(
             );
             continue;
         };
+        // Audio frames are small and latency matters more than packet count.
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             id,
             peer,
@@ -213,8 +263,27 @@ pub async fn serve(
             authorize: authorize.clone(),
             events: events.clone(),
         };
+        let tls = listener.tls.clone();
         tokio::spawn(async move {
-            connection.run(stream).await;
+            match tls {
+                None => connection.run(stream).await,
+                Some(tls) => {
+                    match timeout(connection.config.setup_timeout, tls.accept(stream)).await {
+                        Ok(Ok(stream)) => connection.run(stream).await,
+                        Ok(Err(error)) => tracing::warn!(
+                            connection = %id,
+                            %peer,
+                            %error,
+                            "RTMPS connection closed: TLS handshake failed"
+                        ),
+                        Err(_) => tracing::warn!(
+                            connection = %id,
+                            %peer,
+                            "RTMPS connection closed: no TLS handshake within the setup timeout"
+                        ),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -239,9 +308,10 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, mut stream: TcpStream) {
-        // Audio frames are small and latency matters more than packet count.
-        let _ = stream.set_nodelay(true);
+    async fn run<S>(self, mut stream: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let mut session_config = self.config.session.clone();
         session_config.handshake_seed ^= self.id.0.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut session = Session::new(session_config);

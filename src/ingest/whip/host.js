@@ -127,6 +127,19 @@
   const fragment = new URLSearchParams(location.hash.slice(1));
   if (fragment.get('token')) tokenInput.value = fragment.get('token');
 
+  // Browsers give the microphone (navigator.mediaDevices) only to secure
+  // contexts: pages over HTTPS, or over HTTP from this very machine
+  // (127.0.0.1, localhost). Say so at once, with the way out, rather than
+  // after the host pressed the button.
+  if (!window.isSecureContext) {
+    const secure = 'https://' + location.host + location.pathname;
+    showError('This page must be opened over HTTPS to use the microphone: browsers allow it only on '
+      + 'secure pages. Try ' + secure + ' . If that does not answer, the broadcast\'s operator '
+      + 'starts onair with --tls-cert FILE --tls-key FILE, or puts it behind an HTTPS proxy or CDN '
+      + '(see "HTTPS" in the onair README).');
+    button.disabled = true;
+  }
+
   function setState(state) {
     host.state = state;
     main.dataset.state = state;
@@ -312,7 +325,7 @@
 
   function microphoneError(error) {
     if (error.message === 'insecure') {
-      return 'This browser gives pages the microphone over HTTPS only: open the studio with https://.';
+      return 'This browser gives pages the microphone over HTTPS only: open this page with https://.';
     }
     if (error.name === 'NotAllowedError' || error.name === 'SecurityError') {
       return 'The browser refused the microphone: allow it for this page, then go on air again.';
