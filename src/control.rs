@@ -33,8 +33,9 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -45,6 +46,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::publish::PublishMonitor;
 use crate::studio::{Command, CommandError, CommandReply, ControlRequest, HostInfo};
+use crate::web::attempts::{ClientAddr, FailedAttempts};
 use crate::web::input::{self, BodyError, bearer_token, constant_time_eq};
 use crate::web::{ResponseFuture, Routes};
 
@@ -85,6 +87,8 @@ pub struct ControlApi {
     reply_timeout: Duration,
     /// The publisher's state, for `GET /control/publish`.
     publisher: Option<PublishMonitor>,
+    /// Failed token attempts per client address.
+    attempts: Arc<FailedAttempts>,
 }
 
 impl fmt::Debug for ControlApi {
@@ -107,7 +111,15 @@ impl ControlApi {
             inbox,
             reply_timeout: REPLY_TIMEOUT,
             publisher: None,
+            attempts: Arc::default(),
         }
+    }
+
+    /// Counts failed token attempts in `attempts` (the hosts' keys' table,
+    /// so a guesser's budget is one across the admin token and host keys).
+    pub fn with_attempts(mut self, attempts: Arc<FailedAttempts>) -> Self {
+        self.attempts = attempts;
+        self
     }
 
     /// Serves the state of the broadcast's publisher at
@@ -139,7 +151,8 @@ impl ControlApi {
     {
         // Authorization comes first, so an unauthenticated client learns
         // nothing, not even which routes or hosts exist.
-        self.authorize(req.headers())?;
+        let from = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        self.authorize(req.headers(), from)?;
         let endpoint = Endpoint::of(req.uri().path())?;
         let method = req.method().clone();
         match (endpoint, method) {
@@ -181,20 +194,38 @@ impl ControlApi {
         }
     }
 
-    /// Admits the request if it bears the configured token.
-    fn authorize(&self, headers: &HeaderMap) -> Result<(), Problem> {
+    /// Admits the request if it bears the configured token. Failures count
+    /// against the client's address (with the hosts' keys, when
+    /// [`with_attempts`](Self::with_attempts) shares their table); an
+    /// address that failed too often gets 429 whatever it presents.
+    fn authorize(&self, headers: &HeaderMap, from: Option<IpAddr>) -> Result<(), Problem> {
         let Some(token) = &self.token else {
             return Err(Problem::new(StatusCode::FORBIDDEN, DISABLED));
         };
+        let now = Instant::now();
+        if let Some(from) = from {
+            self.attempts.check(from, now).map_err(|refused| Problem {
+                retry_after: Some(refused.retry_after_secs()),
+                ..Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed attempts from this address: try again later",
+                )
+            })?;
+        }
         let presented = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()));
         match presented {
             Some(presented) if constant_time_eq(token.as_bytes(), presented) => Ok(()),
-            _ => Err(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "a valid admin token is required: Authorization: Bearer <token>",
-            )),
+            _ => {
+                if let Some(from) = from {
+                    self.attempts.failed(from, now);
+                }
+                Err(Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "a valid admin token is required: Authorization: Bearer <token>",
+                ))
+            }
         }
     }
 
@@ -441,6 +472,8 @@ struct Problem {
     reason: Cow<'static, str>,
     /// The methods a 405 names.
     allow: Option<&'static str>,
+    /// `Retry-After` of a 429, seconds.
+    retry_after: Option<u64>,
 }
 
 impl Problem {
@@ -449,6 +482,7 @@ impl Problem {
             status,
             reason: reason.into(),
             allow: None,
+            retry_after: None,
         }
     }
 
@@ -477,6 +511,9 @@ impl Problem {
         let headers = response.headers_mut();
         if let Some(allow) = self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.status == StatusCode::UNAUTHORIZED {
             headers.insert(

@@ -96,6 +96,10 @@ struct LiveArgs {
     /// A live host and its secret (the RTMP stream key, the WHIP bearer token); repeatable.
     #[arg(long = "key", value_name = "NAME=SECRET")]
     keys: Vec<onair::ingest::keys::Key>,
+    /// Failed key or token attempts a client address may make in a row (then as many per minute);
+    /// beyond, it is refused (HTTP 429 with Retry-After, RTMP closed) whatever it presents.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    max_auth_failures: u32,
     /// A file of live hosts' keys, one NAME=SECRET per line (# comments).
     #[arg(long, value_name = "PATH")]
     keys_file: Option<PathBuf>,
@@ -356,7 +360,13 @@ async fn live(args: LiveArgs) -> Result<()> {
     if let Some(path) = &args.keys_file {
         keys.extend(onair::ingest::keys::Keys::read_file(path)?);
     }
-    let keys = Arc::new(onair::ingest::keys::Keys::new(keys)?);
+    let keys = Arc::new(onair::ingest::keys::Keys::new(keys)?.with_attempt_limit(
+        onair::web::attempts::AttemptLimit {
+            burst: args.max_auth_failures,
+            per_minute: args.max_auth_failures,
+            ..Default::default()
+        },
+    ));
     if (args.rtmp.is_some() || args.rtmps.is_some() || args.webrtc_udp.is_some()) && keys.is_empty()
     {
         anyhow::bail!(

@@ -256,7 +256,12 @@ fn parse_answer(raw: &str) -> Answer {
 
 /// Starts a broadcast of alice and bob with the control API enabled.
 fn start_broadcast(stream: &str) -> (Broadcast, ControlClient) {
-    let broadcast = Broadcast::start_with(stream, &[ALICE, BOB], ["--admin-token", TOKEN]);
+    // A guess budget for the tests of wrong tokens, which make a few dozen.
+    let broadcast = Broadcast::start_with(
+        stream,
+        &[ALICE, BOB],
+        ["--admin-token", TOKEN, "--max-auth-failures", "100"],
+    );
     let client = ControlClient {
         addr: broadcast.http_addr(),
     };
@@ -530,6 +535,117 @@ fn mute_gain_kick_change_the_output() {
     }
     eprintln!(
         "mute_gain_kick_change_the_output: muted {muted:.2?}, unmuted {unmuted:.2?}, gain {gained:.2?}, kicked {kicked:.2?}, bob's ffmpeg gone by {bob_exited:.2} s, {:.1} s",
+        wall.elapsed().as_secs_f64()
+    );
+}
+
+/// Guessing the token is slow: a thousand wrong tokens from one address
+/// get 401 for the first ten, then 429 with `Retry-After`, and that address
+/// is refused even the right token; the right token from another address
+/// works at once, and the hosts on air are not disturbed.
+#[test]
+fn a_thousand_guesses_from_one_address_are_refused_and_another_address_gets_in() {
+    const GUESSES: usize = 1_000;
+    const FLOOD: Duration = Duration::from_secs(2);
+    const THREADS: usize = 4;
+    const BURST: usize = 10;
+    let wall = Instant::now();
+    let mut broadcast = Broadcast::start_with(
+        "guessing",
+        &[ALICE, BOB],
+        ["--admin-token", TOKEN, "--max-auth-failures", "10"],
+    );
+    let api = ControlClient {
+        addr: broadcast.http_addr(),
+    };
+    let alice = Publisher::start(&broadcast.rtmp_url(&ALICE), &ALICE_TONE);
+    let alice_on = broadcast.program_time(alice.started()) + SETTLE_S;
+    api.wait_for_state(&[ALICE.name], "on-air");
+    broadcast.sleep_until(alice_on);
+
+    let flood_from = broadcast.now();
+    let answers: Vec<Answer> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let api = &api;
+                scope.spawn(move || {
+                    // At least GUESSES in all, for at least FLOOD.
+                    let started = Instant::now();
+                    let mut answers = Vec::new();
+                    let mut i = t;
+                    while i < GUESSES || started.elapsed() < FLOOD {
+                        let token = format!("Bearer guess-{i:05}");
+                        answers.push(api.send("GET", "/control/hosts", Some(&token), None));
+                        i += THREADS;
+                    }
+                    answers
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().expect("guesser"))
+            .collect()
+    });
+    let flood_until = broadcast.now();
+    let unauthorized = answers.iter().filter(|a| a.status == 401).count();
+    let limited: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
+    // The budget refills by one every 6 s: the flood may earn one more.
+    assert!(
+        (BURST..=BURST + 1).contains(&unauthorized),
+        "{unauthorized} guesses were looked at"
+    );
+    assert!(answers.len() >= GUESSES);
+    assert_eq!(unauthorized + limited.len(), answers.len(), "other answers");
+    for answer in &limited {
+        let retry: u64 = answer
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("429 without Retry-After: {answer:?}"));
+        assert!((1..=60).contains(&retry), "Retry-After {retry}");
+        assert!(
+            !answer.body.contains(ALICE.name),
+            "a refusal reveals a host: {answer:?}"
+        );
+    }
+    // The guesser's address is refused even the right token.
+    api.authorized("GET", "/control/hosts", None)
+        .expect(429, "the right token from the guessing address");
+    // Another address gets in at once.
+    let other = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--interface", "127.0.0.2"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {TOKEN}"))
+        .arg(format!("http://{}/control/hosts", broadcast.http_addr()))
+        .output()
+        .expect("curl must be installed (scripts/deps.sh)");
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "200",
+        "the right token from 127.0.0.2: {other:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1_500));
+    let stopped = broadcast.stop();
+    drop(alice);
+
+    // Alice, on air throughout, at her level within ±0.5 dB.
+    for rendition in RENDITIONS {
+        let program = broadcast.decode(rendition);
+        let stats = program.assert_tone_level(
+            "alice during the guessing",
+            ALICE_TONE.freq_hz,
+            alice_on..stopped - END_MARGIN_S,
+            WINDOW_S,
+            ALICE_TONE.expected_rms_dbfs(),
+            0.5,
+        );
+        eprintln!("{rendition} alice: {stats}");
+    }
+    eprintln!(
+        "{} guesses in {:.2} s: {unauthorized} looked at, {} refused (429); {:.1} s",
+        answers.len(),
+        flood_until - flood_from,
+        limited.len(),
         wall.elapsed().as_secs_f64()
     );
 }

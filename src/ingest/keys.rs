@@ -6,8 +6,12 @@
 //! secret in its URL (`rtmp://HOST/live/SECRET`, the "stream key"); a WHIP
 //! publisher sends it as a bearer token.
 
+use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
+use crate::web::attempts::{AttemptLimit, FailedAttempts, Refused};
 use crate::web::input::constant_time_eq;
 
 /// Why keys could not be read.
@@ -100,10 +104,23 @@ fn mask(spec: &str) -> String {
     }
 }
 
-/// The keys of a broadcast.
+/// The keys of a broadcast, and the failed attempts to guess one.
 #[derive(Debug, Clone, Default)]
 pub struct Keys {
     keys: Vec<Key>,
+    /// Shared by every clone: RTMP, WHIP and the control API count
+    /// against one budget per address.
+    attempts: Arc<FailedAttempts>,
+}
+
+/// Why a presented secret opens nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No host has this secret.
+    Unknown,
+    /// The client's address has failed too often: refused whatever it
+    /// presents, until `retry_after`.
+    TooManyFailures(Refused),
 }
 
 impl Keys {
@@ -125,7 +142,44 @@ impl Keys {
                 }
             }
         }
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            attempts: Arc::default(),
+        })
+    }
+
+    /// Limits failed attempts per address by `limit` (default:
+    /// [`AttemptLimit::default`]); forgets earlier failures.
+    pub fn with_attempt_limit(mut self, limit: AttemptLimit) -> Self {
+        self.attempts = Arc::new(FailedAttempts::new(limit));
+        self
+    }
+
+    /// The failed attempts per address, for other credentials (the admin
+    /// token) to count against the same budget.
+    pub fn attempts(&self) -> Arc<FailedAttempts> {
+        self.attempts.clone()
+    }
+
+    /// The host `secret` belongs to, presented from `from` (when known):
+    /// refused without looking if `from` has failed too often, and a
+    /// failure counted against `from` if no host has it.
+    pub fn authorize(&self, secret: &str, from: Option<IpAddr>) -> Result<&str, Refusal> {
+        let now = Instant::now();
+        if let Some(from) = from {
+            self.attempts
+                .check(from, now)
+                .map_err(Refusal::TooManyFailures)?;
+        }
+        match self.host_for(secret) {
+            Some(host) => Ok(host),
+            None => {
+                if let Some(from) = from {
+                    self.attempts.failed(from, now);
+                }
+                Err(Refusal::Unknown)
+            }
+        }
     }
 
     /// Parses a keys file: one `NAME=SECRET` per line; blank lines and
@@ -145,6 +199,15 @@ impl Keys {
             reason: e.to_string(),
         })?;
         Self::parse_file_text(&text)
+    }
+
+    /// What [`authorize`](Self::authorize) decides, without counting a
+    /// failure: for a second look at a request already authorized.
+    pub fn admitted(&self, secret: &str, from: Option<IpAddr>) -> Option<&str> {
+        if let Some(from) = from {
+            self.attempts.check(from, Instant::now()).ok()?;
+        }
+        self.host_for(secret)
     }
 
     /// The host a secret belongs to. Every key is compared in full, in time

@@ -105,8 +105,10 @@ impl Origin {
                 let limit = shared.config.header_read_timeout;
                 let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let seen = requested.clone();
-                let service = service_fn(move |req| {
+                let client = crate::web::attempts::ClientAddr(peer.ip());
+                let service = service_fn(move |mut req: Request<Incoming>| {
                     seen.store(true, Ordering::Relaxed);
+                    req.extensions_mut().insert(client);
                     handle(shared.clone(), routes.clone(), req)
                 });
                 let served = match tls {

@@ -121,7 +121,9 @@ impl OnAir {
         let mut routes: Vec<Arc<dyn web::Routes>> = Vec::new();
         if let Some(token) = self.admin_token {
             routes.push(Arc::new(
-                ControlApi::new(Some(token), control_tx).with_publisher(publisher.monitor()),
+                ControlApi::new(Some(token), control_tx)
+                    .with_publisher(publisher.monitor())
+                    .with_attempts(self.keys.attempts()),
             ));
         }
         let mut closers: Vec<SessionCloser> = Vec::new();

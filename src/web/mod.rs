@@ -10,6 +10,7 @@
 //!   escaping for HTML, JSON-in-script and URL path segments, and the shared
 //!   style.
 
+pub mod attempts;
 pub mod input;
 pub mod page;
 

@@ -24,7 +24,7 @@ use super::server::{
 };
 use super::{AudioCodec, Event, Timeline};
 use crate::audio::PacketDecoder;
-use crate::ingest::keys::Keys;
+use crate::ingest::keys::{Keys, Refusal};
 use crate::ingest::{Close, IngestEvent, SessionId};
 use crate::time::ProgramClock;
 
@@ -137,8 +137,15 @@ fn authorize_publish<'k>(keys: &'k Keys, request: &PublishRequest) -> Result<&'k
             request.app
         ));
     }
-    keys.host_for(&request.key)
-        .ok_or_else(|| "unknown stream key".to_owned())
+    keys.authorize(&request.key, Some(request.peer.ip()))
+        .map_err(|refusal| match refusal {
+            Refusal::Unknown => "unknown stream key".to_owned(),
+            Refusal::TooManyFailures(refused) => format!(
+                "too many failed attempts from {}: refused for {} s",
+                request.peer.ip(),
+                refused.retry_after_secs()
+            ),
+        })
 }
 
 /// An accepted publisher.
@@ -205,8 +212,15 @@ impl Bridge {
                     app,
                     key,
                 };
-                // The server asks the same keys and accepts exactly these.
-                let host = authorize_publish(&self.keys, &request).ok()?.to_owned();
+                // The server asked the same keys (and counted a failure);
+                // this second look counts nothing.
+                if request.app != APP {
+                    return None;
+                }
+                let host = self
+                    .keys
+                    .admitted(&request.key, Some(request.peer.ip()))?
+                    .to_owned();
                 let session = SessionId::next();
                 self.sessions
                     .lock()

@@ -38,11 +38,13 @@ use super::page::{HOST_SEGMENT, host_page};
 use super::rtc::AcceptError;
 use super::sdp;
 use crate::ingest::SessionId;
+use crate::ingest::keys::Refusal;
+use crate::web::attempts::ClientAddr;
 use crate::web::input::{self, BodyError, bearer_token};
 use crate::web::{ResponseFuture, Routes};
 
 /// `Retry-After` of a 503 when every session slot is taken, seconds.
-const RETRY_AFTER_S: &str = "5";
+const RETRY_AFTER_S: u64 = 5;
 
 /// The challenge of a 401 (RFC 6750 §3).
 const CHALLENGE: &str = "Bearer realm=\"onair-whip\"";
@@ -71,7 +73,8 @@ struct Answer {
     body: Bytes,
     location: Option<String>,
     challenge: bool,
-    retry_after: bool,
+    /// `Retry-After`, seconds.
+    retry_after: Option<u64>,
     allow: bool,
 }
 
@@ -85,7 +88,7 @@ impl Answer {
             body: Bytes::from(body),
             location: None,
             challenge: false,
-            retry_after: false,
+            retry_after: None,
             allow: false,
         }
     }
@@ -126,8 +129,8 @@ impl Answer {
                 HeaderValue::from_static(CHALLENGE),
             );
         }
-        if self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_S));
+        if let Some(seconds) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if self.allow {
             headers.insert(header::ALLOW, HeaderValue::from_static(ALLOW));
@@ -230,21 +233,34 @@ impl WhipApi {
         answer.into_response()
     }
 
-    /// The host a request's bearer token belongs to.
+    /// The host a request's bearer token belongs to. Failures count
+    /// against the client's address; an address that failed too often is
+    /// answered 429 whatever it presents.
     fn host_of<B>(&self, req: &Request<B>) -> Result<String, Answer> {
-        let host = req
+        let token = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer_token(v.as_bytes()))
             .and_then(|token| std::str::from_utf8(token).ok())
-            .and_then(|token| self.shared.keys.host_for(token));
-        host.map(str::to_owned).ok_or_else(|| Answer {
-            challenge: true,
-            ..Answer::text(
-                StatusCode::UNAUTHORIZED,
-                "a host's token is required: Authorization: Bearer SECRET",
-            )
-        })
+            .unwrap_or("");
+        let from = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        match self.shared.keys.authorize(token, from) {
+            Ok(host) => Ok(host.to_owned()),
+            Err(Refusal::Unknown) => Err(Answer {
+                challenge: true,
+                ..Answer::text(
+                    StatusCode::UNAUTHORIZED,
+                    "a host's token is required: Authorization: Bearer SECRET",
+                )
+            }),
+            Err(Refusal::TooManyFailures(refused)) => Err(Answer {
+                retry_after: Some(refused.retry_after_secs()),
+                ..Answer::text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed attempts from this address: try again later",
+                )
+            }),
+        }
     }
 
     async fn publish<B>(&self, req: Request<B>) -> Answer
@@ -297,7 +313,8 @@ impl WhipApi {
                     }
                 };
                 return Answer {
-                    retry_after: status == StatusCode::SERVICE_UNAVAILABLE,
+                    retry_after: (status == StatusCode::SERVICE_UNAVAILABLE)
+                        .then_some(RETRY_AFTER_S),
                     ..Answer::text(status, error.to_string())
                 };
             }
