@@ -90,6 +90,12 @@ struct LiveArgs {
     /// The address WebRTC peers reach the UDP socket at (behind NAT, or when --webrtc-udp binds 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "webrtc_udp")]
     webrtc_public: Option<std::net::SocketAddr>,
+    /// Most WHIP sessions one client address may hold at once; more are refused with 429.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_whip_per_address: u32,
+    /// Most RTMP and RTMPS connections one client address may hold at once; more are closed.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    max_rtmp_per_address: u32,
     /// Most WHIP sessions at once; more are refused with 503.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_whip_sessions: u32,
@@ -167,6 +173,10 @@ impl TlsArgs {
 
 #[derive(Args, Debug)]
 struct PageArgs {
+    /// Most HTTP connections one client address may hold at once (0: no limit). Listeners behind a
+    /// CDN or carrier NAT share addresses: set it only where clients are not such listeners.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    max_http_per_address: usize,
     /// URL of hls.js for the listener page (browsers without native HLS).
     #[arg(long, value_name = "URL", default_value = onair::origin::DEFAULT_HLSJS_URL)]
     hlsjs_url: String,
@@ -376,6 +386,14 @@ async fn live(args: LiveArgs) -> Result<()> {
     if args.admin_token.is_some() && args.http.is_none() {
         anyhow::bail!("the control API (--admin-token) is served on --http ADDR: add it");
     }
+    // Checked before anything is stored or bound.
+    let certificate = args.tls.load()?;
+    if certificate.is_some() && args.http.is_none() && args.rtmps.is_none() {
+        anyhow::bail!("--tls-cert is for the --http server and --rtmps: add one of them");
+    }
+    if args.rtmps.is_some() && certificate.is_none() {
+        anyhow::bail!("RTMPS (--rtmps) needs a certificate: --tls-cert FILE --tls-key FILE");
+    }
     let looping = args.looping || args.demo;
     let hosts = open_hosts(&inputs, looping)?;
     let store = args.common.store()?;
@@ -395,13 +413,6 @@ async fn live(args: LiveArgs) -> Result<()> {
         }
         None => None,
     };
-    let certificate = args.tls.load()?;
-    if certificate.is_some() && args.http.is_none() && args.rtmps.is_none() {
-        anyhow::bail!("--tls-cert is for the --http server and --rtmps: add one of them");
-    }
-    if args.rtmps.is_some() && certificate.is_none() {
-        anyhow::bail!("RTMPS (--rtmps) needs a certificate: --tls-cert FILE --tls-key FILE");
-    }
     let origin = match &args.http {
         Some(addr) => Some(bind_origin(addr, &store, &args.page, certificate.as_ref()).await?),
         None => None,
@@ -445,10 +456,12 @@ async fn live(args: LiveArgs) -> Result<()> {
         jitter_ms: args.jitter_ms,
         rtmp,
         rtmps,
+        rtmp_per_address: args.max_rtmp_per_address as usize,
         whip: args.webrtc_udp.map(|udp| run::WhipSettings {
             udp,
             public: args.webrtc_public,
             max_sessions: args.max_whip_sessions as usize,
+            max_per_address: args.max_whip_per_address as usize,
         }),
         origin,
         admin_token: args.admin_token.clone(),
@@ -494,6 +507,7 @@ async fn bind_origin(
     let config = onair::origin::OriginConfig {
         hlsjs_url: page.hlsjs_url.clone(),
         hlsjs_file,
+        max_connections_per_address: page.max_http_per_address,
         ..onair::origin::OriginConfig::default()
     };
     let mut origin = onair::origin::Origin::new(store, config);

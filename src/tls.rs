@@ -38,12 +38,12 @@ pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file cannot be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The certificate file holds no PEM certificate.
     #[error("{path} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")]
@@ -69,14 +69,14 @@ pub enum TlsError {
     },
     /// rustls refused the pair: an unsupported key, or a key that does not
     /// belong to the certificate.
-    #[error("cannot use {cert} with {key}: {source}")]
+    #[error("cannot use {cert} with {key}: {error}")]
     Refused {
         /// The certificate file.
         cert: PathBuf,
         /// The key file.
         key: PathBuf,
         /// rustls's reason.
-        source: rustls::Error,
+        error: rustls::Error,
     },
 }
 
@@ -210,9 +210,9 @@ fn stamp(files: &TlsFiles) -> Option<Stamp> {
 
 fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
     let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| TlsError::Read {
+        std::fs::read(path).map_err(|error| TlsError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })
     };
     let cert_pem = read(&files.cert)?;
@@ -232,10 +232,10 @@ fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, Tls
         path: files.key.clone(),
         reason: e.to_string(),
     })?;
-    CertifiedKey::from_der(chain, key, provider).map_err(|source| TlsError::Refused {
+    CertifiedKey::from_der(chain, key, provider).map_err(|error| TlsError::Refused {
         cert: files.cert.clone(),
         key: files.key.clone(),
-        source,
+        error,
     })
 }
 

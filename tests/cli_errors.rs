@@ -473,3 +473,72 @@ fn unsafe_stream_names_are_refused_naming_the_stream() {
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
+
+/// TLS settings that cannot work are refused before anything is stored or
+/// bound, naming the file and the reason once.
+#[test]
+fn bad_tls_settings_are_refused_before_anything_is_stored() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = tone_wav(dir.path(), "tone.wav", 0.5);
+    let not_pem = dir.path().join("not.pem");
+    std::fs::write(&not_pem, "hello\n").expect("write");
+    let missing = dir.path().join("missing.pem");
+    let cases: [(Vec<&OsStr>, &[&str]); 3] = [
+        (
+            vec!["--rtmps".as_ref(), "127.0.0.1:0".as_ref()],
+            &["--rtmps", "--tls-cert FILE --tls-key FILE"],
+        ),
+        (
+            vec![
+                "--http".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--tls-cert".as_ref(),
+                not_pem.as_os_str(),
+                "--tls-key".as_ref(),
+                not_pem.as_os_str(),
+            ],
+            &["not.pem", "no PEM certificate"],
+        ),
+        (
+            vec![
+                "--http".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--tls-cert".as_ref(),
+                missing.as_os_str(),
+                "--tls-key".as_ref(),
+                not_pem.as_os_str(),
+            ],
+            &["missing.pem", "No such file"],
+        ),
+    ];
+    for (i, (extra, expected)) in cases.iter().enumerate() {
+        let store = dir.path().join(format!("store-{i}"));
+        let mut args: Vec<&OsStr> = vec![
+            "live".as_ref(),
+            "--input".as_ref(),
+            input.as_os_str(),
+            "--store".as_ref(),
+            store.as_os_str(),
+            "--stream".as_ref(),
+            STREAM.as_ref(),
+            "--key".as_ref(),
+            "host=host-secret-1".as_ref(),
+        ];
+        args.extend(extra.iter().copied());
+        let run = onair(args, &[], QUICK);
+        run.assert_failed_cleanly();
+        let line = run.error_line();
+        for needle in *expected {
+            assert!(line.contains(needle), "{needle:?} missing from: {line}");
+        }
+        assert!(
+            line.matches("No such file").count() <= 1,
+            "the cause is repeated: {line}"
+        );
+        let objects = stored_objects(&store);
+        assert!(
+            objects.is_empty(),
+            "case {i}: objects were stored: {objects:?}"
+        );
+    }
+}

@@ -1418,3 +1418,57 @@ async fn connections_that_never_send_a_byte_are_closed_after_the_header_timeout(
         );
     }
 }
+
+/// With a cap per client address, one more connection from an address that
+/// holds the cap is closed at once; closing one lets the next one in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_address_are_capped_when_configured() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let store = open_store("memory://").expect("memory store");
+    let config = OriginConfig {
+        max_connections_per_address: 3,
+        ..OriginConfig::default()
+    };
+    let origin = Origin::new(&store, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { origin.serve(listener).await });
+    async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_millis(500), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    let mut fourth = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    assert!(closed(&mut fourth).await, "a fourth connection was kept");
+    for stream in &mut held {
+        assert!(
+            !closed(stream).await,
+            "a connection within the cap was closed"
+        );
+    }
+    // One ends: the next is served.
+    drop(held.pop());
+    let mut answered = false;
+    for _ in 0..20 {
+        let mut next = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let _ = next
+            .write_all(b"GET /x/index.m3u8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut answer = String::new();
+        let _ = next.read_to_string(&mut answer).await;
+        if answer.starts_with("HTTP/1.1 404") {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered, "the freed slot was not given again");
+}

@@ -682,3 +682,59 @@ fn check_publish_shape(connection: &Connection) {
     assert_eq!(connection.closed(), Some(&CloseReason::PeerClosed));
     assert!(connection.frames().len() > 50);
 }
+
+/// One client address holds at most `max_per_address` connections: one more
+/// from it is closed at once, another address still gets in, and a freed
+/// slot can be taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_at_most_its_connections() {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, _events) = mpsc::channel(1024);
+    let config = ServerConfig {
+        max_per_address: 2,
+        read_timeout: Duration::from_secs(30),
+        setup_timeout: Duration::from_secs(30),
+        ..ServerConfig::default()
+    };
+    let authorize: server::Authorizer = Arc::new(|_| Ok(()));
+    let task = tokio::spawn(server::serve(listener, config, authorize, tx));
+    let connect_from = |source: &'static str| async move {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(format!("{source}:0").parse().expect("source"))
+            .expect("bind the source address");
+        socket.connect(addr).await.expect("connect")
+    };
+    // Open (silent but within its setup time) or closed by the server.
+    async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
+        let mut byte = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), stream.read(&mut byte)).await,
+            Ok(Ok(0) | Err(_))
+        )
+    }
+    let mut first = connect_from("127.0.0.1").await;
+    let mut second = connect_from("127.0.0.1").await;
+    let mut third = connect_from("127.0.0.1").await;
+    assert!(
+        closed(&mut third).await,
+        "a third connection from one address"
+    );
+    let mut elsewhere = connect_from("127.0.0.2").await;
+    assert!(!closed(&mut elsewhere).await, "another address is refused");
+    assert!(!closed(&mut first).await && !closed(&mut second).await);
+    drop(first);
+    // The server notices the close on its next read; then the slot is free.
+    let mut again = None;
+    for _ in 0..50 {
+        let mut stream = connect_from("127.0.0.1").await;
+        if !closed(&mut stream).await {
+            again = Some(stream);
+            break;
+        }
+    }
+    assert!(again.is_some(), "the freed slot was not given again");
+    task.abort();
+}

@@ -1063,3 +1063,55 @@ fn whip_refusals() {
         .promptly("candidates after blank lines");
     eprintln!("wall time {:?}", wall.elapsed());
 }
+
+/// One client address holds at most `--max-whip-per-address` sessions: one
+/// more from it is refused with 429 and `Retry-After`, another address
+/// gets in, and ending a session frees its slot.
+#[test]
+fn one_address_holds_at_most_its_whip_sessions() {
+    let _serial = serial();
+    let (broadcast, whip) = start_broadcast(
+        "whip-per-address",
+        &[ALICE, BOB, CAROL],
+        &["--max-whip-per-address", "2"],
+    );
+    let http = broadcast.http_addr();
+    let endpoint = whip.path.as_str();
+    let offer = AIORTC_OFFER.as_bytes();
+    let post = |host: &HostKey| {
+        Request::new("POST", endpoint)
+            .bearer(host.secret)
+            .offer(offer)
+            .send(http)
+    };
+    let alice = post(&ALICE).expect(201, "Alice's session");
+    post(&BOB).expect(201, "Bob's session");
+    let refused = post(&CAROL).expect(429, "a third session from one address");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    // Another address: curl from 127.0.0.2.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let body = dir.path().join("offer.sdp");
+    std::fs::write(&body, offer).expect("offer");
+    let other = std::process::Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--interface", "127.0.0.2"])
+        .args(["-o", "/dev/null", "-w", "%{http_code}"])
+        .args(["-H", "Content-Type: application/sdp", "-H"])
+        .arg(format!("Authorization: Bearer {}", CAROL.secret))
+        .arg("--data-binary")
+        .arg(format!("@{}", body.display()))
+        .arg(format!("http://{http}{endpoint}"))
+        .output()
+        .expect("curl must be installed (scripts/deps.sh)");
+    assert_eq!(
+        String::from_utf8_lossy(&other.stdout),
+        "201",
+        "Carol from 127.0.0.2: {other:?}"
+    );
+    // Alice leaves: her slot is free again.
+    let location = alice.header("location").expect("Location").to_owned();
+    Request::new("DELETE", &path_of(&location))
+        .bearer(ALICE.secret)
+        .send(http)
+        .expect(200, "DELETE of Alice's session");
+    post(&ALICE).expect(201, "a session in the freed slot");
+}

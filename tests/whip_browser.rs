@@ -579,11 +579,14 @@ fn browser_host_goes_on_air_over_https_and_listeners_play_it_over_https() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mic = write_mic_tone(dir.path());
     let cert = TestCert::make(dir.path());
-    let args: [OsString; 8] = [
+    let args: [OsString; 10] = [
         "--webrtc-udp".into(),
         "127.0.0.1:0".into(),
         "--hlsjs-file".into(),
         tools.hlsjs.clone().into_os_string(),
+        // As in start_broadcast: two Chromiums share two cores.
+        "--jitter-ms".into(),
+        "600".into(),
         "--tls-cert".into(),
         cert.cert.clone().into_os_string(),
         "--tls-key".into(),

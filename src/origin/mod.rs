@@ -76,6 +76,10 @@ pub struct OriginConfig {
     pub tracker_idle: Duration,
     /// Renditions tracked at once; requests for more get 503. Default 4096.
     pub max_trackers: usize,
+    /// Connections one client address may hold at once; 0 (the default)
+    /// for no limit. Behind a CDN or carrier NAT many listeners share an
+    /// address, so this is for origins that face hosts, not listeners.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for OriginConfig {
@@ -88,6 +92,7 @@ impl Default for OriginConfig {
             cache_bytes: 256 << 20,
             tracker_idle: Duration::from_secs(30),
             max_trackers: 4096,
+            max_connections_per_address: 0,
         }
     }
 }

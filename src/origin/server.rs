@@ -85,6 +85,9 @@ impl Origin {
             .tls
             .as_ref()
             .map(|certificate| certificate.acceptor(crate::tls::HTTP_ALPN));
+        let max_per_address = self.shared.config.max_connections_per_address;
+        let per_address = (max_per_address > 0)
+            .then(|| crate::web::per_address::PerAddress::new(max_per_address));
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -96,12 +99,23 @@ impl Origin {
                     continue;
                 }
             };
+            let slot = match &per_address {
+                Some(table) => match table.acquire(peer.ip()) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        tracing::debug!(%peer, "connection refused: address at its limit");
+                        continue;
+                    }
+                },
+                None => None,
+            };
             let _ = stream.set_nodelay(true);
             let shared = self.shared.clone();
             let routes = self.routes.clone();
             let builder = builder.clone();
             let tls = tls.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let limit = shared.config.header_read_timeout;
                 let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let seen = requested.clone();

@@ -51,6 +51,8 @@ pub struct WhipSettings {
     pub public: Option<std::net::SocketAddr>,
     /// Most sessions at once.
     pub max_sessions: usize,
+    /// Most sessions of one client address at once.
+    pub max_per_address: usize,
 }
 
 /// What a live broadcast is made of.
@@ -75,6 +77,8 @@ pub struct OnAir {
     pub rtmp: Option<TcpListener>,
     /// RTMPS publishers are accepted on this listener, with this certificate.
     pub rtmps: Option<(TcpListener, crate::tls::Certificate)>,
+    /// RTMP and RTMPS connections one client address may hold at once.
+    pub rtmp_per_address: usize,
     /// WHIP hosts (needs an origin to serve the WHIP endpoint).
     pub whip: Option<WhipSettings>,
     /// The in-process origin (over the broadcast's store) and its
@@ -166,7 +170,10 @@ impl OnAir {
             let bridge = rtmp::bridge::start(
                 rtmp_listeners,
                 self.keys.clone(),
-                rtmp::server::ServerConfig::default(),
+                rtmp::server::ServerConfig {
+                    max_per_address: self.rtmp_per_address,
+                    ..rtmp::server::ServerConfig::default()
+                },
                 ingest_tx.clone(),
                 clock,
             )
@@ -276,7 +283,10 @@ mod whip {
             keys.clone(),
             ingest.clone(),
             clock,
-            opus_jitter(jitter_ms),
+            endpoint::WhipOptions {
+                jitter: opus_jitter(jitter_ms),
+                max_per_address: settings.max_per_address,
+            },
         );
         Ok(Whip {
             routes: Arc::new(api),

@@ -141,8 +141,9 @@ impl FailedAttempts {
 }
 
 /// IPv4 addresses count alone, IPv6 ones by /64 (an IPv4-mapped IPv6
-/// address as its IPv4 address).
-fn key(addr: IpAddr) -> IpAddr {
+/// address as its IPv4 address): what one client is, for every
+/// per-address limit.
+pub(crate) fn key(addr: IpAddr) -> IpAddr {
     match addr {
         IpAddr::V4(_) => addr,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {

@@ -13,6 +13,7 @@
 pub mod attempts;
 pub mod input;
 pub mod page;
+pub mod per_address;
 
 use std::future::Future;
 use std::pin::Pin;

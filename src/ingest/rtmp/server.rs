@@ -3,7 +3,8 @@
 //!
 //! Contract: [`serve`] accepts until its listener fails or its task is
 //! dropped. At most [`ServerConfig::max_connections`] connections run at
-//! once; one more is closed at once with a warning. Each connection reads
+//! once, and [`ServerConfig::max_per_address`] per client address; one more
+//! is closed at once with a warning. Each connection reads
 //! into its session, writes the session's output, asks the caller's
 //! [`Authorizer`] about a publish, and forwards every session event, tagged
 //! with its [`ConnectionId`], to the caller's channel (waiting when it is
@@ -24,6 +25,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::time::{Instant, timeout, timeout_at};
 
 use super::session::{CloseReason, Event, Session, SessionConfig};
+use crate::web::per_address::PerAddress;
 
 /// Identifies one accepted connection for the life of a [`serve`] call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -149,6 +151,9 @@ impl Drop for Registration {
 pub struct ServerConfig {
     /// Connections served at once.
     pub max_connections: usize,
+    /// Connections one client address may hold at once (a host needs one,
+    /// two while a reconnect replaces the old).
+    pub max_per_address: usize,
     /// How long a connection may be silent (and how long one write may
     /// take) before it is closed.
     pub read_timeout: Duration,
@@ -161,10 +166,12 @@ pub struct ServerConfig {
 }
 
 impl Default for ServerConfig {
-    /// 32 connections, 10 s silence, 10 s to reach `publish`.
+    /// 32 connections, 4 per address, 10 s silence, 10 s to reach
+    /// `publish`.
     fn default() -> Self {
         Self {
             max_connections: 32,
+            max_per_address: 4,
             read_timeout: Duration::from_secs(10),
             setup_timeout: Duration::from_secs(10),
             session: SessionConfig::default(),
@@ -211,11 +218,13 @@ pub async fn serve_all(
     let config = Arc::new(config);
     let permits = Arc::new(Semaphore::new(config.max_connections));
     let next_id = Arc::new(AtomicU64::new(1));
+    let per_address = PerAddress::new(config.max_per_address);
     let loops = listeners.into_iter().map(|listener| {
         accept_loop(
             listener,
             config.clone(),
             permits.clone(),
+            per_address.clone(),
             next_id.clone(),
             authorize.clone(),
             events.clone(),
@@ -228,6 +237,7 @@ async fn accept_loop(
     listener: Listener,
     config: Arc<ServerConfig>,
     permits: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
     next_id: Arc<AtomicU64>,
     authorize: Authorizer,
     events: mpsc::Sender<ConnectionEvent>,
@@ -251,6 +261,15 @@ async fn accept_loop(
                 %peer,
                 limit = config.max_connections,
                 "RTMP connection refused: connection limit reached"
+            );
+            continue;
+        };
+        let Some(slot) = per_address.acquire(peer.ip()) else {
+            tracing::warn!(
+                connection = %id,
+                %peer,
+                limit = config.max_per_address,
+                "RTMP connection refused: this address holds its limit of connections"
             );
             continue;
         };
@@ -284,7 +303,7 @@ async fn accept_loop(
                     }
                 }
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
 }

@@ -48,6 +48,7 @@ use super::sdp::OfferSummary;
 use crate::ingest::keys::Keys;
 use crate::ingest::{IngestEvent, SessionId};
 use crate::time::ProgramClock;
+use crate::web::per_address::{PerAddress, Slot};
 
 pub use super::WHIP_SEGMENT;
 pub use super::bridge::{PULL_INTERVAL, WhipIngest};
@@ -63,6 +64,8 @@ pub(super) struct Resource {
     pub(super) studio: SessionId,
     /// What the offer said about FEC, for the jitter buffer.
     pub(super) offer: OfferSummary,
+    /// The client address's slot, freed with the resource.
+    pub(super) _slot: Option<Slot>,
 }
 
 #[derive(Default)]
@@ -91,12 +94,23 @@ pub(super) struct Shared {
     pub(super) rtc: RtcHandle,
     pub(super) table: Mutex<Table>,
     pub(super) closes: mpsc::UnboundedSender<(u64, String)>,
+    /// Sessions per client address.
+    pub(super) per_address: Arc<PerAddress>,
 }
 
 impl Shared {
     pub(super) fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// Per-host and per-address settings of WHIP ingest.
+#[derive(Debug, Clone, Copy)]
+pub struct WhipOptions {
+    /// Each host's Opus jitter buffer.
+    pub jitter: OpusJitterConfig,
+    /// Sessions one client address may hold at once.
+    pub max_per_address: usize,
 }
 
 /// Starts WHIP ingest for `stream` on `endpoint`: returns the HTTP resources
@@ -109,8 +123,12 @@ pub fn start(
     keys: Arc<Keys>,
     inbox: mpsc::Sender<IngestEvent>,
     clock: ProgramClock,
-    jitter: OpusJitterConfig,
+    options: WhipOptions,
 ) -> (WhipApi, WhipIngest) {
+    let WhipOptions {
+        jitter,
+        max_per_address,
+    } = options;
     let (closes, close_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         stream: stream.to_owned(),
@@ -118,6 +136,7 @@ pub fn start(
         rtc,
         table: Mutex::default(),
         closes,
+        per_address: PerAddress::new(max_per_address),
     });
     let bridge = Bridge::new(shared.clone(), inbox, clock, jitter);
     tokio::spawn(bridge.run(endpoint, close_rx));

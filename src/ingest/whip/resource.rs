@@ -272,6 +272,26 @@ impl WhipApi {
             Ok(host) => host,
             Err(answer) => return answer,
         };
+        // A slot of the client's address, held with the session.
+        let slot = match req.extensions().get::<ClientAddr>() {
+            Some(client) => match self.shared.per_address.acquire(client.0) {
+                Some(slot) => Some(slot),
+                None => {
+                    tracing::info!(host, client = %client.0, "WHIP offer refused: address at its session limit");
+                    return Answer {
+                        retry_after: Some(RETRY_AFTER_S),
+                        ..Answer::text(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            format!(
+                                "this address holds {} WHIP sessions already: end one first",
+                                self.shared.per_address.max()
+                            ),
+                        )
+                    };
+                }
+            },
+            None => None,
+        };
         let is_sdp = req
             .headers()
             .get(header::CONTENT_TYPE)
@@ -330,6 +350,7 @@ impl WhipApi {
                 host,
                 studio: SessionId::next(),
                 offer,
+                _slot: slot,
             },
         );
         Answer {
