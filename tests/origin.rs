@@ -1375,6 +1375,19 @@ async fn binary_live_and_origin_play_in_ffmpeg() {
     );
 }
 
+/// An origin with `config` over an empty in-memory store, serving on a
+/// port of its own until the test's runtime ends; its address.
+async fn serve_empty(config: OriginConfig) -> SocketAddr {
+    let store = open_store("memory://").expect("memory store");
+    let origin = Origin::new(&store, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { origin.serve(listener).await });
+    addr
+}
+
 /// Clients that connect and send nothing are let go after the header read
 /// timeout, counted from accept (hyper's own starts with the first byte):
 /// they cannot hold the process's file descriptors. A client that asks
@@ -1383,17 +1396,11 @@ async fn binary_live_and_origin_play_in_ffmpeg() {
 async fn connections_that_never_send_a_byte_are_closed_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     const IDLE: usize = 200;
-    let store = open_store("memory://").expect("memory store");
-    let config = OriginConfig {
+    let addr = serve_empty(OriginConfig {
         header_read_timeout: Duration::from_secs(1),
         ..OriginConfig::default()
-    };
-    let origin = Origin::new(&store, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { origin.serve(listener).await });
+    })
+    .await;
     let mut idle = Vec::new();
     for _ in 0..IDLE {
         idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
@@ -1424,17 +1431,11 @@ async fn connections_that_never_send_a_byte_are_closed_after_the_header_timeout(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_per_address_are_capped_when_configured() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let store = open_store("memory://").expect("memory store");
-    let config = OriginConfig {
+    let addr = serve_empty(OriginConfig {
         max_connections_per_address: 3,
         ..OriginConfig::default()
-    };
-    let origin = Origin::new(&store, config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    tokio::spawn(async move { origin.serve(listener).await });
+    })
+    .await;
     async fn closed(stream: &mut tokio::net::TcpStream) -> bool {
         let mut byte = [0u8; 1];
         matches!(
