@@ -90,6 +90,13 @@ struct LiveArgs {
     /// The address WebRTC peers reach the UDP socket at (behind NAT, or when --webrtc-udp binds 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "webrtc_udp")]
     webrtc_public: Option<std::net::SocketAddr>,
+    /// Also accept WebRTC media over TCP on this address (ICE-TCP, RFC 6544), e.g. 0.0.0.0:8189:
+    /// hosts whose network blocks UDP still go on air. Alone, without --webrtc-udp, it offers TCP only.
+    #[arg(long, value_name = "ADDR", requires = "http")]
+    webrtc_tcp: Option<std::net::SocketAddr>,
+    /// The address WebRTC peers reach the TCP listener at (behind NAT, or when --webrtc-tcp binds 0.0.0.0).
+    #[arg(long, value_name = "ADDR", requires = "webrtc_tcp")]
+    webrtc_tcp_public: Option<std::net::SocketAddr>,
     /// Most WHIP sessions one client address may hold at once; more are refused with 429.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_whip_per_address: u32,
@@ -377,10 +384,10 @@ async fn live(args: LiveArgs) -> Result<()> {
             ..Default::default()
         },
     ));
-    if (args.rtmp.is_some() || args.rtmps.is_some() || args.webrtc_udp.is_some()) && keys.is_empty()
-    {
+    let whip = args.webrtc_udp.is_some() || args.webrtc_tcp.is_some();
+    if (args.rtmp.is_some() || args.rtmps.is_some() || whip) && keys.is_empty() {
         anyhow::bail!(
-            "live hosts (--rtmp, --rtmps, --webrtc-udp) need at least one host key: --key NAME=SECRET or --keys-file"
+            "live hosts (--rtmp, --rtmps, --webrtc-udp, --webrtc-tcp) need at least one host key: --key NAME=SECRET or --keys-file"
         );
     }
     if args.admin_token.is_some() && args.http.is_none() {
@@ -457,9 +464,11 @@ async fn live(args: LiveArgs) -> Result<()> {
         rtmp,
         rtmps,
         rtmp_per_address: args.max_rtmp_per_address as usize,
-        whip: args.webrtc_udp.map(|udp| run::WhipSettings {
-            udp,
+        whip: whip.then_some(run::WhipSettings {
+            udp: args.webrtc_udp,
             public: args.webrtc_public,
+            tcp: args.webrtc_tcp,
+            tcp_public: args.webrtc_tcp_public,
             max_sessions: args.max_whip_sessions as usize,
             max_per_address: args.max_whip_per_address as usize,
         }),

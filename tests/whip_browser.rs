@@ -15,6 +15,9 @@
 //! - `browser_host_with_a_wrong_key_stops_and_says_so`: the kiosk form of
 //!   the page (`#token=KEY&start=1`, no click) with a wrong key: one `POST`,
 //!   answered 401, no retry, and a message that names the key.
+//! - `browser_host_goes_on_air_over_ice_tcp_when_no_udp_is_offered`: onair
+//!   offers only its passive ICE-TCP candidate (RFC 6544); the page's
+//!   connection selects a TCP pair and the tone is in both renditions.
 //!
 //! `scripts/browser-deps.sh` installs Chromium and the npm packages; without
 //! them these tests fail, they never skip. Screenshots go to
@@ -261,6 +264,90 @@ fn browser_host_with_a_wrong_key_stops_and_says_so() {
         "the page must say the key is wrong\n{run}"
     );
     assert_eq!(run.number("page_error_count"), 0.0, "script errors\n{run}");
+}
+
+#[test]
+fn browser_host_goes_on_air_over_ice_tcp_when_no_udp_is_offered() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let tools = BrowserTools::require();
+    let broadcast_args: Vec<OsString> = vec!["--webrtc-tcp".into(), "127.0.0.1:0".into()];
+    let host = on_air_through("ICE-TCP", &tools, broadcast_args, Vec::new());
+    for (key, expected) in [
+        ("ice_selected", "succeeded"),
+        ("ice_local_protocol", "tcp"),
+        ("ice_remote_protocol", "tcp"),
+        ("ice_remote_type", "host"),
+    ] {
+        assert_eq!(host.text(key), expected, "{key}\n{host}");
+    }
+}
+
+/// Runs a broadcast with WHIP set up by `broadcast_args` (and hls.js, and
+/// a 600 ms jitter buffer as in [`start_broadcast`]), puts the browser host
+/// on air for a few seconds with `host_args` added to host.js, and checks
+/// that the page went on air and off again cleanly and that its tone is in
+/// both stored renditions at its level. Returns the page's report, for the
+/// caller to check how it got through.
+fn on_air_through(
+    what: &str,
+    tools: &BrowserTools,
+    broadcast_args: Vec<OsString>,
+    host_args: Vec<OsString>,
+) -> Run {
+    const ON_AIR_S: f64 = 5.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mic = write_mic_tone(dir.path());
+    let mut args = broadcast_args;
+    args.extend([
+        "--hlsjs-file".into(),
+        tools.hlsjs.clone().into_os_string(),
+        "--jitter-ms".into(),
+        "600".into(),
+    ]);
+    let mut broadcast = Broadcast::start_with(STREAM, &[RTMP_HOST, BROWSER_HOST], args);
+    let mut page_args: Vec<OsString> = vec![
+        "--page".into(),
+        format!("{}host", stream_url(&broadcast)).into(),
+        "--token".into(),
+        BROWSER_HOST.secret.into(),
+        "--audio-file".into(),
+        mic.into_os_string(),
+        "--seconds".into(),
+        ON_AIR_S.to_string().into(),
+    ];
+    page_args.extend(host_args);
+    let host = NodeRun::start("host.js", page_args).finish(&broadcast);
+    for (key, expected) in [
+        ("on_air_seen", "true"),
+        ("on_air_drops", "0"),
+        ("host_error_count", "0"),
+        ("page_error_count", "0"),
+        ("delete_status", "200"),
+    ] {
+        assert_eq!(host.text(key), expected, "{what}: {key}\n{host}");
+    }
+    let clock = ProgramClock::now(&broadcast);
+    let on_air = clock.at(host.number("on_air_at_ms"));
+    let off_air = clock.at(host.number("off_air_at_ms"));
+    broadcast.sleep_until(off_air + AFTER_OFF_AIR_S);
+    broadcast.stop();
+    for rendition in RENDITIONS {
+        let program = broadcast.decode(rendition);
+        let stats = program.assert_tone_level(
+            &format!("the browser host over {what}"),
+            MIC_TONE_HZ,
+            on_air + SETTLE_S..off_air,
+            WINDOW_S,
+            MIC_RMS_DBFS,
+            BROWSER_TOLERANCE_DB,
+        );
+        eprintln!("{what}, {rendition}: {stats}");
+    }
+    eprintln!(
+        "{what}: on air {} s after the click",
+        host.text("on_air_after_s")
+    );
+    host
 }
 
 /// The checks of the page's own account of going on air and off again.

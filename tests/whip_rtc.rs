@@ -308,7 +308,7 @@ async fn aiortc_publishes_a_tone_that_survives_garbage_and_closes() {
     config.ice_timeout = Duration::from_secs(8);
     config.media_timeout = Duration::from_secs(3);
     let (mut endpoint, handle) = RtcEndpoint::bind(config).await.expect("bind endpoint");
-    let addr = endpoint.local_addr();
+    let addr = endpoint.bound().udp.expect("a UDP socket");
 
     // A bogus offer is refused with a reason and creates nothing.
     match handle.accept("this is not SDP".to_owned()).await {

@@ -45,10 +45,15 @@ const ORIGIN_ANNOUNCEMENTS: usize = 4096;
 /// WHIP ingest settings.
 #[derive(Debug, Clone, Copy)]
 pub struct WhipSettings {
-    /// The UDP address WebRTC media is received on.
-    pub udp: std::net::SocketAddr,
+    /// The UDP address WebRTC media is received on, if any.
+    pub udp: Option<std::net::SocketAddr>,
     /// The address peers reach that socket at, if not `udp` (NAT).
     pub public: Option<std::net::SocketAddr>,
+    /// The ICE-TCP address (RFC 6544 passive candidate) for publishers whose
+    /// network blocks UDP, if any.
+    pub tcp: Option<std::net::SocketAddr>,
+    /// The address peers reach the TCP listener at, if not `tcp` (NAT).
+    pub tcp_public: Option<std::net::SocketAddr>,
     /// Most sessions at once.
     pub max_sessions: usize,
     /// Most sessions of one client address at once.
@@ -147,7 +152,7 @@ impl OnAir {
             });
             match http {
                 Some((scheme, http)) => tracing::info!(
-                    "WHIP ingest: {scheme}://{http}/{stream}/whip (media on udp {}); host page {scheme}://{http}/{stream}/host",
+                    "WHIP ingest: {scheme}://{http}/{stream}/whip (media on {}); host page {scheme}://{http}/{stream}/host",
                     whip.media
                 ),
                 None => tracing::warn!(
@@ -243,7 +248,8 @@ type SessionCloser = Box<dyn Fn(&Close) -> bool + Send>;
 /// WHIP ingest, once started.
 struct Whip {
     routes: Arc<dyn web::Routes>,
-    media: std::net::SocketAddr,
+    /// The advertised media addresses, for the log.
+    media: String,
     close: SessionCloser,
 }
 
@@ -263,19 +269,26 @@ mod whip {
         clock: ProgramClock,
         jitter_ms: u32,
     ) -> Result<Whip, RunError> {
+        let wanted = rtc::Transports {
+            udp: settings.udp,
+            tcp: settings.tcp,
+        };
         let config = rtc::RtcConfig {
+            udp: settings.udp,
             public: settings.public,
+            tcp: settings.tcp,
+            tcp_public: settings.tcp_public,
             max_sessions: settings.max_sessions,
-            ..rtc::RtcConfig::new(settings.udp)
+            ..rtc::RtcConfig::default()
         };
         let (socket, handle) =
             rtc::RtcEndpoint::bind(config)
                 .await
                 .map_err(|source| RunError::Io {
-                    what: format!("cannot open the WebRTC UDP socket {}", settings.udp),
+                    what: format!("cannot open the WebRTC media transports ({wanted})"),
                     source,
                 })?;
-        let media = socket.candidate_addr();
+        let media = socket.candidates().to_string();
         let (api, bridge) = endpoint::start(
             socket,
             handle,

@@ -7,6 +7,7 @@
 //              [--token KEY] [--seconds 8] [--mute-at S --unmute-at S]
 //              [--on-air-timeout 20] [--screenshot FILE.png]
 //              [--host-rules "MAP onair.test 127.0.0.1" --spki BASE64]
+//              [--relay-only 1]
 //
 // With --token, the key is typed into the page's "Host key" field and
 // "Go on air" pressed, as a person does; without it the page URL must carry
@@ -16,7 +17,12 @@
 // as wall-clock milliseconds since the epoch (`*_ms`), for the test to place
 // them on the broadcast's clock. `whip_requests` is what the browser's
 // network log saw (a cross-origin DELETE shows there as aborted even when
-// it was answered), `delete_status` what the page's fetch got. Exits non-zero only when it could not run.
+// it was answered), `delete_status` what the page's fetch got. `ice_*` is
+// the candidate pair the page's connection selected (RTCStats), read while
+// on air: which transport carried the media. --relay-only forces every
+// RTCPeerConnection the page makes to `iceTransportPolicy: "relay"`, as a
+// network where only a TURN server is reachable would. Exits non-zero only
+// when it could not run.
 'use strict';
 
 const { chromium } = require('playwright-core');
@@ -90,6 +96,46 @@ function recordWhip(page) {
   return exchanges;
 }
 
+/** Runs in the page before its scripts: keeps every RTCPeerConnection it
+ * makes (and the ICE servers it was given), forcing relay-only when asked. */
+function watchPeerConnections({ relayOnly }) {
+  const Native = window.RTCPeerConnection;
+  window.__onairPeerConnections = [];
+  window.RTCPeerConnection = function RTCPeerConnection(config = {}) {
+    const effective = relayOnly ? { ...config, iceTransportPolicy: 'relay' } : config;
+    window.__onairIceServers = effective.iceServers || [];
+    const pc = new Native(effective);
+    window.__onairPeerConnections.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = Native.prototype;
+  Object.setPrototypeOf(window.RTCPeerConnection, Native);
+}
+
+/** The selected candidate pair of the page's latest connection: local and
+ * remote protocol and candidate type (`relay` for a TURN allocation). */
+async function selectedPair() {
+  const pcs = window.__onairPeerConnections || [];
+  const pc = pcs[pcs.length - 1];
+  if (!pc) return { selected: 'none' };
+  const stats = await pc.getStats();
+  let pairId = null;
+  stats.forEach((s) => { if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId; });
+  const pair = pairId && stats.get(pairId);
+  if (!pair) return { selected: 'none' };
+  const local = stats.get(pair.localCandidateId) || {};
+  const remote = stats.get(pair.remoteCandidateId) || {};
+  return {
+    selected: pair.state,
+    local_protocol: local.protocol,
+    local_type: local.candidateType,
+    local_relay_protocol: local.relayProtocol || 'none',
+    remote_protocol: remote.protocol,
+    remote_type: remote.candidateType,
+    remote_port: remote.port,
+  };
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const browser = await chromium.launch({
@@ -107,6 +153,7 @@ async function main() {
       if (message.type() === 'error') consoleErrors.push(message.text());
     });
     const whip = recordWhip(page);
+    await page.addInitScript(watchPeerConnections, { relayOnly: Boolean(args.relayOnly) });
     emit('browser', browser.version());
 
     const response = await page.goto(args.page);
@@ -158,6 +205,9 @@ async function main() {
       wasOnAir = state.onAir;
     }
 
+    const pair = await page.evaluate(selectedPair);
+    for (const [key, value] of Object.entries(pair)) emit(`ice_${key}`, value);
+    emit('ice_servers', await page.evaluate(() => JSON.stringify(window.__onairIceServers || [])));
     emit('state', state.state);
     emit('connection_state', state.connectionState);
     emit('connection_states_seen', [...connectionStates]);

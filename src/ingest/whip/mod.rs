@@ -9,6 +9,8 @@
 mod bridge;
 #[cfg(feature = "webrtc")]
 pub mod endpoint;
+#[cfg(feature = "webrtc")]
+mod ice_tcp;
 pub mod jitter;
 pub mod page;
 #[cfg(feature = "webrtc")]

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
-use str0m::net::{Protocol, Receive, Transmit};
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{RtpPacket, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info};
@@ -164,6 +164,47 @@ impl Session {
     }
 }
 
+/// The host candidates every answer advertises (RFC 8445 §5.1.1.1): a UDP
+/// one, a passive ICE-TCP one (RFC 6544 §4.5), or both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Candidates {
+    /// Where peers send UDP datagrams.
+    pub(crate) udp: Option<SocketAddr>,
+    /// Where peers open TCP connections (RFC 4571 framing).
+    pub(crate) tcp: Option<SocketAddr>,
+}
+
+impl Candidates {
+    /// The advertised address for `proto`, if the endpoint offers it.
+    fn address(&self, proto: Protocol) -> Option<SocketAddr> {
+        match proto {
+            Protocol::Udp => self.udp,
+            Protocol::Tcp => self.tcp,
+            _ => None,
+        }
+    }
+
+    /// The str0m candidates to add to a new session.
+    fn build(&self) -> Result<Vec<Candidate>, String> {
+        let mut all = Vec::new();
+        if let Some(udp) = self.udp {
+            all.push(Candidate::host(udp, "udp").map_err(|e| format!("UDP candidate {udp}: {e}"))?);
+        }
+        if let Some(tcp) = self.tcp {
+            // RFC 6544 §4.5: a passive candidate accepts connections and
+            // never opens them, which is all an ICE-lite endpoint can do.
+            let candidate = Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+                .map_err(|e| format!("TCP candidate {tcp}: {e}"))?;
+            all.push(candidate);
+        }
+        Ok(all)
+    }
+}
+
 /// The limits a [`Sessions`] enforces, as documented on
 /// [`RtcConfig`](super::rtc::RtcConfig).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,7 +221,7 @@ pub(crate) struct Limits {
 /// timeouts and commands in (each with `now`); datagrams and events out via
 /// [`Sessions::poll_output`], next wake-up via [`Sessions::next_deadline`].
 pub(crate) struct Sessions {
-    candidate: SocketAddr,
+    candidates: Candidates,
     max_sessions: usize,
     ice_timeout: Duration,
     media_timeout: Duration,
@@ -191,11 +232,10 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    /// No sessions yet; every answer will advertise `candidate` as its one
-    /// host candidate.
-    pub(crate) fn new(candidate: SocketAddr, limits: Limits) -> Self {
+    /// No sessions yet; every answer will advertise `candidates`.
+    pub(crate) fn new(candidates: Candidates, limits: Limits) -> Self {
         Self {
-            candidate,
+            candidates,
             max_sessions: limits.max_sessions,
             ice_timeout: limits.ice_timeout.min(MAX_TIMEOUT),
             media_timeout: limits.media_timeout.min(MAX_TIMEOUT),
@@ -262,11 +302,13 @@ impl Sessions {
             .clear_codecs()
             .enable_opus(true, false)
             .build(now);
-        let candidate =
-            Candidate::host(self.candidate, "udp").map_err(|e| AcceptError::OfferRejected {
-                reason: format!("host candidate {}: {e}", self.candidate),
-            })?;
-        rtc.add_local_candidate(candidate);
+        let candidates = self
+            .candidates
+            .build()
+            .map_err(|reason| AcceptError::OfferRejected { reason })?;
+        for candidate in candidates {
+            rtc.add_local_candidate(candidate);
+        }
         let answer = rtc
             .sdp_api()
             .accept_offer(offer)
@@ -310,22 +352,35 @@ impl Sessions {
         Ok(accepted)
     }
 
-    /// Hands the datagram `data` from `source`, read at `now`, to the session
-    /// that accepts it; counts it as unclaimed if none does.
-    pub(crate) fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+    /// Hands the datagram `data` (a UDP datagram, or one RFC 4571 frame of an
+    /// ICE-TCP connection) from `source`, read at `now`, to the session that
+    /// accepts it and returns that session's id; counts it as unclaimed and
+    /// returns `None` if none does.
+    pub(crate) fn receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Option<u64> {
         // The datagram was addressed to the advertised candidate (possibly
         // translated by NAT on the way); ICE matches pairs on that address.
-        let Ok(receive) = Receive::new(Protocol::Udp, source, self.candidate, data) else {
+        let receive = self
+            .candidates
+            .address(proto)
+            .and_then(|local| Receive::new(proto, source, local, data).ok());
+        let Some(receive) = receive else {
             self.stats.unclaimed_datagrams += 1;
-            return;
+            return None;
         };
         // RFC 7983 §7: first byte 0..=3 is STUN.
         let is_stun = data.first().is_some_and(|b| *b <= 3);
         let input = Input::Receive(now, receive);
         let Some(session) = self.live.iter_mut().find(|s| s.rtc.accepts(&input)) else {
             self.stats.unclaimed_datagrams += 1;
-            return;
+            return None;
         };
+        let id = session.id;
         session.last_source = Some(source);
         if is_stun {
             session.last_stun = now;
@@ -338,6 +393,7 @@ impl Sessions {
         }
         drain(session, now, &mut self.out, &mut self.stats);
         self.reap(now);
+        Some(id)
     }
 
     /// Runs the timers due at `now`: str0m's own, consent freshness and the
@@ -563,14 +619,30 @@ mod tests {
         offer("opus/48000/2", 111)
     }
 
-    fn sessions(max_sessions: usize) -> Sessions {
-        let udp: SocketAddr = "127.0.0.1:40000".parse().expect("address");
-        let limits = Limits {
+    fn limits(max_sessions: usize) -> Limits {
+        Limits {
             max_sessions,
             ice_timeout: Duration::from_secs(5),
             media_timeout: Duration::from_secs(2),
+        }
+    }
+
+    /// Sessions advertising UDP 127.0.0.1:40000 only.
+    fn sessions(max_sessions: usize) -> Sessions {
+        let candidates = Candidates {
+            udp: Some("127.0.0.1:40000".parse().expect("address")),
+            tcp: None,
         };
-        Sessions::new(udp, limits)
+        Sessions::new(candidates, limits(max_sessions))
+    }
+
+    /// Sessions advertising TCP 127.0.0.1:40001 only.
+    fn tcp_sessions(max_sessions: usize) -> Sessions {
+        let candidates = Candidates {
+            udp: None,
+            tcp: Some("127.0.0.1:40001".parse().expect("address")),
+        };
+        Sessions::new(candidates, limits(max_sessions))
     }
 
     fn closed_events(s: &mut Sessions) -> Vec<(u64, String)> {
@@ -656,10 +728,12 @@ mod tests {
         let rtp_like = [0x80_u8, 111, 0, 1, 0, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2];
         let stun_like = [0_u8; 40];
         for datagram in [&[][..], &[0xff; 100], &[0x16; 30], &rtp_like, &stun_like] {
-            s.receive(now, stranger, datagram);
+            assert_eq!(s.receive(now, Protocol::Udp, stranger, datagram), None);
         }
+        // Nothing arrives over TCP when no TCP candidate was advertised.
+        assert_eq!(s.receive(now, Protocol::Tcp, stranger, &stun_like), None);
         let stats = s.stats();
-        assert_eq!(stats.unclaimed_datagrams, 5);
+        assert_eq!(stats.unclaimed_datagrams, 6);
         assert_eq!(stats.sessions, 1);
         assert!(closed_events(&mut s).is_empty());
         assert!(
@@ -719,6 +793,8 @@ mod tests {
     struct Peer {
         rtc: Rtc,
         addr: SocketAddr,
+        /// UDP, or TCP with the peer as the active side (RFC 6544 §4.5).
+        proto: Protocol,
         mid: Mid,
         pt: Pt,
         /// When `rtc` asked to be woken next.
@@ -728,11 +804,20 @@ mod tests {
     }
 
     impl Peer {
-        /// Offers a sendonly audio m-line to `s` and applies the answer.
-        fn publish_to(s: &mut Sessions, now: Instant) -> (Peer, u64) {
+        /// Offers a sendonly audio m-line to `s` over `proto` and applies the
+        /// answer.
+        fn publish_to(s: &mut Sessions, now: Instant, proto: Protocol) -> (Peer, u64) {
             let addr: SocketAddr = "192.0.2.10:5000".parse().expect("address");
             let mut rtc = Rtc::builder().build(now);
-            rtc.add_local_candidate(Candidate::host(addr, "udp").expect("candidate"));
+            let candidate = match proto {
+                Protocol::Tcp => Candidate::builder()
+                    .tcp()
+                    .host(addr)
+                    .tcptype(TcpType::Active)
+                    .build(),
+                _ => Candidate::host(addr, "udp"),
+            };
+            rtc.add_local_candidate(candidate.expect("candidate"));
             let mut change = rtc.sdp_api();
             let mid = change.add_media(
                 MediaKind::Audio,
@@ -758,6 +843,7 @@ mod tests {
             let peer = Peer {
                 rtc,
                 addr,
+                proto,
                 mid,
                 pt,
                 deadline: now,
@@ -778,7 +864,8 @@ mod tests {
                         }
                         Output::Transmit(t) => {
                             quiet = false;
-                            s.receive(now, self.addr, &t.contents);
+                            assert_eq!(t.proto, self.proto, "the peer sends on its transport");
+                            s.receive(now, t.proto, self.addr, &t.contents);
                         }
                         Output::Event(_) => {}
                     }
@@ -787,8 +874,9 @@ mod tests {
                     match out {
                         Out::Transmit(t) => {
                             quiet = false;
+                            assert_eq!(t.proto, self.proto, "answers go back the same way");
                             let receive =
-                                Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+                                Receive::new(t.proto, t.source, t.destination, &t.contents)
                                     .expect("a datagram for the peer");
                             // A peer that already closed may refuse late input.
                             let _ = self.rtc.handle_input(Input::Receive(now, receive));
@@ -869,7 +957,12 @@ mod tests {
     /// Connects a simulated publisher; returns it, its session id and the
     /// instant the session connected.
     fn connected_peer(s: &mut Sessions, now: &mut Instant) -> (Peer, u64) {
-        let (mut peer, id) = Peer::publish_to(s, *now);
+        connected_peer_over(s, now, Protocol::Udp)
+    }
+
+    /// As [`connected_peer`], over `proto`.
+    fn connected_peer_over(s: &mut Sessions, now: &mut Instant, proto: Protocol) -> (Peer, u64) {
+        let (mut peer, id) = Peer::publish_to(s, *now, proto);
         let give_up = *now + Duration::from_secs(2);
         while peer.connected().is_empty() && *now < give_up {
             let step = *now + Duration::from_millis(10);
@@ -929,6 +1022,51 @@ mod tests {
         }
         assert!(peer.closed().is_empty(), "{:?}", peer.closed());
         assert_eq!(s.stats().dropped_packets, 0);
+    }
+
+    #[test]
+    fn a_publisher_reaching_only_the_tcp_candidate_connects_over_ice_tcp() {
+        let mut s = tcp_sessions(2);
+        let mut now = Instant::now();
+        let (mut peer, id) = connected_peer_over(&mut s, &mut now, Protocol::Tcp);
+        for n in 0..10_u16 {
+            let at = now + Duration::from_millis(20);
+            peer.advance(&mut s, &mut now, at);
+            peer.send_frame(&mut s, now, n);
+        }
+        let delivered = peer
+            .events
+            .iter()
+            .filter(|e| matches!(e, RtcEvent::Opus { session, .. } if *session == id))
+            .count();
+        assert_eq!(delivered, 10);
+        // A UDP datagram cannot reach an endpoint that offered only TCP.
+        let stray = s.stats().unclaimed_datagrams;
+        assert_eq!(s.receive(now, Protocol::Udp, peer.addr, &[0_u8; 20]), None);
+        assert_eq!(s.stats().unclaimed_datagrams, stray + 1);
+    }
+
+    #[test]
+    fn an_answer_offers_the_passive_tcp_candidate_beside_the_udp_one() {
+        let candidates = Candidates {
+            udp: Some("127.0.0.1:40000".parse().expect("address")),
+            tcp: Some("127.0.0.1:40001".parse().expect("address")),
+        };
+        let mut s = Sessions::new(candidates, limits(1));
+        let sdp = s
+            .accept(Instant::now(), &opus_offer())
+            .expect("accepted")
+            .answer_sdp;
+        assert_eq!(sdp.matches("a=candidate:").count(), 2, "{sdp}");
+        assert!(sdp.contains("udp"), "{sdp}");
+        let tcp = sdp
+            .lines()
+            .find(|l| l.contains(" tcp ") || l.contains(" TCP "))
+            .unwrap_or_else(|| panic!("a TCP candidate: {sdp}"));
+        assert!(
+            tcp.contains("127.0.0.1 40001 typ host tcptype passive"),
+            "{tcp}"
+        );
     }
 
     #[test]
