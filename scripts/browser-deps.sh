@@ -3,7 +3,9 @@
 # Debian's `chromium`, and under tests/browser/node_modules (ignored by git) the
 # npm packages `playwright-core` (drives Chromium) and `hls.js@1` (the player the
 # listener page loads when the browser has no native HLS; the origin serves this
-# copy in tests, nothing is fetched from the internet at test time).
+# copy in tests, nothing is fetched from the internet at test time), and Debian's
+# `coturn` (the TURN server the relay-only host test starts on loopback; its
+# package's own service is left stopped).
 # Fails loudly when something cannot be installed. Usage: scripts/browser-deps.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +15,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
   command -v chromium >/dev/null 2>&1 || { echo "browser-deps: FAILED: chromium missing after install" >&2; exit 1; }
+fi
+
+if ! command -v turnserver >/dev/null 2>&1; then
+  echo "browser-deps: installing coturn" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn >/dev/null
+  command -v turnserver >/dev/null 2>&1 || { echo "browser-deps: FAILED: turnserver missing after install" >&2; exit 1; }
 fi
 
 if ! command -v npm >/dev/null 2>&1; then

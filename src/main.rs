@@ -97,6 +97,23 @@ struct LiveArgs {
     /// The address WebRTC peers reach the TCP listener at (behind NAT, or when --webrtc-tcp binds 0.0.0.0).
     #[arg(long, value_name = "ADDR", requires = "webrtc_tcp")]
     webrtc_tcp_public: Option<std::net::SocketAddr>,
+    /// A STUN or TURN server for WHIP hosts, e.g. turn:turn.example.net:3478?transport=udp; repeatable.
+    /// The host page gathers with them before its offer; other WHIP clients get them as Link headers.
+    /// TURN credentials: URL,USERNAME,CREDENTIAL, or minted per host with --turn-secret.
+    #[arg(long = "ice-server", value_name = "URL[,USERNAME,CREDENTIAL]")]
+    ice_servers: Vec<onair::ingest::whip::ice_servers::IceServer>,
+    /// The TURN server's shared secret (coturn --static-auth-secret): each host gets its own
+    /// short-lived credentials (TURN REST API) for the --ice-server TURN URLs given without any.
+    #[arg(
+        long,
+        env = "ONAIR_TURN_SECRET",
+        hide_env_values = true,
+        value_name = "SECRET"
+    )]
+    turn_secret: Option<String>,
+    /// How long minted TURN credentials stay valid, in seconds: longer than a host's longest session.
+    #[arg(long, default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+    turn_ttl: u64,
     /// Most WHIP sessions one client address may hold at once; more are refused with 429.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     max_whip_per_address: u32,
@@ -385,6 +402,16 @@ async fn live(args: LiveArgs) -> Result<()> {
         },
     ));
     let whip = args.webrtc_udp.is_some() || args.webrtc_tcp.is_some();
+    if !whip && (!args.ice_servers.is_empty() || args.turn_secret.is_some()) {
+        anyhow::bail!(
+            "--ice-server and --turn-secret are for WHIP hosts: add --webrtc-udp or --webrtc-tcp"
+        );
+    }
+    let ice_servers = onair::ingest::whip::ice_servers::IceServers::new(
+        args.ice_servers.clone(),
+        args.turn_secret.as_deref(),
+        std::time::Duration::from_secs(args.turn_ttl),
+    )?;
     if (args.rtmp.is_some() || args.rtmps.is_some() || whip) && keys.is_empty() {
         anyhow::bail!(
             "live hosts (--rtmp, --rtmps, --webrtc-udp, --webrtc-tcp) need at least one host key: --key NAME=SECRET or --keys-file"
@@ -469,6 +496,7 @@ async fn live(args: LiveArgs) -> Result<()> {
             public: args.webrtc_public,
             tcp: args.webrtc_tcp,
             tcp_public: args.webrtc_tcp_public,
+            ice_servers,
             max_sessions: args.max_whip_sessions as usize,
             max_per_address: args.max_whip_per_address as usize,
         }),

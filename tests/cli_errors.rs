@@ -474,16 +474,42 @@ fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// TLS settings that cannot work are refused before anything is stored or
-/// bound, naming the file and the reason once.
+/// TLS and ICE server settings that cannot work are refused before anything
+/// is stored or bound, naming the file or value and the reason once.
 #[test]
-fn bad_tls_settings_are_refused_before_anything_is_stored() {
+fn bad_tls_and_ice_settings_are_refused_before_anything_is_stored() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = tone_wav(dir.path(), "tone.wav", 0.5);
     let not_pem = dir.path().join("not.pem");
     std::fs::write(&not_pem, "hello\n").expect("write");
     let missing = dir.path().join("missing.pem");
-    let cases: [(Vec<&OsStr>, &[&str]); 3] = [
+    let whip = |server: &'static str| -> Vec<&OsStr> {
+        vec![
+            "--http".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--webrtc-udp".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--ice-server".as_ref(),
+            server.as_ref(),
+        ]
+    };
+    let cases: [(Vec<&OsStr>, &[&str]); 7] = [
+        (
+            whip("turn:127.0.0.1:3478"),
+            &["turn:127.0.0.1:3478", "no credentials", "--turn-secret"],
+        ),
+        (
+            whip("http://turn.example.net"),
+            &["http://turn.example.net", "not a STUN or TURN URI"],
+        ),
+        (
+            whip("turn:127.0.0.1:3478,user-without-credential"),
+            &["URL,USERNAME,CREDENTIAL"],
+        ),
+        (
+            vec!["--ice-server".as_ref(), "stun:127.0.0.1:3478".as_ref()],
+            &["--ice-server", "WHIP hosts", "--webrtc-udp"],
+        ),
         (
             vec!["--rtmps".as_ref(), "127.0.0.1:0".as_ref()],
             &["--rtmps", "--tls-cert FILE --tls-key FILE"],

@@ -1115,3 +1115,100 @@ fn one_address_holds_at_most_its_whip_sessions() {
         .expect(200, "DELETE of Alice's session");
     post(&ALICE).expect(201, "a session in the freed slot");
 }
+
+/// `GET /{stream}/whip` hands a host the STUN and TURN servers it must
+/// gather with before offering (JSON and `Link` headers, TURN credentials
+/// minted per host from the shared secret); every `201` carries the same
+/// `Link` headers (RFC 9725 §4.6). Without a key, nothing is given out.
+#[test]
+fn ice_servers_go_to_hosts_before_the_offer_and_with_the_answer() {
+    const TURN: &str = "turn:turn.example.net:3478?transport=udp";
+    const STUN: &str = "stun:stun.example.net:3478";
+    let _serial = serial();
+    let (broadcast, whip) = start_broadcast(
+        "whip-ice-servers",
+        &[ALICE],
+        &[
+            "--ice-server",
+            TURN,
+            "--ice-server",
+            STUN,
+            "--turn-secret",
+            "shared-secret",
+            "--turn-ttl",
+            "600",
+        ],
+    );
+    let http = broadcast.http_addr();
+    let endpoint = whip.path.as_str();
+    let refused = Request::new("GET", endpoint)
+        .send(http)
+        .expect(401, "ICE servers without a key");
+    assert!(!refused.body.contains("turn:"), "{refused:?}");
+
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let given = Request::new("GET", endpoint)
+        .bearer(ALICE.secret)
+        .send(http)
+        .expect(200, "ICE servers for Alice");
+    let json: Value = serde_json::from_str(&given.body).expect("JSON");
+    let servers = json["iceServers"].as_array().expect("iceServers");
+    assert_eq!(servers.len(), 2, "{json}");
+    assert_eq!(servers[0]["urls"], TURN);
+    assert_eq!(servers[1]["urls"], STUN);
+    assert!(
+        servers[1].get("username").is_none(),
+        "STUN has no credentials: {json}"
+    );
+    let username = servers[0]["username"].as_str().expect("a TURN username");
+    let (expiry, host) = username.split_once(':').expect("EXPIRY:HOST");
+    assert_eq!(host, ALICE.name);
+    let expiry: u64 = expiry.parse().expect("expiry in Unix seconds");
+    assert!(
+        (before + 600..=before + 660).contains(&expiry),
+        "expiry {expiry} is not --turn-ttl after {before}"
+    );
+    // The password is HMAC-SHA1(secret, username) in base64, which coturn
+    // recomputes: checked here with openssl.
+    let expected = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf %s '{username}' | openssl dgst -sha1 -hmac shared-secret -binary | base64"
+        ))
+        .output()
+        .expect("openssl must be installed (scripts/deps.sh)");
+    assert_eq!(
+        servers[0]["credential"].as_str(),
+        Some(String::from_utf8_lossy(&expected.stdout).trim()),
+        "{json}"
+    );
+    let links: Vec<&str> = given
+        .headers
+        .iter()
+        .filter(|(name, _)| name == "link")
+        .map(|(_, value)| value.as_str())
+        .collect();
+    assert_eq!(links.len(), 2, "{given:?}");
+    assert!(
+        links[0].starts_with(&format!(
+            "<{TURN}>; rel=\"ice-server\"; username=\"{username}\""
+        )) && links[0].ends_with("credential-type=\"password\""),
+        "{links:?}"
+    );
+    assert_eq!(links[1], format!("<{STUN}>; rel=\"ice-server\""));
+
+    let created = Request::new("POST", endpoint)
+        .bearer(ALICE.secret)
+        .offer(AIORTC_OFFER.as_bytes())
+        .send(http)
+        .expect(201, "Alice's offer");
+    let created_links = created
+        .headers
+        .iter()
+        .filter(|(name, value)| name == "link" && value.contains("rel=\"ice-server\""))
+        .count();
+    assert_eq!(created_links, 2, "{created:?}");
+}

@@ -18,6 +18,12 @@
 //! - `browser_host_goes_on_air_over_ice_tcp_when_no_udp_is_offered`: onair
 //!   offers only its passive ICE-TCP candidate (RFC 6544); the page's
 //!   connection selects a TCP pair and the tone is in both renditions.
+//! - `browser_host_goes_on_air_through_turn_when_only_relay_works`: the
+//!   page may use relayed candidates only (`iceTransportPolicy: "relay"`,
+//!   as on a network where only a TURN server is reachable); onair hands it
+//!   coturn (started here on loopback) with credentials minted from the
+//!   shared secret, and the tone goes through the relay into both
+//!   renditions.
 //!
 //! `scripts/browser-deps.sh` installs Chromium and the npm packages; without
 //! them these tests fail, they never skip. Screenshots go to
@@ -279,6 +285,137 @@ fn browser_host_goes_on_air_over_ice_tcp_when_no_udp_is_offered() {
         ("ice_remote_type", "host"),
     ] {
         assert_eq!(host.text(key), expected, "{key}\n{host}");
+    }
+}
+
+#[test]
+fn browser_host_goes_on_air_through_turn_when_only_relay_works() {
+    const SECRET: &str = "turn-shared-secret";
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let tools = BrowserTools::require();
+    let coturn = Coturn::start(SECRET);
+    let turn_url = format!("turn:{}?transport=udp", coturn.addr);
+    let broadcast_args: Vec<OsString> = vec![
+        "--webrtc-udp".into(),
+        "127.0.0.1:0".into(),
+        "--ice-server".into(),
+        turn_url.clone().into(),
+        "--turn-secret".into(),
+        SECRET.into(),
+    ];
+    let host_args: Vec<OsString> = vec!["--relay-only".into(), "1".into()];
+    let host = on_air_through("TURN", &tools, broadcast_args, host_args);
+    for (key, expected) in [
+        ("ice_selected", "succeeded"),
+        ("ice_local_type", "relay"),
+        ("ice_local_relay_protocol", "udp"),
+        ("ice_remote_type", "host"),
+    ] {
+        assert_eq!(
+            host.text(key),
+            expected,
+            "{key}\n{host}\ncoturn:\n{}",
+            coturn.log()
+        );
+    }
+    let servers = host.text("ice_servers");
+    assert!(
+        servers.contains(&turn_url) && servers.contains(&format!(":{}\"", BROWSER_HOST.name)),
+        "the page must have been given the TURN server with credentials minted for its host: {servers}"
+    );
+}
+
+/// coturn on a loopback UDP port, relaying to loopback peers, with TURN
+/// REST API credentials (`--use-auth-secret`); killed when dropped.
+struct Coturn {
+    addr: std::net::SocketAddr,
+    child: Child,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Coturn {
+    fn start(secret: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("turnserver.log");
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip",
+                "127.0.0.1",
+                "--relay-ip",
+                "127.0.0.1",
+            ])
+            .arg("--listening-port")
+            .arg(port.to_string())
+            .args(["--allow-loopback-peers", "--use-auth-secret"])
+            .arg("--static-auth-secret")
+            .arg(secret)
+            .args(["--realm", "onair.test", "--fingerprint"])
+            .args(["--no-tls", "--no-dtls", "--no-cli", "--simple-log"])
+            .arg("--log-file")
+            .arg(&log)
+            .arg("--pidfile")
+            .arg(dir.path().join("turnserver.pid"))
+            .arg("--userdb")
+            .arg(dir.path().join("turndb"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run turnserver: {e} (run scripts/browser-deps.sh)"));
+        let coturn = Coturn {
+            addr: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+            log,
+            _dir: dir,
+        };
+        coturn.wait_ready();
+        coturn
+    }
+
+    /// Waits until the server answers a STUN binding request (RFC 8489
+    /// §6: type 0x0001, no attributes, the magic cookie, a transaction id).
+    fn wait_ready(&self) {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        let mut request = vec![0, 1, 0, 0, 0x21, 0x12, 0xa4, 0x42];
+        request.extend_from_slice(b"onair-ready!");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut buf = [0_u8; 512];
+        loop {
+            // Until the server listens, the send or the wait fails.
+            let _ = socket.send_to(&request, self.addr);
+            if let Ok((len, _)) = socket.recv_from(&mut buf)
+                && len >= 20
+                && buf[..2] == [0x01, 0x01]
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "coturn does not answer STUN on {} after 20 s:\n{}",
+                self.addr,
+                self.log()
+            );
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -43,7 +43,7 @@ const CONTROL_INBOX: usize = 64;
 const ORIGIN_ANNOUNCEMENTS: usize = 4096;
 
 /// WHIP ingest settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WhipSettings {
     /// The UDP address WebRTC media is received on, if any.
     pub udp: Option<std::net::SocketAddr>,
@@ -54,6 +54,8 @@ pub struct WhipSettings {
     pub tcp: Option<std::net::SocketAddr>,
     /// The address peers reach the TCP listener at, if not `tcp` (NAT).
     pub tcp_public: Option<std::net::SocketAddr>,
+    /// STUN and TURN servers handed to hosts.
+    pub ice_servers: crate::ingest::whip::ice_servers::IceServers,
     /// Most sessions at once.
     pub max_sessions: usize,
     /// Most sessions of one client address at once.
@@ -299,6 +301,7 @@ mod whip {
             endpoint::WhipOptions {
                 jitter: opus_jitter(jitter_ms),
                 max_per_address: settings.max_per_address,
+                ice_servers: settings.ice_servers,
             },
         );
         Ok(Whip {

@@ -42,6 +42,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
 
 use super::bridge::Bridge;
+use super::ice_servers::IceServers;
 use super::jitter::OpusJitterConfig;
 use super::rtc::{RtcEndpoint, RtcHandle};
 use super::sdp::OfferSummary;
@@ -96,6 +97,8 @@ pub(super) struct Shared {
     pub(super) closes: mpsc::UnboundedSender<(u64, String)>,
     /// Sessions per client address.
     pub(super) per_address: Arc<PerAddress>,
+    /// STUN and TURN servers handed to hosts.
+    pub(super) ice: IceServers,
 }
 
 impl Shared {
@@ -105,12 +108,15 @@ impl Shared {
 }
 
 /// Per-host and per-address settings of WHIP ingest.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WhipOptions {
     /// Each host's Opus jitter buffer.
     pub jitter: OpusJitterConfig,
     /// Sessions one client address may hold at once.
     pub max_per_address: usize,
+    /// STUN and TURN servers for hosts (`GET /{stream}/whip`, `Link`
+    /// headers of every `201`).
+    pub ice_servers: IceServers,
 }
 
 /// Starts WHIP ingest for `stream` on `endpoint`: returns the HTTP resources
@@ -128,6 +134,7 @@ pub fn start(
     let WhipOptions {
         jitter,
         max_per_address,
+        ice_servers,
     } = options;
     let (closes, close_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -137,6 +144,7 @@ pub fn start(
         table: Mutex::default(),
         closes,
         per_address: PerAddress::new(max_per_address),
+        ice: ice_servers,
     });
     let bridge = Bridge::new(shared.clone(), inbox, clock, jitter);
     tokio::spawn(bridge.run(endpoint, close_rx));

@@ -426,7 +426,28 @@
     endSession(false);
     const current = generation;
     setState(host.reconnects > 0 ? 'reconnecting' : 'connecting');
-    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle' });
+    // The endpoint is ICE-lite without trickle: TURN servers must be known
+    // before the offer is made, so they are asked for first.
+    let iceServers = [];
+    if (config.ice === 'fetch') {
+      try {
+        const response = await fetch(whipUrl, {
+          headers: { Authorization: 'Bearer ' + token },
+          cache: 'no-store',
+        });
+        if (current !== generation) return;
+        if (!response.ok) {
+          await onRefusal(response, current);
+          return;
+        }
+        iceServers = (await response.json()).iceServers || [];
+      } catch (error) {
+        if (current === generation && wanted) retryLater('cannot get the ICE servers: ' + error.message);
+        return;
+      }
+      if (current !== generation) return;
+    }
+    const pc = new RTCPeerConnection({ bundlePolicy: 'max-bundle', iceServers: iceServers });
     peer = pc;
     pc.addEventListener('connectionstatechange', function () {
       if (current === generation) onConnectionState(pc.connectionState);
@@ -475,6 +496,12 @@
       }, CONNECT_TIMEOUT_MS);
       return;
     }
+    await onRefusal(response, current);
+  }
+
+  /** What a refused WHIP request (the offer, or the ICE servers) means for
+   * the host: a wrong key and a bad offer stop, a busy studio is retried. */
+  async function onRefusal(response, current) {
     const reason = (await response.text().catch(function () { return ''; })).trim().slice(0, 300);
     if (current !== generation) return;
     if (response.status === 401 || response.status === 403) {

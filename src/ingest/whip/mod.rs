@@ -9,6 +9,7 @@
 mod bridge;
 #[cfg(feature = "webrtc")]
 pub mod endpoint;
+pub mod ice_servers;
 #[cfg(feature = "webrtc")]
 mod ice_tcp;
 pub mod jitter;

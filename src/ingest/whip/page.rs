@@ -24,9 +24,13 @@ pub const HOST_SEGMENT: &str = "host";
 
 /// The page at `/{stream}/host`: asks for the microphone and publishes it to
 /// the stream's live mix over WHIP with the host's key, with a level meter, a
-/// mute switch, the connection's state and an "on air" indicator.
-pub fn host_page(stream: &str) -> String {
-    let config = json_object(&[("stream", stream), ("whip", WHIP_SEGMENT)]);
+/// mute switch, the connection's state and an "on air" indicator. With
+/// `ice_servers`, the page fetches the STUN and TURN servers from the WHIP
+/// endpoint (`GET`, with the key) before each offer; without, it makes no
+/// such request.
+pub fn host_page(stream: &str, ice_servers: bool) -> String {
+    let ice = if ice_servers { "fetch" } else { "none" };
+    let config = json_object(&[("stream", stream), ("whip", WHIP_SEGMENT), ("ice", ice)]);
     fill(
         HOST_TEMPLATE,
         &[
@@ -45,11 +49,12 @@ mod tests {
 
     #[test]
     fn host_page_fills_every_marker_and_loads_nothing() {
-        let page = host_page("morning-show");
+        let page = host_page("morning-show", false);
         assert!(!page.contains("{{"), "unfilled marker in the page");
         assert!(page.contains("<title>Host morning-show · onair</title>"));
         assert!(page.contains("<h1>morning-show</h1>"));
-        assert!(page.contains(r#"{"stream":"morning-show","whip":"whip"}"#));
+        assert!(page.contains(r#"{"stream":"morning-show","whip":"whip","ice":"none"}"#));
+        assert!(host_page("morning-show", true).contains(r#""ice":"fetch""#));
         assert!(page.contains("window.onairHost = host"));
         assert!(page.contains(".play {"), "the listener page's style");
         assert!(page.contains(".on-air {"), "the host page's style");
@@ -61,7 +66,7 @@ mod tests {
 
     #[test]
     fn host_page_keeps_hostile_names_inert() {
-        let page = host_page("</script><img src=x onerror=alert(1)>");
+        let page = host_page("</script><img src=x onerror=alert(1)>", false);
         assert!(!page.contains("<img"));
         assert_eq!(page.matches("</script>").count(), 2);
         assert!(page.contains(r#""stream":"\u003c/script\u003e\u003cimg"#));

@@ -8,6 +8,11 @@
 //!   checked by [`sdp::check_offer`] before the WebRTC stack sees it, then
 //!   answered: `201 Created`, the SDP answer, and `Location:
 //!   /{stream}/whip/{id}` with an unguessable id.
+//! - `GET /{stream}/whip` with the same bearer answers the STUN and TURN
+//!   servers a host should gather with before it offers, as JSON
+//!   (`{"iceServers": [...]}`, TURN credentials minted for that host) and as
+//!   `Link: <URL>; rel="ice-server"` headers, which every `201` carries too
+//!   (RFC 9725 §4.6; see [`super::ice_servers`]).
 //! - `DELETE /{stream}/whip/{id}` with the same bearer ends the session
 //!   (`200`).
 //! - `PATCH` of a session is `405`: the endpoint is ICE-lite with one host
@@ -26,6 +31,7 @@
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
@@ -34,6 +40,7 @@ use hyper::body::Body;
 
 use super::WHIP_SEGMENT;
 use super::endpoint::{Resource, Shared};
+use super::ice_servers::{IceServers, ServerFor};
 use super::page::{HOST_SEGMENT, host_page};
 use super::rtc::AcceptError;
 use super::sdp;
@@ -50,7 +57,7 @@ const RETRY_AFTER_S: u64 = 5;
 const CHALLENGE: &str = "Bearer realm=\"onair-whip\"";
 
 /// Methods of the endpoint and of a session, for `Allow` and CORS.
-const ALLOW: &str = "POST, DELETE, PATCH, OPTIONS";
+const ALLOW: &str = "GET, POST, DELETE, PATCH, OPTIONS";
 
 /// The WHIP HTTP resources of one broadcast (cheap to clone).
 #[derive(Clone)]
@@ -72,6 +79,8 @@ struct Answer {
     content_type: &'static str,
     body: Bytes,
     location: Option<String>,
+    /// `Link` header values (RFC 8288).
+    links: Vec<String>,
     challenge: bool,
     /// `Retry-After`, seconds.
     retry_after: Option<u64>,
@@ -87,6 +96,7 @@ impl Answer {
             content_type: "text/plain; charset=utf-8",
             body: Bytes::from(body),
             location: None,
+            links: Vec::new(),
             challenge: false,
             retry_after: None,
             allow: false,
@@ -118,10 +128,16 @@ impl Answer {
         );
         headers.insert(
             header::ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("Location"),
+            HeaderValue::from_static("Location, Link"),
         );
         if let Some(location) = self.location.and_then(|l| HeaderValue::try_from(l).ok()) {
             headers.insert(header::LOCATION, location);
+        }
+        for link in self.links {
+            // The values were checked to be sendable when configured.
+            if let Ok(link) = HeaderValue::try_from(link) {
+                headers.append(header::LINK, link);
+            }
         }
         if self.challenge {
             headers.insert(
@@ -164,7 +180,10 @@ impl WhipApi {
 
     /// The host page, for `GET` and `HEAD`.
     fn host_page(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(host_page(&self.shared.stream))));
+        let mut response = Response::new(Full::new(Bytes::from(host_page(
+            &self.shared.stream,
+            !self.shared.ice.is_empty(),
+        ))));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -216,6 +235,7 @@ impl WhipApi {
                 return response;
             }
             (Some(Target::Endpoint), Method::POST) => self.publish(req).await,
+            (Some(Target::Endpoint), Method::GET) => self.ice_servers(&req),
             (Some(Target::Session(id)), Method::DELETE) => self.delete(&req, id).await,
             (Some(Target::Session(_)), Method::PATCH) => Answer {
                 allow: true,
@@ -260,6 +280,22 @@ impl WhipApi {
                     "too many failed attempts from this address: try again later",
                 )
             }),
+        }
+    }
+
+    /// The STUN and TURN servers for the host whose key the request bears.
+    fn ice_servers<B>(&self, req: &Request<B>) -> Answer {
+        let host = match self.host_of(req) {
+            Ok(host) => host,
+            Err(answer) => return answer,
+        };
+        let servers = self.shared.ice.for_host(&host, SystemTime::now());
+        Answer {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body: Bytes::from(IceServers::json(&servers)),
+            links: servers.iter().map(ServerFor::link).collect(),
+            ..Answer::empty(StatusCode::OK)
         }
     }
 
@@ -343,6 +379,13 @@ impl WhipApi {
         let id = location_id();
         let location = format!("/{}/{WHIP_SEGMENT}/{id}", self.shared.stream);
         tracing::info!(host, session = accepted.session, "WHIP session created");
+        let links = self
+            .shared
+            .ice
+            .for_host(&host, SystemTime::now())
+            .iter()
+            .map(ServerFor::link)
+            .collect();
         self.shared.table().by_rtc.insert(
             accepted.session,
             Resource {
@@ -361,6 +404,7 @@ impl WhipApi {
                 opus_payload_type,
             )),
             location: Some(location),
+            links,
             ..Answer::empty(StatusCode::CREATED)
         }
     }
