@@ -531,6 +531,7 @@ fn command_problem(error: CommandError) -> Problem {
     let status = match error {
         CommandError::UnknownHost(_) => StatusCode::NOT_FOUND,
         CommandError::NotLive(_) | CommandError::NotConnected(_) => StatusCode::CONFLICT,
+        CommandError::NotAdded { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     };
     Problem::new(status, error.to_string())
 }

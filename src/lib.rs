@@ -17,6 +17,7 @@ pub mod origin;
 pub mod packager;
 pub mod pipeline;
 pub mod publish;
+pub mod reload;
 pub mod run;
 pub mod studio;
 #[cfg(test)]

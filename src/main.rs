@@ -130,7 +130,8 @@ struct LiveArgs {
     /// beyond, it is refused (HTTP 429 with Retry-After, RTMP closed) whatever it presents.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     max_auth_failures: u32,
-    /// A file of live hosts' keys, one NAME=SECRET per line (# comments).
+    /// A file of live hosts' keys, one NAME=SECRET per line (# comments); re-read on SIGHUP or
+    /// when it changes: an added host can publish at once, a removed one's session ends.
     #[arg(long, value_name = "PATH")]
     keys_file: Option<PathBuf>,
     /// Hold music played (looping) while no live host is on air, ducked out when one is; host "hold" in the control API.
@@ -487,6 +488,10 @@ async fn live(args: LiveArgs) -> Result<()> {
         hosts,
         hold,
         keys,
+        keys_file: args.keys_file.clone().map(|path| run::KeysFile {
+            path,
+            fixed: args.keys.clone(),
+        }),
         jitter_ms: args.jitter_ms,
         rtmp,
         rtmps,

@@ -12,14 +12,15 @@
 //!   keeps the certificate in use (a half-written renewal never takes a
 //!   server off the air) and says why.
 //! - [`watch`] reloads on SIGHUP and when either file changes (its length or
-//!   modification time, looked at every [`WATCH_INTERVAL`]), which covers
+//!   modification time, looked at every [`reload::INTERVAL`]), which covers
 //!   certbot, acme.sh and Kubernetes secret updates alike.
 //! - TLS 1.2 and 1.3 with rustls's safe defaults; HTTP servers offer `h2`
 //!   and `http/1.1` through ALPN (RFC 7301), RTMPS none.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, SystemTime};
+
+use crate::reload::{self, Stamp};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -27,9 +28,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-/// How often [`watch`] looks at the certificate files.
-pub const WATCH_INTERVAL: Duration = Duration::from_secs(2);
 
 /// ALPN protocols of the HTTP server: HTTP/2 first, HTTP/1.1 for the rest.
 pub const HTTP_ALPN: &[&[u8]] = &[b"h2", b"http/1.1"];
@@ -102,17 +100,14 @@ struct Inner {
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<CertifiedKey>>,
     /// What the files looked like when last loaded (or last failed).
-    stamp: RwLock<Option<Stamp>>,
+    stamp: RwLock<Stamp>,
 }
-
-/// Length and modification time of both files.
-type Stamp = [(u64, Option<SystemTime>); 2];
 
 impl Certificate {
     /// Loads the chain and key; the error names the file and the reason.
     pub fn load(files: TlsFiles) -> Result<Certificate, TlsError> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let stamp = stamp(&files);
+        let stamp = files.stamp();
         let key = read(&files, &provider)?;
         Ok(Certificate {
             inner: Arc::new(Inner {
@@ -136,7 +131,7 @@ impl Certificate {
             .inner
             .stamp
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = stamp(&self.inner.files);
+            .unwrap_or_else(PoisonError::into_inner) = self.inner.files.stamp();
         let key = read(&self.inner.files, &self.inner.provider)?;
         *self
             .inner
@@ -149,8 +144,8 @@ impl Certificate {
     /// Whether either file changed (length or modification time) since it
     /// was last read.
     pub fn changed(&self) -> bool {
-        let now = stamp(&self.inner.files);
-        now.is_some()
+        let now = self.inner.files.stamp();
+        now.is_complete()
             && now
                 != *self
                     .inner
@@ -199,13 +194,10 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-fn stamp(files: &TlsFiles) -> Option<Stamp> {
-    let one = |path: &Path| {
-        std::fs::metadata(path)
-            .ok()
-            .map(|m| (m.len(), m.modified().ok()))
-    };
-    Some([one(&files.cert)?, one(&files.key)?])
+impl TlsFiles {
+    fn stamp(&self) -> Stamp {
+        Stamp::of(&[self.cert.clone(), self.key.clone()])
+    }
 }
 
 fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, TlsError> {
@@ -243,30 +235,9 @@ fn read(files: &TlsFiles, provider: &CryptoProvider) -> Result<CertifiedKey, Tls
 /// task is dropped. Failed reloads are logged and keep the certificate in
 /// use.
 pub async fn watch(certificate: Certificate) {
-    #[cfg(unix)]
-    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        #[cfg(unix)]
-        let signalled = async {
-            match hangup.as_mut() {
-                Some(signal) => signal.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        #[cfg(not(unix))]
-        let signalled = std::future::pending::<Option<()>>();
-        let why = tokio::select! {
-            _ = signalled => "SIGHUP",
-            _ = tick.tick() => {
-                if !certificate.changed() {
-                    continue;
-                }
-                "the files changed"
-            }
-        };
-        match certificate.reload() {
+    reload::watch(
+        || certificate.changed(),
+        |why| match certificate.reload() {
             Ok(()) => tracing::info!(
                 cert = %certificate.files().cert.display(),
                 "TLS certificate reloaded ({why}); new connections use it"
@@ -275,8 +246,9 @@ pub async fn watch(certificate: Certificate) {
                 %error,
                 "TLS certificate not reloaded ({why}); the previous one stays in use"
             ),
-        }
-    }
+        },
+    )
+    .await;
 }
 
 #[cfg(test)]

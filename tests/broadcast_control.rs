@@ -649,3 +649,122 @@ fn a_thousand_guesses_from_one_address_are_refused_and_another_address_gets_in()
         wall.elapsed().as_secs_f64()
     );
 }
+
+/// Hosts come and go with the keys file, without a restart: a host added
+/// to the file (noticed by its change) publishes at once; a host removed
+/// from it (signalled with SIGHUP) loses its session, which the server
+/// closes, and leaves the host list and the mix; the host who stays is on
+/// air throughout.
+#[test]
+fn hosts_come_and_go_with_the_keys_file() {
+    const PHASE_S: f64 = 2.0;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let keys_file = dir.path().join("keys");
+    // As a deploy tool writes it: a new file renamed over the old one.
+    let write_keys = |hosts: &[&HostKey]| {
+        let text: String = hosts
+            .iter()
+            .map(|h| format!("{}={}\n", h.name, h.secret))
+            .collect();
+        let next = dir.path().join("keys.next");
+        std::fs::write(&next, format!("# hosts\n{text}")).expect("write keys");
+        std::fs::rename(&next, &keys_file).expect("rename keys");
+    };
+    write_keys(&[&ALICE]);
+    let args: [&std::ffi::OsStr; 4] = [
+        "--admin-token".as_ref(),
+        TOKEN.as_ref(),
+        "--keys-file".as_ref(),
+        keys_file.as_os_str(),
+    ];
+    let mut broadcast = Broadcast::start_with("keys-file", &[], args);
+    let api = ControlClient {
+        addr: broadcast.http_addr(),
+    };
+    let mut alice = Publisher::start(&broadcast.rtmp_url(&ALICE), &ALICE_TONE);
+    let alice_started = broadcast.program_time(alice.started());
+    api.wait_for_state(&[ALICE.name], "on-air");
+    assert_eq!(api.hosts().len(), 1, "{:#?}", api.hosts());
+
+    // Bob is added; the file's change is noticed within a few seconds.
+    write_keys(&[&ALICE, &BOB]);
+    wait_for_log(&broadcast, "keys file reloaded", 1);
+    let bob = Publisher::start(&broadcast.rtmp_url(&BOB), &BOB_TONE);
+    let bob_started = broadcast.program_time(bob.started());
+    api.wait_for_state(&[ALICE.name, BOB.name], "on-air");
+    broadcast.sleep_until(bob_started + SETTLE_S + PHASE_S);
+
+    // Alice is removed and the process told at once.
+    write_keys(&[&BOB]);
+    let (removed, ()) = timed(&broadcast, || {
+        let hup = std::process::Command::new("kill")
+            .args(["-HUP", &broadcast.pid().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(hup.success());
+        wait_for_log(&broadcast, "keys file reloaded", 2);
+    });
+    let exited = alice.wait_exit(KICKED_EXIT_TIMEOUT);
+    assert!(
+        exited.is_some(),
+        "alice's ffmpeg still runs {KICKED_EXIT_TIMEOUT:?} after her key was removed; log:\n{}",
+        broadcast.log()
+    );
+    let hosts = api.hosts();
+    assert!(
+        hosts.iter().all(|h| h["name"] != ALICE.name),
+        "alice left the host list: {hosts:#?}"
+    );
+    assert_eq!(find(&hosts, BOB.name)["state"], "on-air", "{hosts:#?}");
+    // Her old key opens nothing now.
+    let mut again = Publisher::start(&broadcast.rtmp_url(&ALICE), &ALICE_TONE);
+    assert!(
+        again.wait_exit(KICKED_EXIT_TIMEOUT).is_some(),
+        "a removed key must be refused; log:\n{}",
+        broadcast.log()
+    );
+
+    broadcast.sleep_until(removed.end + PHASE_S);
+    let stopped = broadcast.stop();
+    drop(bob);
+    for rendition in RENDITIONS {
+        let program = broadcast.decode(rendition);
+        let before = assert_level(
+            &program,
+            rendition,
+            "alice before her key was removed",
+            &ALICE_TONE,
+            0.0,
+            alice_started + SETTLE_S..removed.start - MARGIN_S,
+        );
+        assert_level(
+            &program,
+            rendition,
+            "bob, added while running",
+            &BOB_TONE,
+            0.0,
+            bob_started + SETTLE_S..stopped - END_MARGIN_S,
+        );
+        let gone = program.assert_tone_below(
+            "alice after her key was removed",
+            ALICE_TONE.freq_hz,
+            removed.end + KICK_PLAYOUT_S..stopped - END_MARGIN_S,
+            WINDOW_S,
+            before.mean - MUTE_DEPTH_DB,
+        );
+        eprintln!("{rendition}: alice removed {gone}");
+    }
+}
+
+/// Waits until the log has `count` lines containing `needle`.
+fn wait_for_log(broadcast: &Broadcast, needle: &str, count: usize) {
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    while broadcast.log_lines_with(&[needle]).len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "{count} × {needle:?} not logged within {STATE_TIMEOUT:?}:\n{}",
+            broadcast.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -5,10 +5,14 @@
 //! (`#` comments and blank lines allowed). An RTMP publisher puts the
 //! secret in its URL (`rtmp://HOST/live/SECRET`, the "stream key"); a WHIP
 //! publisher sends it as a bearer token.
+//!
+//! The keys can change while the broadcast runs ([`Keys::replace`], from a
+//! keys file re-read on SIGHUP or change): a check made after the change
+//! sees only the new keys.
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
 use crate::web::attempts::{AttemptLimit, FailedAttempts, Refused};
@@ -105,9 +109,9 @@ fn mask(spec: &str) -> String {
 }
 
 /// The keys of a broadcast, and the failed attempts to guess one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Keys {
-    keys: Vec<Key>,
+    keys: RwLock<Vec<Key>>,
     /// Shared by every clone: RTMP, WHIP and the control API count
     /// against one budget per address.
     attempts: Arc<FailedAttempts>,
@@ -123,29 +127,75 @@ pub enum Refusal {
     TooManyFailures(Refused),
 }
 
+/// What [`Keys::replace`] changed, by host name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    /// Hosts that have a key now and had none.
+    pub added: Vec<String>,
+    /// Hosts that had a key and have none now.
+    pub removed: Vec<String>,
+    /// Hosts whose secret changed: the old one opens nothing any more.
+    pub rekeyed: Vec<String>,
+}
+
+impl KeyChanges {
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.removed.is_empty() && self.rekeyed.is_empty()
+    }
+}
+
+/// Refuses two keys with one name or one secret.
+fn check_unique(keys: &[Key]) -> Result<(), KeyError> {
+    for (i, k) in keys.iter().enumerate() {
+        for other in &keys[..i] {
+            if other.name == k.name {
+                return Err(KeyError::Duplicate(format!(
+                    "two keys for host {:?}",
+                    k.name
+                )));
+            }
+            if other.secret == k.secret {
+                return Err(KeyError::Duplicate(format!(
+                    "hosts {:?} and {:?} share a secret",
+                    other.name, k.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Keys {
     /// Keys from specs, checked for duplicate names and secrets.
     pub fn new(keys: Vec<Key>) -> Result<Self, KeyError> {
-        for (i, k) in keys.iter().enumerate() {
-            for other in &keys[..i] {
-                if other.name == k.name {
-                    return Err(KeyError::Duplicate(format!(
-                        "two keys for host {:?}",
-                        k.name
-                    )));
-                }
-                if other.secret == k.secret {
-                    return Err(KeyError::Duplicate(format!(
-                        "hosts {:?} and {:?} share a secret",
-                        other.name, k.name
-                    )));
-                }
-            }
-        }
+        check_unique(&keys)?;
         Ok(Self {
-            keys,
+            keys: RwLock::new(keys),
             attempts: Arc::default(),
         })
+    }
+
+    /// Replaces every key with `keys` (checked as [`Keys::new`] does; on
+    /// error nothing changes) and says what changed.
+    pub fn replace(&self, keys: Vec<Key>) -> Result<KeyChanges, KeyError> {
+        check_unique(&keys)?;
+        let mut current = self.keys.write().unwrap_or_else(PoisonError::into_inner);
+        let mut changes = KeyChanges::default();
+        for old in current.iter() {
+            match keys.iter().find(|k| k.name == old.name) {
+                None => changes.removed.push(old.name.clone()),
+                Some(new) if new.secret != old.secret => changes.rekeyed.push(old.name.clone()),
+                Some(_) => {}
+            }
+        }
+        for new in &keys {
+            if !current.iter().any(|k| k.name == new.name) {
+                changes.added.push(new.name.clone());
+            }
+        }
+        *current = keys;
+        Ok(changes)
     }
 
     /// Limits failed attempts per address by `limit` (default:
@@ -164,7 +214,7 @@ impl Keys {
     /// The host `secret` belongs to, presented from `from` (when known):
     /// refused without looking if `from` has failed too often, and a
     /// failure counted against `from` if no host has it.
-    pub fn authorize(&self, secret: &str, from: Option<IpAddr>) -> Result<&str, Refusal> {
+    pub fn authorize(&self, secret: &str, from: Option<IpAddr>) -> Result<String, Refusal> {
         let now = Instant::now();
         if let Some(from) = from {
             self.attempts
@@ -203,7 +253,7 @@ impl Keys {
 
     /// What [`authorize`](Self::authorize) decides, without counting a
     /// failure: for a second look at a request already authorized.
-    pub fn admitted(&self, secret: &str, from: Option<IpAddr>) -> Option<&str> {
+    pub fn admitted(&self, secret: &str, from: Option<IpAddr>) -> Option<String> {
         if let Some(from) = from {
             self.attempts.check(from, Instant::now()).ok()?;
         }
@@ -213,24 +263,29 @@ impl Keys {
     /// The host a secret belongs to. Every key is compared in full, in time
     /// independent of where the secrets differ, so timing does not reveal a
     /// secret's prefix.
-    pub fn host_for(&self, secret: &str) -> Option<&str> {
+    pub fn host_for(&self, secret: &str) -> Option<String> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
         let mut found = None;
-        for key in &self.keys {
+        for key in keys.iter() {
             if constant_time_eq(key.secret.as_bytes(), secret.as_bytes()) {
-                found = Some(key.name.as_str());
+                found = Some(key.name.clone());
             }
         }
         found
     }
 
     /// The hosts' names, in order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.keys.iter().map(|k| k.name.as_str())
+    pub fn names(&self) -> Vec<String> {
+        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
+        keys.iter().map(|k| k.name.clone()).collect()
     }
 
     /// Whether there are no keys.
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 }
 
@@ -245,11 +300,11 @@ mod tests {
             "bob=s3cret-bob!".parse().unwrap(),
         ])
         .unwrap();
-        assert_eq!(keys.host_for("s3cret-alice"), Some("alice"));
-        assert_eq!(keys.host_for("s3cret-bob!"), Some("bob"));
+        assert_eq!(keys.host_for("s3cret-alice").as_deref(), Some("alice"));
+        assert_eq!(keys.host_for("s3cret-bob!").as_deref(), Some("bob"));
         assert_eq!(keys.host_for("s3cret-bob"), None);
         assert_eq!(keys.host_for(""), None);
-        assert_eq!(keys.names().collect::<Vec<_>>(), ["alice", "bob"]);
+        assert_eq!(keys.names(), ["alice", "bob"]);
     }
 
     #[test]
@@ -275,6 +330,49 @@ mod tests {
             "b=12345678".parse().unwrap(),
         ]);
         assert!(matches!(shared, Err(KeyError::Duplicate(_))));
+    }
+
+    #[test]
+    fn a_replacement_takes_effect_at_once_and_says_what_changed() {
+        let keys = Keys::new(vec![
+            "alice=aaaaaaaa".parse().unwrap(),
+            "bob=bbbbbbbb".parse().unwrap(),
+            "carol=cccccccc".parse().unwrap(),
+        ])
+        .unwrap();
+        let changes = keys
+            .replace(vec![
+                "alice=aaaaaaaa".parse().unwrap(),
+                "bob=BBBBBBBB".parse().unwrap(),
+                "dave=dddddddd".parse().unwrap(),
+            ])
+            .unwrap();
+        assert_eq!(
+            changes,
+            KeyChanges {
+                added: vec!["dave".into()],
+                removed: vec!["carol".into()],
+                rekeyed: vec!["bob".into()],
+            }
+        );
+        assert_eq!(keys.host_for("aaaaaaaa").as_deref(), Some("alice"));
+        assert_eq!(keys.host_for("bbbbbbbb"), None, "the old secret is gone");
+        assert_eq!(keys.host_for("BBBBBBBB").as_deref(), Some("bob"));
+        assert_eq!(keys.host_for("cccccccc"), None);
+        assert_eq!(keys.host_for("dddddddd").as_deref(), Some("dave"));
+        // A bad replacement changes nothing.
+        let dup = keys.replace(vec![
+            "x=12345678".parse().unwrap(),
+            "y=12345678".parse().unwrap(),
+        ]);
+        assert!(matches!(dup, Err(KeyError::Duplicate(_))));
+        assert_eq!(keys.names(), ["alice", "bob", "dave"]);
+        assert!(keys.replace(keys_of(&keys)).unwrap().is_empty());
+    }
+
+    /// The keys now in `keys`, for a replacement that changes nothing.
+    fn keys_of(keys: &Keys) -> Vec<Key> {
+        keys.keys.read().unwrap().clone()
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //! never makes the pipeline wait: the program clock goes on whatever the
 //! store does, and the backlog stays bounded by the live window.
 
+pub mod keys_file;
 pub mod on_air;
 pub mod resume;
 
+pub use keys_file::KeysFile;
 pub use on_air::{OnAir, WhipSettings};
 pub use resume::{StreamTiming, TimingError, lock_to_stream};
 

@@ -78,6 +78,9 @@ pub struct OnAir {
     /// Live hosts by key: each key's name is a live host for the whole
     /// broadcast, silent until it publishes.
     pub keys: Arc<Keys>,
+    /// Where `keys` came from, when a file is re-read while running (hosts
+    /// added and removed without a restart).
+    pub keys_file: Option<super::KeysFile>,
     /// A live host's jitter buffer target, milliseconds.
     pub jitter_ms: u32,
     /// RTMP publishers are accepted on this listener.
@@ -109,7 +112,7 @@ impl OnAir {
         let live_feed = live_feed(self.jitter_ms);
         for name in self.keys.names() {
             let feed = FeedConfig {
-                name: name.to_owned(),
+                name,
                 gain_db: 0.0,
                 muted: false,
             };
@@ -128,6 +131,15 @@ impl OnAir {
         let clock = self.clock;
         let (ingest_tx, ingest) = mpsc::channel(INBOX);
         let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
+        if let Some(file) = self.keys_file {
+            // Ends with the broadcast: the control channel closes then.
+            tokio::spawn(super::keys_file::watch(
+                file,
+                self.keys.clone(),
+                control_tx.clone(),
+                live_feed,
+            ));
+        }
 
         let mut routes: Vec<Arc<dyn web::Routes>> = Vec::new();
         if let Some(token) = self.admin_token {

@@ -87,6 +87,24 @@ pub enum Command {
         /// The host's name.
         host: String,
     },
+    /// Adds a live host while the broadcast runs (its key was added): a
+    /// silent feed until a session for it connects. A host of that name
+    /// already live is left as it is.
+    AddLive {
+        /// The host's name.
+        host: String,
+        /// Its live feed's settings.
+        live: LiveFeedConfig,
+    },
+    /// Ends a live host's session because its key no longer opens it (the
+    /// key was removed or changed); with `remove`, the host also leaves the
+    /// mix (faded out) and the host list.
+    Revoke {
+        /// The host's name.
+        host: String,
+        /// Whether the host itself goes too.
+        remove: bool,
+    },
 }
 
 /// Why a [`Command`] failed.
@@ -101,6 +119,14 @@ pub enum CommandError {
     /// The live host has no session.
     #[error("host {0:?} is not connected")]
     NotConnected(String),
+    /// A live host could not be added.
+    #[error("host {host:?} cannot be added: {reason}")]
+    NotAdded {
+        /// The host's name.
+        host: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// A host as the control API shows it.
@@ -373,9 +399,11 @@ impl Studio {
     ) -> Result<Vec<HostInfo>, CommandError> {
         let name = match &command {
             Command::List => return Ok(self.hosts(mixer)),
+            Command::AddLive { host, live } => return self.add_live_running(mixer, host, *live),
             Command::SetGain { host, .. }
             | Command::SetMuted { host, .. }
-            | Command::Kick { host } => host.clone(),
+            | Command::Kick { host }
+            | Command::Revoke { host, .. } => host.clone(),
         };
         let index = self
             .hosts
@@ -384,7 +412,27 @@ impl Studio {
             .ok_or_else(|| CommandError::UnknownHost(name.clone()))?;
         let feed = self.hosts[index].feed;
         match command {
-            Command::List => {}
+            Command::List | Command::AddLive { .. } => {}
+            Command::Revoke { remove, .. } => {
+                let live = self.hosts[index]
+                    .live
+                    .as_mut()
+                    .ok_or_else(|| CommandError::NotLive(name.clone()))?;
+                if let Some(session) = live.session.take() {
+                    tracing::info!(host = name, session = %session.id, "host's key revoked: session ended");
+                    self.closes.push(Close {
+                        session: session.id,
+                        reason: "the host's key was revoked".into(),
+                    });
+                }
+                if remove {
+                    let info = self.info(&self.hosts[index], mixer);
+                    mixer.remove_feed(feed);
+                    self.hosts.remove(index);
+                    tracing::info!(host = name, "live host removed");
+                    return Ok(vec![info]);
+                }
+            }
             Command::SetGain { db, .. } => mixer.set_gain_db(feed, db),
             Command::SetMuted { muted, .. } => mixer.set_muted(feed, muted),
             Command::Kick { .. } => {
@@ -405,6 +453,34 @@ impl Studio {
             }
         }
         Ok(vec![self.info(&self.hosts[index], mixer)])
+    }
+
+    /// [`Command::AddLive`]: the new host, or the one already there.
+    fn add_live_running(
+        &mut self,
+        mixer: &mut Mixer,
+        name: &str,
+        live: LiveFeedConfig,
+    ) -> Result<Vec<HostInfo>, CommandError> {
+        if !self.hosts.iter().any(|h| h.name == name) {
+            let feed = FeedConfig {
+                name: name.to_owned(),
+                gain_db: 0.0,
+                muted: false,
+            };
+            self.add_live(mixer, feed, live)
+                .map_err(|reason| CommandError::NotAdded {
+                    host: name.to_owned(),
+                    reason,
+                })?;
+            tracing::info!(host = name, "live host added");
+        }
+        let host = self
+            .hosts
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| CommandError::UnknownHost(name.to_owned()))?;
+        Ok(vec![self.info(host, mixer)])
     }
 
     /// Every host, in the order added.

@@ -130,7 +130,7 @@ pub fn start(
 }
 
 /// The host a publish request is for, or why it is refused.
-fn authorize_publish<'k>(keys: &'k Keys, request: &PublishRequest) -> Result<&'k str, String> {
+fn authorize_publish(keys: &Keys, request: &PublishRequest) -> Result<String, String> {
     if request.app != APP {
         return Err(format!(
             "unknown application {:?}: publish to rtmp://HOST/{APP}/KEY",
@@ -217,10 +217,7 @@ impl Bridge {
                 if request.app != APP {
                     return None;
                 }
-                let host = self
-                    .keys
-                    .admitted(&request.key, Some(request.peer.ip()))?
-                    .to_owned();
+                let host = self.keys.admitted(&request.key, Some(request.peer.ip()))?;
                 let session = SessionId::next();
                 self.sessions
                     .lock()

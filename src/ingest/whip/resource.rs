@@ -265,7 +265,7 @@ impl WhipApi {
             .unwrap_or("");
         let from = req.extensions().get::<ClientAddr>().map(|c| c.0);
         match self.shared.keys.authorize(token, from) {
-            Ok(host) => Ok(host.to_owned()),
+            Ok(host) => Ok(host),
             Err(Refusal::Unknown) => Err(Answer {
                 challenge: true,
                 ..Answer::text(
