@@ -202,6 +202,11 @@ struct PageArgs {
     /// CDN or carrier NAT share addresses: set it only where clients are not such listeners.
     #[arg(long, value_name = "N", default_value_t = 0)]
     max_http_per_address: usize,
+    /// A proxy (CDN edge, load balancer) whose X-Forwarded-For names the client, as an address or
+    /// network (10.0.0.0/8); repeatable. Only then do key attempts and WHIP sessions count per
+    /// real client; without it the header is ignored (anyone can write it).
+    #[arg(long = "trusted-proxy", value_name = "CIDR")]
+    trusted_proxies: Vec<onair::web::forwarded::Cidr>,
     /// URL of hls.js for the listener page (browsers without native HLS).
     #[arg(long, value_name = "URL", default_value = onair::origin::DEFAULT_HLSJS_URL)]
     hlsjs_url: String,
@@ -550,6 +555,7 @@ async fn bind_origin(
         hlsjs_url: page.hlsjs_url.clone(),
         hlsjs_file,
         max_connections_per_address: page.max_http_per_address,
+        trusted_proxies: onair::web::forwarded::TrustedProxies::new(page.trusted_proxies.clone()),
         ..onair::origin::OriginConfig::default()
     };
     let mut origin = onair::origin::Origin::new(store, config);

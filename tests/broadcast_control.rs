@@ -768,3 +768,56 @@ fn wait_for_log(broadcast: &Broadcast, needle: &str, count: usize) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Behind a trusted proxy (`--trusted-proxy`), failed attempts count per
+/// client named in `X-Forwarded-For`: one client guessing is refused while
+/// another behind the same proxy gets in. Without it the header is
+/// ignored, so a guesser cannot escape the limit by writing it.
+#[test]
+fn attempts_count_per_forwarded_client_only_behind_a_trusted_proxy() {
+    let status = |broadcast: &Broadcast, token: &str, forwarded_for: &str| -> String {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+            ])
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg("-H")
+            .arg(format!("X-Forwarded-For: {forwarded_for}"))
+            .arg(format!("http://{}/control/hosts", broadcast.http_addr()))
+            .output()
+            .expect("curl must be installed (scripts/deps.sh)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let guess = |broadcast: &Broadcast, forwarded_for: &str| {
+        let answers: Vec<String> = (0..5)
+            .map(|i| status(broadcast, &format!("guess-{i}"), forwarded_for))
+            .collect();
+        assert_eq!(answers, ["401", "401", "401", "429", "429"], "guesses");
+    };
+    for trusted in [true, false] {
+        let mut args = vec!["--admin-token", TOKEN, "--max-auth-failures", "3"];
+        if trusted {
+            args.extend(["--trusted-proxy", "127.0.0.0/8"]);
+        }
+        let mut broadcast = Broadcast::start_with("forwarded", &[ALICE], args);
+        // The edge appends the client's address to what the client sent.
+        guess(&broadcast, "192.0.2.1, 203.0.113.5");
+        let guesser = status(&broadcast, TOKEN, "203.0.113.5");
+        let other = status(&broadcast, TOKEN, "192.0.2.1, 203.0.113.6");
+        if trusted {
+            assert_eq!(guesser, "429", "the guessing client, right token");
+            assert_eq!(other, "200", "another client behind the same proxy");
+        } else {
+            assert_eq!(guesser, "429", "the guessing peer");
+            assert_eq!(other, "429", "a forged header changes nothing");
+        }
+        broadcast.stop();
+    }
+}

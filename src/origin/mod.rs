@@ -48,6 +48,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::publish::layout::{ObjectKey, RenditionFile, RenditionPath};
 use crate::publish::{ObjectKind, Op, Store};
 use crate::web::Routes;
+use crate::web::forwarded::TrustedProxies;
 
 use cache::{Document, Loader, ObjectCache, ShortLived};
 use tracker::Trackers;
@@ -80,6 +81,10 @@ pub struct OriginConfig {
     /// for no limit. Behind a CDN or carrier NAT many listeners share an
     /// address, so this is for origins that face hosts, not listeners.
     pub max_connections_per_address: usize,
+    /// Proxies (CDN edges, load balancers) whose `X-Forwarded-For` names
+    /// the client for the per-address limits of keys and WHIP sessions.
+    /// None by default: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for OriginConfig {
@@ -93,6 +98,7 @@ impl Default for OriginConfig {
             tracker_idle: Duration::from_secs(30),
             max_trackers: 4096,
             max_connections_per_address: 0,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }

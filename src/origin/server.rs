@@ -119,10 +119,12 @@ impl Origin {
                 let limit = shared.config.header_read_timeout;
                 let requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let seen = requested.clone();
-                let client = crate::web::attempts::ClientAddr(peer.ip());
                 let service = service_fn(move |mut req: Request<Incoming>| {
                     seen.store(true, Ordering::Relaxed);
-                    req.extensions_mut().insert(client);
+                    let proxies = &shared.config.trusted_proxies;
+                    let client = proxies.client(peer.ip(), req.headers());
+                    req.extensions_mut()
+                        .insert(crate::web::attempts::ClientAddr(client));
                     handle(shared.clone(), routes.clone(), req)
                 });
                 let served = match tls {

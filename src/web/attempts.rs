@@ -23,7 +23,8 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// The client's address, added to every request's extensions by the HTTP
-/// server (the TCP peer: proxies' forwarding headers are not trusted).
+/// server: the TCP peer, or behind trusted proxies the address they name
+/// (see [`super::forwarded`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddr(pub IpAddr);
 

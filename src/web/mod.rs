@@ -11,6 +11,7 @@
 //!   style.
 
 pub mod attempts;
+pub mod forwarded;
 pub mod input;
 pub mod page;
 pub mod per_address;
