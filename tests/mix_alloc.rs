@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
 
-use onair::audio::{FeedConfig, FeedId, Mixer, MixerConfig};
+use onair::audio::{FeedConfig, FeedId, MixReturn, Mixer, MixerConfig};
 use onair::time::ProgramTime;
 
 /// Allocator calls seen on one thread.
@@ -192,6 +192,10 @@ fn steady_state_push_and_mix_make_no_allocator_call() {
         gain_db: 0.0,
         muted: false,
     });
+    // Every live host hears a mix-minus return (the quiet one the program).
+    for id in hosts.iter().map(|h| h.id).chain([quiet]) {
+        mixer.set_return(id, true);
+    }
     let mut out = Vec::new();
     // Gain, mute and duck ramps in the middle of the counted rounds.
     let controls = |mixer: &mut Mixer, hosts: &[Host], hold: &Host, round: u64| match round % 40 {
@@ -228,6 +232,10 @@ fn steady_state_push_and_mix_make_no_allocator_call() {
         assert!(level.peak > 0.2, "{level:?}");
     }
     assert_eq!(mixer.level(quiet).map(|l| l.peak), Some(0.0));
+    assert!(
+        matches!(mixer.mix_return(hosts[0].id), Some(MixReturn::Own(block)) if block.len() == 2 * TICK)
+    );
+    assert_eq!(mixer.mix_return(quiet), Some(MixReturn::Program));
     assert_eq!(
         calls,
         Calls::default(),

@@ -21,6 +21,21 @@
 //! - In steady state `push` and `mix` make no allocator call: the output
 //!   `Vec` and the feed queues keep their capacity (`tests/mix_alloc.rs`
 //!   counts the calls).
+//!
+//! # Mix-minus returns
+//!
+//! A host talking live must hear the others at once, but not itself (its own
+//! voice coming back, however slightly late, is an echo that makes speech
+//! stumble). [`Mixer::set_return`] asks for such a return for a feed: the
+//! program without that feed's contribution ("mix-minus", N−1), after every
+//! feed's gain, mute and ducking, so a host hears what listeners hear minus
+//! themselves. Each return has its own limiter (the same settings as the
+//! program's), since the sum it limits is another. A feed's contribution is
+//! rendered once into its own buffer and subtracted from the sum, so N
+//! returns cost N subtractions, not N mixes. A return whose feed
+//! contributed nothing to the block (muted, silent, not connected) is the
+//! program itself: [`Mixer::mix_return`] says so, and an encoder can serve
+//! every such host the program's encode.
 
 use std::collections::VecDeque;
 
@@ -253,6 +268,30 @@ fn finite(v: f32) -> f32 {
     if v.is_finite() { v } else { 0.0 }
 }
 
+/// A feed's mix-minus return (see the module docs).
+struct Return {
+    feed: FeedId,
+    /// The feed's contribution to the last block, after its gain.
+    contribution: Vec<f32>,
+    /// Whether that contribution was all zero.
+    silent: bool,
+    /// The last block of the return, limited.
+    audio: Vec<f32>,
+    limiter: Limiter,
+}
+
+/// The last block of a feed's mix-minus return, from
+/// [`Mixer::mix_return`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MixReturn<'a> {
+    /// The feed contributed nothing to the block: its return is the
+    /// program block itself.
+    Program,
+    /// The program without the feed: interleaved stereo, as many frames as
+    /// the last [`Mixer::mix`].
+    Own(&'a [f32]),
+}
+
 /// The program mixer (see the module docs).
 pub struct Mixer {
     cfg: MixerConfig,
@@ -260,6 +299,7 @@ pub struct Mixer {
     next_id: u64,
     clock: ProgramTime,
     limiter: Limiter,
+    returns: Vec<Return>,
 }
 
 impl Mixer {
@@ -271,6 +311,7 @@ impl Mixer {
             next_id: 0,
             clock: ProgramTime::ZERO,
             limiter: Limiter::new(cfg.limiter, SAMPLE_RATE),
+            returns: Vec::new(),
         }
     }
 
@@ -441,17 +482,80 @@ impl Mixer {
             let a = &a[..a.len().min(avail)];
             let b = &b[..avail - a.len()];
             feed.level = Level::measure([a, b], len - avail);
-            let (out_a, rest) = out.split_at_mut(a.len());
-            feed.gain.add_into(out_a, a);
-            feed.gain.add_into(&mut rest[..b.len()], b);
+            match self.returns.iter_mut().find(|r| r.feed == feed.id) {
+                // Rendered apart first, to be taken out of its own return.
+                Some(ret) => {
+                    let mine = &mut ret.contribution;
+                    mine.clear();
+                    mine.resize(len, 0.0);
+                    let (mine_a, rest) = mine.split_at_mut(a.len());
+                    feed.gain.add_into(mine_a, a);
+                    feed.gain.add_into(&mut rest[..b.len()], b);
+                    ret.silent = mine.iter().all(|v| *v == 0.0);
+                    if !ret.silent {
+                        for (o, m) in out.iter_mut().zip(mine.iter()) {
+                            *o += m;
+                        }
+                    }
+                }
+                None => {
+                    let (out_a, rest) = out.split_at_mut(a.len());
+                    feed.gain.add_into(out_a, a);
+                    feed.gain.add_into(&mut rest[..b.len()], b);
+                }
+            }
             // Time passes for the ramp even where the feed is silent.
             let silent = u32::try_from((len - avail) / CHANNELS).unwrap_or(u32::MAX);
             feed.gain.tick(silent);
             feed.queue.drain(..avail);
         }
         self.feeds.retain(|f| !(f.leaving && f.gain.left == 0));
+        let feeds = &self.feeds;
+        self.returns
+            .retain(|r| feeds.iter().any(|f| f.id == r.feed && !f.leaving));
+        for ret in &mut self.returns {
+            // Kept running on the program's input even while it is the
+            // program, so its gain reduction is current when the feed
+            // starts to contribute again.
+            ret.audio.clear();
+            ret.audio.extend(
+                out.iter()
+                    .zip(ret.contribution.iter().chain(std::iter::repeat(&0.0)))
+                    .map(|(sum, mine)| sum - mine),
+            );
+            ret.limiter.process(&mut ret.audio);
+        }
         self.limiter.process(out);
         self.clock = self.clock.plus(n as u64);
+    }
+
+    /// Asks for (`true`) or stops (`false`) the mix-minus return of a feed,
+    /// from the next [`mix`](Self::mix) on. Unknown ids are ignored; a
+    /// removed feed's return ends with it.
+    pub fn set_return(&mut self, id: FeedId, enabled: bool) {
+        let has = self.returns.iter().any(|r| r.feed == id);
+        if enabled && !has && self.feed(id).is_some() {
+            self.returns.push(Return {
+                feed: id,
+                contribution: Vec::new(),
+                silent: true,
+                audio: Vec::new(),
+                limiter: Limiter::new(self.cfg.limiter, SAMPLE_RATE),
+            });
+        } else if !enabled {
+            self.returns.retain(|r| r.feed != id);
+        }
+    }
+
+    /// The last mixed block of a feed's return: the program without it.
+    /// `None` when no return was asked for it.
+    pub fn mix_return(&self, id: FeedId) -> Option<MixReturn<'_>> {
+        let ret = self.returns.iter().find(|r| r.feed == id)?;
+        Some(if ret.silent {
+            MixReturn::Program
+        } else {
+            MixReturn::Own(&ret.audio)
+        })
     }
 
     /// The program time of the next frame [`mix`](Self::mix) renders.
@@ -501,6 +605,109 @@ mod tests {
 
     fn mixer() -> Mixer {
         Mixer::new(MixerConfig::default())
+    }
+
+    /// The last block of `id`'s return, with the program block `program`
+    /// standing in for [`MixReturn::Program`].
+    fn heard(m: &Mixer, id: FeedId, program: &[f32]) -> (Vec<f32>, bool) {
+        match m.mix_return(id).expect("a return") {
+            MixReturn::Program => (program.to_vec(), true),
+            MixReturn::Own(audio) => (audio.to_vec(), false),
+        }
+    }
+
+    fn all_near(samples: &[f32], v: f32) -> bool {
+        samples.iter().all(|s| (s - v).abs() < 1e-6)
+    }
+
+    #[test]
+    fn each_return_is_the_program_without_its_own_feed() {
+        let mut m = mixer();
+        let a = feed(&mut m, 0.0);
+        let b = feed(&mut m, -6.0);
+        let music = feed(&mut m, 0.0);
+        m.set_return(a, true);
+        m.set_return(b, true);
+        let half = db_to_amplitude(-6.0);
+        m.push(a, at(0), &constant(0.1, 480));
+        m.push(b, at(0), &constant(0.2, 480));
+        m.push(music, at(0), &constant(0.05, 480));
+        let mut out = Vec::new();
+        m.mix(480, &mut out);
+        assert!(all_near(&out, 0.1 + 0.2 * half + 0.05));
+        let (for_a, shared) = heard(&m, a, &out);
+        assert!(!shared);
+        assert!(
+            all_near(&for_a, 0.2 * half + 0.05),
+            "a hears b (at its gain) and the music"
+        );
+        let (for_b, _) = heard(&m, b, &out);
+        assert!(all_near(&for_b, 0.1 + 0.05), "b hears a and the music");
+        assert_eq!(
+            m.mix_return(music),
+            None,
+            "no return was asked for the music"
+        );
+    }
+
+    #[test]
+    fn a_muted_or_silent_feed_hears_the_program_and_others_do_not_hear_it() {
+        let mut m = mixer();
+        let a = feed(&mut m, 0.0);
+        let b = feed(&mut m, 0.0);
+        m.set_return(a, true);
+        m.set_return(b, true);
+        m.set_muted(a, true);
+        let mut out = Vec::new();
+        // Past the mute ramp.
+        for _ in 0..2 {
+            m.push(a, m.clock(), &constant(0.1, 480));
+            m.push(b, m.clock(), &constant(0.2, 480));
+            m.mix(480, &mut out);
+        }
+        assert_eq!(
+            m.mix_return(a),
+            Some(MixReturn::Program),
+            "muted: a shares the program"
+        );
+        assert!(all_near(&out, 0.2));
+        let (for_b, _) = heard(&m, b, &out);
+        assert!(all_near(&for_b, 0.0), "b does not hear the muted a");
+        // b stops sending: silent, so it shares the program too.
+        m.mix(480, &mut out);
+        assert_eq!(m.mix_return(b), Some(MixReturn::Program));
+    }
+
+    #[test]
+    fn returns_are_limited_and_end_with_their_feed() {
+        let mut m = mixer();
+        let a = feed(&mut m, 0.0);
+        let b = feed(&mut m, 0.0);
+        let c = feed(&mut m, 0.0);
+        m.set_return(a, true);
+        m.set_return(a, true);
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            for id in [a, b, c] {
+                m.push(id, m.clock(), &constant(0.9, 480));
+            }
+            m.mix(480, &mut out);
+        }
+        let ceiling = m.limiter.ceiling();
+        let (for_a, _) = heard(&m, a, &out);
+        assert!(
+            for_a.iter().all(|s| s.abs() <= ceiling + 1e-6),
+            "b + c is limited"
+        );
+        assert!(for_a.iter().all(|s| *s > 0.5), "and still the others");
+        m.remove_feed(a);
+        for _ in 0..2 {
+            m.mix(480, &mut out);
+        }
+        assert_eq!(m.mix_return(a), None, "a removed feed has no return");
+        m.set_return(b, true);
+        m.set_return(b, false);
+        assert_eq!(m.mix_return(b), None);
     }
 
     #[test]

@@ -22,6 +22,6 @@ pub mod source;
 pub use decode::{AacConfig, DecodeError, Decoded, PacketDecoder};
 pub use limiter::{Limiter, LimiterConfig};
 pub use live::{Anchor, FeedState, LiveError, LiveFeed, LiveFeedConfig, LiveStats};
-pub use mix::{Dropped, FeedConfig, FeedId, Level, Mixer, MixerConfig};
+pub use mix::{Dropped, FeedConfig, FeedId, Level, MixReturn, Mixer, MixerConfig};
 pub use resample::{ChannelLayout, ConvertError, Converter, Speaker};
 pub use source::{FileSource, NativeDuration, PcmBlock, SourceError, SourceOptions};
