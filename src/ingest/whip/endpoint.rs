@@ -65,8 +65,9 @@ pub(super) struct Resource {
     pub(super) studio: SessionId,
     /// What the offer said about FEC, for the jitter buffer.
     pub(super) offer: OfferSummary,
-    /// The client address's slot, freed with the resource.
-    pub(super) _slot: Option<Slot>,
+    /// The client address's slot, freed with the resource, or as soon as
+    /// the publisher ends the session with `DELETE`.
+    pub(super) slot: Option<Slot>,
 }
 
 #[derive(Default)]

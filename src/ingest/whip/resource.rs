@@ -393,7 +393,7 @@ impl WhipApi {
                 host,
                 studio: SessionId::next(),
                 offer,
-                _slot: slot,
+                slot,
             },
         );
         Answer {
@@ -426,6 +426,12 @@ impl WhipApi {
                     .rtc
                     .close(rtc, "the publisher ended the session (WHIP DELETE)")
                     .await;
+                // The session is over for the publisher now: its address may
+                // open another at once, without waiting for the endpoint to
+                // report the close.
+                if let Some(resource) = self.shared.table().by_rtc.get_mut(&rtc) {
+                    resource.slot = None;
+                }
                 Answer::empty(StatusCode::OK)
             }
             None => Answer::text(StatusCode::NOT_FOUND, "no such WHIP session"),
