@@ -31,9 +31,11 @@
 //!   §7), is dropped and counted in [`RtcStats::unclaimed_datagrams`]; it
 //!   never reaches a session. A TCP connection whose first frame no session
 //!   claims is closed, as is every connection of a session that ends.
-//! - **Receive only**: the offer must carry an audio m-line the publisher sends
-//!   on with Opus (RFC 7587); the answer is `recvonly` for it and rejects any
-//!   other m-line. Opus is negotiated without RED so every RTP payload is one
+//! - **Receive, and a return when asked**: the offer must carry an audio
+//!   m-line the publisher sends on with Opus (RFC 7587); the answer is
+//!   `recvonly` for a `sendonly` offer and `sendrecv` for a `sendrecv` one,
+//!   whose publisher can then be sent a return feed on the same m-line
+//!   ([`RtcHandle::send_opus`]); any other m-line is rejected. Opus is negotiated without RED so every RTP payload is one
 //!   Opus packet.
 //! - **Raw RTP out**: `str0m` runs in RTP mode, so no depacketizer or reorder
 //!   buffer sits between the wire and [`RtcEvent::Opus`]: every decrypted Opus
@@ -211,6 +213,11 @@ enum Command {
         session: u64,
         reason: String,
     },
+    SendOpus {
+        session: u64,
+        rtp_ts: u32,
+        payload: bytes::Bytes,
+    },
     Stats {
         reply: oneshot::Sender<RtcStats>,
     },
@@ -361,6 +368,20 @@ impl RtcHandle {
         let _ = self.commands.send(Command::Close { session, reason }).await;
     }
 
+    /// Queues one Opus packet of `session`'s return feed (RFC 7587, RTP time
+    /// `rtp_ts` at 48 kHz), sent if the session takes one (its publisher
+    /// offered `sendrecv`; see the module docs). Never waits: returns false
+    /// when the command queue is full or the endpoint has stopped, and the
+    /// packet is lost as on a congested network.
+    pub fn send_opus(&self, session: u64, rtp_ts: u32, payload: bytes::Bytes) -> bool {
+        let command = Command::SendOpus {
+            session,
+            rtp_ts,
+            payload,
+        };
+        self.commands.try_send(command).is_ok()
+    }
+
     /// Current counters, or `None` if the endpoint has stopped.
     pub async fn stats(&self) -> Option<RtcStats> {
         let (reply, stats) = oneshot::channel();
@@ -408,6 +429,10 @@ impl Driver {
                     }
                     Some(Command::Close { session, reason }) => {
                         self.sessions.close(Instant::now(), session, &reason);
+                    }
+                    Some(Command::SendOpus { session, rtp_ts, payload }) => {
+                        // A session that takes no return ignores it.
+                        self.sessions.send_opus(Instant::now(), session, rtp_ts, &payload);
                     }
                     Some(Command::Stats { reply }) => {
                         // The asker may have given up; nothing to do then.

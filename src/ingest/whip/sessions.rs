@@ -22,7 +22,7 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
-use str0m::rtp::{RtpPacket, Ssrc};
+use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tracing::{debug, info};
 
@@ -133,6 +133,12 @@ struct Session {
     rtc: Rtc,
     /// Payload types the negotiation mapped to Opus.
     opus_pts: Vec<Pt>,
+    /// Where a return feed goes, when the publisher also receives on its
+    /// audio m-line (`sendrecv`): the m-line and the Opus payload type.
+    send: Option<(Mid, Pt)>,
+    /// The next RTP sequence number of the return (RFC 3550 §5.1), with
+    /// its rollover count.
+    send_seq: u64,
     /// The SSRC delivered so far; the first Opus packet fixes it.
     ssrc: Option<Ssrc>,
     /// Latest instant `rtc` asked to be woken at.
@@ -320,6 +326,8 @@ impl Sessions {
             id: self.next_id,
             rtc,
             opus_pts: Vec::new(),
+            send: None,
+            send_seq: 0,
             ssrc: None,
             rtc_deadline: now,
             last_stun: now,
@@ -394,6 +402,34 @@ impl Sessions {
         drain(session, now, &mut self.out, &mut self.stats);
         self.reap(now);
         Some(id)
+    }
+
+    /// Sends one Opus packet (RFC 7587) of `session`'s return feed at RTP
+    /// time `rtp_ts` (48 kHz), sampled at `now`. Returns false, sending
+    /// nothing, when the session takes no return: its offer did not receive
+    /// on its audio m-line (`sendonly`), or DTLS is not up yet.
+    pub(crate) fn send_opus(
+        &mut self,
+        now: Instant,
+        session: u64,
+        rtp_ts: u32,
+        opus: &[u8],
+    ) -> bool {
+        let Some(s) = self.live.iter_mut().find(|s| s.id == session) else {
+            return false;
+        };
+        let (Some((mid, pt)), Some(_), None) = (s.send, s.last_rtp, &s.ending) else {
+            return false;
+        };
+        let seq = SeqNo::from(s.send_seq);
+        let mut direct = s.rtc.direct_api();
+        let Some(stream) = direct.stream_tx_by_mid(mid, None) else {
+            return false;
+        };
+        stream.write_rtp(RtpWrite::new(pt, seq, rtp_ts, now, opus.to_vec()));
+        s.send_seq += 1;
+        drain(s, now, &mut self.out, &mut self.stats);
+        true
     }
 
     /// Runs the timers due at `now`: str0m's own, consent freshness and the
@@ -534,6 +570,7 @@ fn note_media(session: &mut Session, mid: Mid) {
     if media.kind() != MediaKind::Audio || !media.direction().is_receiving() {
         return;
     }
+    let sending = media.direction().is_sending();
     let config = session.rtc.codec_config();
     for pt in media.remote_pts() {
         let is_opus = config
@@ -541,6 +578,9 @@ fn note_media(session: &mut Session, mid: Mid) {
             .is_some();
         if is_opus && !session.opus_pts.contains(pt) {
             session.opus_pts.push(*pt);
+        }
+        if is_opus && sending && session.send.is_none() {
+            session.send = Some((mid, *pt));
         }
     }
 }
@@ -801,12 +841,24 @@ mod tests {
         deadline: Instant,
         /// Everything `Sessions` emitted, in order.
         events: Vec<RtcEvent>,
+        /// The payloads of the media the peer received (a return feed).
+        received: Vec<Vec<u8>>,
     }
 
     impl Peer {
         /// Offers a sendonly audio m-line to `s` over `proto` and applies the
         /// answer.
         fn publish_to(s: &mut Sessions, now: Instant, proto: Protocol) -> (Peer, u64) {
+            Self::offer_to(s, now, proto, str0m::media::Direction::SendOnly)
+        }
+
+        /// As [`Peer::publish_to`], with the audio m-line's `direction`.
+        fn offer_to(
+            s: &mut Sessions,
+            now: Instant,
+            proto: Protocol,
+            direction: str0m::media::Direction,
+        ) -> (Peer, u64) {
             let addr: SocketAddr = "192.0.2.10:5000".parse().expect("address");
             let mut rtc = Rtc::builder().build(now);
             let candidate = match proto {
@@ -819,13 +871,7 @@ mod tests {
             };
             rtc.add_local_candidate(candidate.expect("candidate"));
             let mut change = rtc.sdp_api();
-            let mid = change.add_media(
-                MediaKind::Audio,
-                str0m::media::Direction::SendOnly,
-                None,
-                None,
-                None,
-            );
+            let mid = change.add_media(MediaKind::Audio, direction, None, None, None);
             let (offer, pending) = change.apply().expect("an offer");
             let accepted = s
                 .accept(now, &offer.to_sdp_string())
@@ -848,6 +894,7 @@ mod tests {
                 pt,
                 deadline: now,
                 events: Vec::new(),
+                received: Vec::new(),
             };
             (peer, accepted.session)
         }
@@ -866,6 +913,9 @@ mod tests {
                             quiet = false;
                             assert_eq!(t.proto, self.proto, "the peer sends on its transport");
                             s.receive(now, t.proto, self.addr, &t.contents);
+                        }
+                        Output::Event(Event::MediaData(data)) => {
+                            self.received.push(data.data.to_vec())
                         }
                         Output::Event(_) => {}
                     }
@@ -1044,6 +1094,42 @@ mod tests {
         let stray = s.stats().unclaimed_datagrams;
         assert_eq!(s.receive(now, Protocol::Udp, peer.addr, &[0_u8; 20]), None);
         assert_eq!(s.stats().unclaimed_datagrams, stray + 1);
+    }
+
+    #[test]
+    fn a_sendrecv_publisher_gets_the_return_feed_and_a_sendonly_one_does_not() {
+        let mut s = sessions(2);
+        let mut now = Instant::now();
+        let (mut peer, id) = Peer::offer_to(
+            &mut s,
+            now,
+            Protocol::Udp,
+            str0m::media::Direction::SendRecv,
+        );
+        assert!(!s.send_opus(now, id, 0, &[0xfc]), "not before DTLS is up");
+        let give_up = now + Duration::from_secs(2);
+        while peer.connected().is_empty() && now < give_up {
+            let step = now + Duration::from_millis(10);
+            peer.advance(&mut s, &mut now, step);
+        }
+        for n in 0..20_u8 {
+            let at = now + Duration::from_millis(20);
+            peer.advance(&mut s, &mut now, at);
+            assert!(s.send_opus(now, id, u32::from(n) * 960, &[0xfc, n]));
+            peer.pump(&mut s, now);
+        }
+        let later = now + Duration::from_millis(200);
+        peer.advance(&mut s, &mut now, later);
+        assert_eq!(peer.received.len(), 20, "every return packet arrives");
+        for (n, payload) in peer.received.iter().enumerate() {
+            assert_eq!(payload, &vec![0xfc, n as u8]);
+        }
+
+        let (_, sendonly) = connected_peer(&mut s, &mut now);
+        assert!(
+            !s.send_opus(now, sendonly, 0, &[0xfc]),
+            "a sendonly publisher takes no return"
+        );
     }
 
     #[test]
