@@ -29,6 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
+source scripts/bench-lib.sh
 build_deps
 need_apt ffmpeg ffmpeg
 
@@ -59,10 +60,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-# User + system CPU clock ticks of a process so far (proc(5): fields 14, 15;
-# the command name in field 2 may hold spaces, hence the cut at ") ").
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 load_note() { echo "$1 $(uptime)" >>"$work/load.txt"; }
 
 # start_broadcast NAME: `onair live` with RTMP ingest for hosts a and b on a

@@ -35,6 +35,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cdn-deps.sh
+source scripts/bench-lib.sh
 build_deps
 cdn_deps
 need_apt curl curl
@@ -71,12 +72,6 @@ if [ "$(ulimit -n)" -lt $((listeners + 1024)) ]; then
   exit 1
 fi
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
-# User + system CPU clock ticks of a process so far (proc(5): fields 14, 15).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 
 origin_pid=""
 nginx_pid=""

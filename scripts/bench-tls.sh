@@ -45,6 +45,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/cdn-deps.sh
+source scripts/bench-lib.sh
 build_deps
 cdn_deps
 need_apt curl curl
@@ -72,11 +73,6 @@ if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
   client_cpu=(taskset -c 0)
 fi
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-# User + system CPU clock ticks of a process so far (proc(5): fields 14, 15).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 # Busy CPU clock ticks of the whole machine so far, all cores (proc(5)).
 machine_ticks() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 
