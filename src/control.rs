@@ -437,6 +437,7 @@ struct HostJson<'a> {
     sessions: Option<u64>,
     drift_ppm: Option<f64>,
     overruns: Option<u64>,
+    returns: Option<usize>,
 }
 
 impl<'a> From<&'a HostInfo> for HostJson<'a> {
@@ -461,6 +462,7 @@ impl<'a> From<&'a HostInfo> for HostJson<'a> {
                 .filter(|p| p.is_finite())
                 .map(|p| (p * 10.0).round() / 10.0),
             overruns: host.overruns,
+            returns: host.returns,
         }
     }
 }
@@ -801,7 +803,7 @@ mod tests {
                 "protocol": null, "peer": null, "gain_db": 0.0, "muted": false,
                 "rms_dbfs": null, "peak_dbfs": null,
                 "depth_ms": null, "underruns": null, "sessions": null,
-                "drift_ppm": null, "overruns": null,
+                "drift_ppm": null, "overruns": null, "returns": null,
             })
         );
         assert_eq!(list.host("hold music")["kind"], "hold");
@@ -811,6 +813,7 @@ mod tests {
         assert_eq!(alice["sessions"], 0);
         assert_eq!(alice["underruns"], 0);
         assert_eq!(alice["overruns"], 0);
+        assert_eq!(alice["returns"], 0);
         assert_eq!(alice["drift_ppm"], 0.0);
         assert!(alice["depth_ms"].is_u64());
 

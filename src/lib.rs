@@ -18,6 +18,7 @@ pub mod packager;
 pub mod pipeline;
 pub mod publish;
 pub mod reload;
+pub mod returns;
 pub mod run;
 pub mod studio;
 #[cfg(test)]

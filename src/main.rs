@@ -293,6 +293,7 @@ impl Common {
                 mode,
             },
             parallel: mode == PlaylistMode::Vod,
+            returns: Default::default(),
         }
     }
 

@@ -15,11 +15,13 @@ use crate::audio::{
 use crate::encode::{
     AacConfig, AacEncoder, AudioEncoder, EncodeError, OpusConfig, OpusEncoder, Packet, silent_unit,
 };
+use crate::ingest::ReturnPacket;
 use crate::ingest::{Close, IngestEvent};
 use crate::packager::{
     Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec, first_media_time,
 };
 use crate::publish::Batch;
+use crate::returns::{ReturnConfig, Returns};
 use crate::studio::{Command, CommandError, HostInfo, HostKind, Studio};
 use crate::time::{MediaTime, ProgramTime};
 
@@ -45,6 +47,8 @@ pub struct PipelineConfig {
     /// Encode the renditions on parallel threads (for `package`, where wall
     /// time matters; a live run has time to spare and keeps one thread).
     pub parallel: bool,
+    /// Hosts' return feeds.
+    pub returns: ReturnConfig,
 }
 
 /// A file host: a decoded source feeding one mixer input.
@@ -123,6 +127,7 @@ pub struct Pipeline {
     start: ProgramTime,
     parallel: bool,
     times: StageTimes,
+    returns: Returns,
 }
 
 /// CPU time spent per stage (thread CPU time, so the figures hold on a busy
@@ -140,6 +145,8 @@ pub struct StageTimes {
     pub encode_all: Lap,
     /// CMAF fragments, playlists, publish batches.
     pub package: Lap,
+    /// Encoding hosts' return feeds.
+    pub returns: Lap,
 }
 
 /// An accumulated duration.
@@ -211,6 +218,10 @@ impl Pipeline {
             start,
             parallel: cfg.parallel,
             times: StageTimes::default(),
+            returns: Returns::new(cfg.returns).map_err(|reason| PipelineError::Host {
+                name: "returns".into(),
+                reason,
+            })?,
         };
         for host in hosts {
             pipeline.add_file(host, HostKind::File)?;
@@ -274,6 +285,12 @@ impl Pipeline {
     /// Carries out a control command on the hosts.
     pub fn command(&mut self, command: Command) -> Result<Vec<HostInfo>, CommandError> {
         self.studio.command(&mut self.mixer, command)
+    }
+
+    /// Return feed packets completed so far, for the ingest sessions that
+    /// listen (see [`crate::returns`]).
+    pub fn take_returns(&mut self) -> std::vec::Drain<'_, ReturnPacket> {
+        self.returns.drain()
     }
 
     /// Ingest sessions the studio wants closed (see [`Studio::take_closes`]).
@@ -348,9 +365,16 @@ impl Pipeline {
                 }
             }
             let t = ThreadTime::now();
+            let block_start = self.mixer.clock();
             self.mix.clear();
             self.mixer.mix(n as usize, &mut self.mix);
             let t = self.times.mix.lap(t);
+            let listeners = self.studio.listeners();
+            if !listeners.is_empty() || !self.returns.is_idle() {
+                self.returns
+                    .push(&self.mixer, &self.mix, block_start, listeners, None);
+            }
+            let t = self.times.returns.lap(t);
             self.encode()?;
             let t = self.times.encode.lap(t);
             if let Some(batch) = self.packager.poll(self.mixer.clock())? {

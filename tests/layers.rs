@@ -33,6 +33,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     // knows the store and its layout, never ingest, mixing or control.
     ("studio", &["audio", "ingest", "time"]),
     ("packager", &["cmaf", "encode", "hls", "publish", "time"]),
+    // Hosts' mix-minus returns, encoded for the sessions that hear them.
+    ("returns", &["audio", "ingest", "studio", "time"]),
     ("origin", &["hls", "publish", "time", "tls", "web"]),
     // The operator's API: commands into the studio. Its tests build a
     // studio with live hosts and check the reserved layout name.
@@ -41,7 +43,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "pipeline",
         &[
-            "audio", "encode", "ingest", "packager", "publish", "studio", "time",
+            "audio", "encode", "ingest", "packager", "publish", "returns", "studio", "time",
         ],
     ),
     // The composition layer: wires the layers into a running broadcast.
@@ -49,7 +51,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "run",
         &[
             "audio", "cli", "control", "encode", "hls", "ingest", "origin", "packager", "pipeline",
-            "publish", "reload", "studio", "time", "tls", "web",
+            "publish", "reload", "returns", "studio", "time", "tls", "web",
         ],
     ),
 ];

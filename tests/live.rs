@@ -130,6 +130,7 @@ fn live_config() -> PipelineConfig {
         },
         // `onair live` encodes on the pipeline thread.
         parallel: false,
+        returns: Default::default(),
     }
 }
 

@@ -142,6 +142,7 @@ fn pipeline(stream: &str, tone: &FsPath) -> Pipeline {
             mode: PlaylistMode::Live,
         },
         parallel: false,
+        returns: Default::default(),
     };
     let host = FileHost {
         feed: FeedConfig {

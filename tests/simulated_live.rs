@@ -79,6 +79,7 @@ fn config() -> PipelineConfig {
             mode: PlaylistMode::Live,
         },
         parallel: false,
+        returns: Default::default(),
     }
 }
 

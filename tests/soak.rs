@@ -117,6 +117,7 @@ fn pipeline() -> Pipeline {
             mode: PlaylistMode::Live,
         },
         parallel: false,
+        returns: Default::default(),
     };
     let mut pipeline = Pipeline::new(config, Vec::new()).expect("pipeline");
     for (name, _) in HOSTS {

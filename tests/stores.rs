@@ -112,6 +112,7 @@ fn pipeline(inputs: &[PathBuf]) -> Pipeline {
             mode: PlaylistMode::Vod,
         },
         parallel: true,
+        returns: Default::default(),
     };
     Pipeline::new(config, hosts).expect("pipeline")
 }

@@ -848,6 +848,7 @@ fn pipeline_config() -> PipelineConfig {
             mode: PlaylistMode::Vod,
         },
         parallel: false,
+        returns: Default::default(),
     }
 }
 

@@ -22,19 +22,20 @@
 mod broadcast;
 #[path = "common/wav.rs"]
 mod wav;
+#[path = "common/whip_peer.rs"]
+mod whip_peer;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use broadcast::{Broadcast, Codec, HostKey, LevelStats, ProgramAudio, Publisher, Tone};
 use onair::pipeline::RENDITIONS;
 use serde_json::Value;
-use wav::WavFormat;
+use whip_peer::{CONNECT_TIMEOUT, WhipEndpoint, WhipPublisher};
 
 /// The admin token of the control API.
 const TOKEN: &str = "whip-admin-5b8e1c";
@@ -101,8 +102,6 @@ const MARGIN_S: f64 = 0.3;
 /// Audio measured up to this long before the broadcast stops.
 const END_MARGIN_S: f64 = 0.5;
 
-/// Longest wait for a publisher's POST answer or connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest wait for a replaced session's peer to see its connection end.
 const REPLACED_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest any WHIP or control request may take.
@@ -112,11 +111,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const PROMPT_REFUSAL: Duration = Duration::from_secs(1);
 /// Longest wait for a host to change state in the control API.
 const STATE_TIMEOUT: Duration = Duration::from_secs(8);
-
-/// The publisher script.
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/whip/whip_publish.py")
-}
 
 /// Runs the tests one at a time (see the module docs); a failed test must
 /// not fail the others, so a poisoned lock is taken over.
@@ -129,57 +123,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// 48 kHz 16-bit: a whole number of cycles, so aiortc's looped playback has
 /// no seam. Stereo at 48 kHz leaves nothing for aiortc's resampler to do.
 fn tone_wav(dir: &Path, freq_hz: f64) -> PathBuf {
-    let path = dir.join(format!("tone-{freq_hz}.wav"));
-    let peak = 10f64.powf(ALICE_DBFS / 20.0) * std::f64::consts::SQRT_2;
-    let samples = wav::sine(freq_hz, broadcast::RATE, broadcast::RATE as usize, peak, 2);
-    wav::write_wav(&path, broadcast::RATE, 2, WavFormat::Int16, &samples);
-    path
-}
-
-/// Where the broadcast takes WHIP hosts, from its log line
-/// `WHIP ingest: http://{http}/{stream}/whip (media on udp {addr})`.
-struct WhipEndpoint {
-    /// `http://ADDR/{stream}/whip`.
-    url: String,
-    /// The path part of `url`.
-    path: String,
-    /// The WebRTC media socket.
-    media: SocketAddr,
-}
-
-impl WhipEndpoint {
-    fn of(broadcast: &Broadcast) -> Self {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Some(found) = broadcast
-                .log_lines_with(&["WHIP ingest: http://"])
-                .iter()
-                .find_map(|line| Self::parse(line))
-            {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no WHIP ingest line in the log:\n{}",
-                broadcast.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn parse(line: &str) -> Option<Self> {
-        let rest = line.split("WHIP ingest: ").nth(1)?;
-        let url = rest.split_whitespace().next()?.to_owned();
-        let path = format!("/{}", url.strip_prefix("http://")?.split_once('/')?.1);
-        let media = rest
-            .split("media on udp ")
-            .nth(1)?
-            .split(|c: char| c == ')' || c.is_whitespace())
-            .next()?
-            .parse()
-            .ok()?;
-        Some(Self { url, path, media })
-    }
+    whip_peer::tone_wav(dir, freq_hz, ALICE_DBFS)
 }
 
 /// `onair live` with RTMP and WHIP hosts and the control API.
@@ -189,140 +133,6 @@ fn start_broadcast(stream: &str, keys: &[HostKey], extra: &[&str]) -> (Broadcast
     let broadcast = Broadcast::start_with(stream, keys, args);
     let whip = WhipEndpoint::of(&broadcast);
     (broadcast, whip)
-}
-
-/// whip_publish.py publishing a WAV file over WHIP until stopped, dropped
-/// (killed) or disconnected by the server. Its JSON reports arrive on a
-/// channel with the instant each was read.
-struct WhipPublisher {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    reports: mpsc::Receiver<(Value, Instant)>,
-    /// Every report read so far, for failure messages.
-    seen: Vec<Value>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl WhipPublisher {
-    /// Starts publishing `wav` to `url` with `token` as the bearer, and
-    /// the script's `extra` options.
-    fn start(wav: &Path, url: &str, token: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new("python3")
-            .arg(script())
-            .arg(wav)
-            .args(["--url", url, "--token", token, "--print-location"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("python3 (with aiortc) is required to publish over WHIP");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, reports) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let report =
-                    serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
-                if tx.send((report, Instant::now())).is_err() {
-                    break;
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let sink = stderr.clone();
-        let mut pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            sink.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_str(&text);
-        });
-        Self {
-            child,
-            stdin,
-            reports,
-            seen: Vec::new(),
-            stderr,
-        }
-    }
-
-    /// Waits for the first report with field `key` for which `accept`
-    /// holds; returns it and when it was read. Panics (with everything
-    /// the script said) on timeout, on an `error` report, or if the script
-    /// ends first.
-    fn wait_for(
-        &mut self,
-        key: &str,
-        accept: impl Fn(&Value) -> bool,
-        timeout: Duration,
-    ) -> (Value, Instant) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.reports.recv_timeout(left) {
-                Ok((report, at)) => {
-                    self.seen.push(report.clone());
-                    assert!(report.get("error").is_none(), "{}", self.describe());
-                    if report.get(key).is_some_and(&accept) {
-                        return (report, at);
-                    }
-                }
-                Err(e) => panic!("no {key:?} report ({e}); {}", self.describe()),
-            }
-        }
-    }
-
-    /// Waits for the POST's `201` and returns the session URL.
-    fn location(&mut self) -> String {
-        let (report, _) = self.wait_for("posted", |_| true, CONNECT_TIMEOUT);
-        assert_eq!(report["posted"], 201, "{}", self.describe());
-        report["location"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no location: {}", self.describe()))
-            .to_owned()
-    }
-
-    /// Waits until the peer connection is in one of `states`; returns the
-    /// state and when it was reported.
-    fn wait_state(&mut self, states: &[&str], timeout: Duration) -> (String, Instant) {
-        let (report, at) = self.wait_for("state", |s| states.iter().any(|want| s == want), timeout);
-        (report["state"].as_str().unwrap_or_default().to_owned(), at)
-    }
-
-    /// Asks the script to end: it DELETEs its session and closes.
-    fn stop(&mut self) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        stdin
-            .write_all(b"stop\n")
-            .and_then(|()| stdin.flush())
-            .expect("write to the publisher");
-    }
-
-    /// Waits up to `limit` for the script to exit.
-    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-
-    fn describe(&self) -> String {
-        let stderr = self.stderr.lock().unwrap_or_else(PoisonError::into_inner);
-        format!("publisher reports: {:?}; stderr:\n{stderr}", self.seen)
-    }
-}
-
-impl Drop for WhipPublisher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One HTTP/1.1 answer.

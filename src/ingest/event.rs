@@ -6,7 +6,9 @@
 //! the program time of arrival, and is
 //! [`Disconnected`](IngestEvent::Disconnected). Whoever consumes these (the
 //! studio) may ask for a session to end with a [`Close`], which the
-//! protocol that owns the session carries out. Ingest knows nothing of what
+//! protocol that owns the session carries out. A session that can play
+//! audio back to its host says so ([`ReturnOpened`](IngestEvent::ReturnOpened))
+//! and is handed its host's return feed as [`ReturnPacket`]s. Ingest knows nothing of what
 //! happens to the audio next.
 
 use std::fmt;
@@ -69,6 +71,35 @@ pub enum IngestEvent {
         /// Why, for logs.
         reason: String,
     },
+    /// A session can take `host`'s return feed (the program without the
+    /// host, [`ReturnPacket`]s addressed to `listener`): a WHIP publisher
+    /// that also receives, or a return-only session of the host.
+    ReturnOpened {
+        /// The host whose return it is (from the key).
+        host: String,
+        /// Where to send it: the session's id.
+        listener: SessionId,
+    },
+    /// A session that took a return feed has ended.
+    ReturnClosed {
+        /// The session.
+        listener: SessionId,
+    },
+}
+
+/// One Opus packet (20 ms) of a host's return feed, for the ingest session
+/// that listens to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnPacket {
+    /// The listening session.
+    pub listener: SessionId,
+    /// The RTP timestamp (RFC 7587 §4.1: 48 kHz), the program time of the
+    /// packet's first sample, wrapped: every return of a broadcast shares
+    /// it, so a listener moved from one shared encode to another keeps a
+    /// continuous timeline.
+    pub rtp_ts: u32,
+    /// The Opus packet.
+    pub payload: bytes::Bytes,
 }
 
 /// A session the consumer of ingest events wants closed, with the reason to log and send.

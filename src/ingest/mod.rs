@@ -20,4 +20,4 @@ pub mod keys;
 pub mod rtmp;
 pub mod whip;
 
-pub use event::{Close, IngestEvent, SessionId};
+pub use event::{Close, IngestEvent, ReturnPacket, SessionId};

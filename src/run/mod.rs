@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{broadcast, mpsc};
 
-use crate::ingest::{Close, IngestEvent};
+use crate::ingest::{Close, IngestEvent, ReturnPacket};
 use crate::pipeline::{Pipeline, PipelineError, StageTimes};
 use crate::publish::{
     self, Backlog, BacklogLimit, Batch, LiveHandle, LiveSettings, Op, PublishError, PublishHandle,
@@ -244,6 +244,10 @@ async fn finish_run(
 /// refused audio).
 pub type Closer = Box<dyn Fn(Close) + Send>;
 
+/// Hands hosts' return feed packets to the ingest sessions that listen.
+/// Never waits: a packet that cannot go at once is lost, as on a network.
+pub type Returner = Box<dyn Fn(ReturnPacket) + Send>;
+
 /// The connections of a live run beyond its files.
 pub struct LiveIo {
     /// Announces every stored operation (see [`Publisher::with_observer`]):
@@ -260,6 +264,8 @@ pub struct LiveIo {
     pub control: Option<mpsc::Receiver<ControlRequest>>,
     /// Carries out the studio's session closes.
     pub closer: Option<Closer>,
+    /// Delivers hosts' return feeds.
+    pub returner: Option<Returner>,
     /// The clock ingest stamps arrivals with.
     pub clock: ProgramClock,
     /// Where the loop reads the time and waits for each tick: the wall
@@ -275,6 +281,7 @@ impl Default for LiveIo {
             ingest: None,
             control: None,
             closer: None,
+            returner: None,
             clock: ProgramClock::start(),
             pacer: Arc::new(WallClock),
         }
@@ -307,6 +314,7 @@ pub async fn broadcast(
         mut ingest,
         mut control,
         closer,
+        returner,
         clock,
         pacer,
     } = io;
@@ -341,6 +349,10 @@ pub async fn broadcast(
             steps.check(pacer.unix_ms(), epoch_unix_ms, clock.at(now));
             if let Some(batch) = pipeline.advance(clock.at(now))? {
                 handle.send(batch)?;
+            }
+            match &returner {
+                Some(returner) => pipeline.take_returns().for_each(returner),
+                None => pipeline.take_returns().for_each(drop),
             }
             let closes = pipeline.take_closes();
             if let Some(closer) = &closer {

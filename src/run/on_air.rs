@@ -150,6 +150,7 @@ impl OnAir {
             ));
         }
         let mut closers: Vec<SessionCloser> = Vec::new();
+        let mut returner: Option<super::Returner> = None;
         if let Some(settings) = self.whip {
             let whip = whip::start(
                 settings,
@@ -176,6 +177,7 @@ impl OnAir {
             }
             routes.push(whip.routes);
             closers.push(whip.close);
+            returner = Some(whip.returns);
         }
         let mut rtmp_listeners: Vec<rtmp::server::Listener> =
             self.rtmp.into_iter().map(Into::into).collect();
@@ -218,6 +220,7 @@ impl OnAir {
             ingest: Some(ingest),
             control: Some(control),
             closer: Some(closer),
+            returner,
             clock,
             pacer: Arc::new(crate::time::WallClock),
         };
@@ -265,6 +268,8 @@ struct Whip {
     /// The advertised media addresses, for the log.
     media: String,
     close: SessionCloser,
+    /// Sends return feeds to the WHIP sessions that receive.
+    returns: super::Returner,
 }
 
 #[cfg(feature = "webrtc")]
@@ -316,10 +321,14 @@ mod whip {
                 ice_servers: settings.ice_servers,
             },
         );
+        let returns = bridge.clone();
         Ok(Whip {
             routes: Arc::new(api),
             media,
             close: Box::new(move |close| bridge.close(close)),
+            returns: Box::new(move |packet| {
+                returns.send_return(packet);
+            }),
         })
     }
 

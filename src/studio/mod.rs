@@ -20,6 +20,11 @@
 //!   A packet the feed cannot take ends its session with the reason.
 //! - The hold music is ducked out (over [`DUCK_OUT_FRAMES`]) while any live
 //!   host is on air and comes back (over [`DUCK_IN_FRAMES`]) when none is.
+//! - A live host's mix-minus return (the program without the host) is
+//!   rendered by the mixer while at least one session listens to it
+//!   ([`IngestEvent::ReturnOpened`]); [`Studio::listeners`] says who hears
+//!   which feed's return. A listener of a host that leaves the broadcast
+//!   is closed.
 
 pub mod inbox;
 
@@ -164,6 +169,17 @@ pub struct HostInfo {
     /// Live hosts: times a burst overflowed the buffer and old audio was
     /// dropped.
     pub overruns: Option<u64>,
+    /// Live hosts: sessions listening to the host's return feed.
+    pub returns: Option<usize>,
+}
+
+/// A session listening to a host's return feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listener {
+    /// The listening session.
+    pub session: SessionId,
+    /// The mixer feed of the host whose return it hears.
+    pub feed: FeedId,
 }
 
 struct Live {
@@ -196,6 +212,8 @@ pub struct Studio {
     /// Kicked hosts and the program time until which they are kept out.
     kicked: Vec<(String, ProgramTime)>,
     scratch: Vec<f32>,
+    /// Sessions listening to returns, in the order they opened.
+    listeners: Vec<Listener>,
 }
 
 impl fmt::Debug for Studio {
@@ -223,6 +241,7 @@ impl Studio {
             now: ProgramTime::ZERO,
             kicked: Vec::new(),
             scratch: Vec::new(),
+            listeners: Vec::new(),
         }
     }
 
@@ -307,7 +326,38 @@ impl Studio {
                     }
                 }
             }
+            IngestEvent::ReturnOpened { host, listener } => self.listen(&host, listener),
+            IngestEvent::ReturnClosed { listener } => {
+                self.listeners.retain(|l| l.session != listener);
+            }
         }
+    }
+
+    fn listen(&mut self, name: &str, session: SessionId) {
+        let Some(host) = self
+            .hosts
+            .iter()
+            .find(|h| h.name == name && h.live.is_some())
+        else {
+            self.closes.push(Close {
+                session,
+                reason: format!("no live host named {name:?} to return audio to"),
+            });
+            return;
+        };
+        if !self.listeners.iter().any(|l| l.session == session) {
+            tracing::info!(host = name, %session, "return feed opened");
+            self.listeners.push(Listener {
+                session,
+                feed: host.feed,
+            });
+        }
+    }
+
+    /// Sessions listening to hosts' returns: the mixer renders the return
+    /// of each feed named here (from the next [`pull`](Self::pull) on).
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
     }
 
     fn connect(&mut self, name: &str, session: SessionId, protocol: &'static str, peer: String) {
@@ -376,6 +426,8 @@ impl Studio {
                 live.feed
                     .pull_into(until, mixer, host.feed, &mut self.scratch);
                 on_air |= live.feed.stats().state == FeedState::Playing;
+                let heard = self.listeners.iter().any(|l| l.feed == host.feed);
+                mixer.set_return(host.feed, heard);
             }
         }
         if on_air != self.ducked {
@@ -429,6 +481,13 @@ impl Studio {
                     let info = self.info(&self.hosts[index], mixer);
                     mixer.remove_feed(feed);
                     self.hosts.remove(index);
+                    let (gone, kept) = self.listeners.iter().partition(|l| l.feed == feed);
+                    self.listeners = kept;
+                    self.closes
+                        .extend(gone.into_iter().map(|l: Listener| Close {
+                            session: l.session,
+                            reason: "the host's key was revoked".into(),
+                        }));
                     tracing::info!(host = name, "live host removed");
                     return Ok(vec![info]);
                 }
@@ -515,6 +574,12 @@ impl Studio {
             sessions: host.live.as_ref().map(|l| l.sessions),
             drift_ppm: stats.map(|s| s.correction_ppm),
             overruns: stats.map(|s| s.overruns),
+            returns: host.live.as_ref().map(|_| {
+                self.listeners
+                    .iter()
+                    .filter(|l| l.feed == host.feed)
+                    .count()
+            }),
         }
     }
 }

@@ -12,6 +12,8 @@ Reports go to stdout, one JSON object per line:
                                                   with --print-location,
                                                   the session URL)
   {"state": "<state>"}                            every connection state change
+  {"receiving": <n>}                              the first received audio
+                                                  frame (with --receive)
   {"deleted": <status>}                           the DELETE's status
   {"error": "<text>", ...}                        then exit status 2
 
@@ -21,8 +23,13 @@ when stdin closes (whichever comes first). A connection the server ends
 
 Only 127.0.0.1 is offered as a host candidate, so ICE stays on loopback.
 
+With --receive OUT.wav the audio m-line is offered sendrecv and the audio
+the server sends back (the host's return feed) is written to OUT.wav as
+it arrives: 16-bit stereo at 48 kHz, frames in arrival order.
+
 Usage: whip_publish.py TONE.wav --url URL [--token SECRET] [--duration S]
                        [--print-location] [--vanish] [--print-offer]
+                       [--receive OUT.wav]
 """
 
 import argparse
@@ -34,6 +41,7 @@ import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+import wave
 
 import aioice.ice
 from aiortc import RTCPeerConnection, RTCSessionDescription
@@ -95,6 +103,33 @@ async def wait_for_stop(duration, ended):
     return "ended" if ended.is_set() else "stop"
 
 
+async def record(track, path):
+    """Writes every frame of `track` to the WAV file at `path` until the
+    track ends; reports the first one."""
+    with wave.open(path, "wb") as out:
+        out.setnchannels(2)
+        out.setsampwidth(2)
+        out.setframerate(48000)
+        first = True
+        while True:
+            try:
+                frame = await track.recv()
+            except Exception:  # MediaStreamError: the track ended
+                return
+            if frame.format.name != "s16" or frame.sample_rate != 48000:
+                emit({"error": f"unexpected frame {frame.format.name} {frame.sample_rate} Hz"})
+                return
+            channels = len(frame.layout.channels)
+            data = bytes(frame.planes[0])[: frame.samples * channels * 2]
+            if channels == 1:
+                # Duplicate mono into both channels.
+                data = b"".join(data[i : i + 2] * 2 for i in range(0, len(data), 2))
+            out.writeframes(data)
+            if first:
+                emit({"receiving": frame.samples})
+                first = False
+
+
 async def main(args):
     pc = RTCPeerConnection()
     ended = asyncio.Event()
@@ -105,8 +140,15 @@ async def main(args):
         if pc.connectionState in ("closed", "failed"):
             ended.set()
 
+    recording = []
+
+    @pc.on("track")
+    def on_track(track):
+        if args.receive and track.kind == "audio":
+            recording.append(asyncio.ensure_future(record(track, args.receive)))
+
     player = MediaPlayer(args.wav, loop=True)
-    pc.addTransceiver(player.audio, direction="sendonly")
+    pc.addTransceiver(player.audio, direction="sendrecv" if args.receive else "sendonly")
     # Resolves once ICE gathering is complete: the offer has its candidates.
     await pc.setLocalDescription(await pc.createOffer())
     offer = pc.localDescription.sdp
@@ -139,6 +181,8 @@ async def main(args):
         status, _, _ = await in_thread(request, "DELETE", location, args.token)
         emit({"deleted": status})
     await pc.close()
+    for task in recording:
+        await task
     emit({"state": "closed-by-script"})
 
 
@@ -152,6 +196,8 @@ def parse_args():
                         help="report the session URL from Location")
     parser.add_argument("--vanish", action="store_true",
                         help="at the end exit at once: no DELETE, no DTLS close")
+    parser.add_argument("--receive", metavar="OUT.wav",
+                        help="offer sendrecv and record the audio sent back")
     parser.add_argument("--print-offer", action="store_true",
                         help="print the SDP offer and exit without publishing")
     args = parser.parse_args()

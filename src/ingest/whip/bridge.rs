@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use super::endpoint::Shared;
 use super::jitter::{Frame, OpusJitter, OpusJitterConfig};
 use super::rtc::{RtcEndpoint, RtcEvent};
-use crate::ingest::{Close, IngestEvent, SessionId};
+use crate::ingest::{Close, IngestEvent, ReturnPacket, SessionId};
 use crate::time::ProgramClock;
 
 /// How often each session's jitter buffer is pulled: half an Opus frame,
@@ -47,12 +47,25 @@ impl WhipIngest {
             None => false,
         }
     }
+
+    /// Sends a return feed packet to the WHIP session that listens, if it
+    /// is still there. Never waits; returns whether the packet went.
+    pub fn send_return(&self, packet: ReturnPacket) -> bool {
+        let rtc = self.shared.table().rtc_of_studio(packet.listener);
+        rtc.is_some_and(|rtc| {
+            self.shared
+                .rtc
+                .send_opus(rtc, packet.rtp_ts, packet.payload)
+        })
+    }
 }
 
 /// A live session's media state.
 struct Live {
     studio: SessionId,
     jitter: OpusJitter,
+    /// Whether the session listens to its host's return feed.
+    listens: bool,
 }
 
 pub(super) struct Bridge {
@@ -117,12 +130,13 @@ impl Bridge {
     async fn on_event(&mut self, event: RtcEvent) -> bool {
         match event {
             RtcEvent::Connected { session, peer } => {
-                let (host, studio, fec) = {
+                let (host, studio, fec, listens) = {
                     let table = self.shared.table();
                     let Some(r) = table.by_rtc.get(&session) else {
                         return true;
                     };
-                    (r.host.clone(), r.studio, r.offer.inband_fec)
+                    let o = &r.offer;
+                    (r.host.clone(), r.studio, o.inband_fec, o.wants_return)
                 };
                 let jitter = match (OpusJitterConfig { fec, ..self.jitter }).build() {
                     Ok(jitter) => jitter,
@@ -132,17 +146,32 @@ impl Bridge {
                         return true;
                     }
                 };
-                self.sessions.insert(session, Live { studio, jitter });
-                send(
-                    &self.inbox,
-                    IngestEvent::Connected {
-                        host,
-                        session: studio,
-                        protocol: "whip",
-                        peer: peer.to_string(),
+                self.sessions.insert(
+                    session,
+                    Live {
+                        studio,
+                        jitter,
+                        listens,
                     },
-                )
-                .await
+                );
+                let connected = IngestEvent::Connected {
+                    host: host.clone(),
+                    session: studio,
+                    protocol: "whip",
+                    peer: peer.to_string(),
+                };
+                // A publisher that offered sendrecv hears its return on the
+                // same m-line.
+                send(&self.inbox, connected).await
+                    && (!listens
+                        || send(
+                            &self.inbox,
+                            IngestEvent::ReturnOpened {
+                                host,
+                                listener: studio,
+                            },
+                        )
+                        .await)
             }
             RtcEvent::Opus {
                 session,
@@ -175,15 +204,17 @@ impl Bridge {
                     );
                 }
                 match (resource, live) {
-                    (Some(r), Some(_)) => {
-                        send(
-                            &self.inbox,
-                            IngestEvent::Disconnected {
-                                session: r.studio,
-                                reason,
-                            },
-                        )
-                        .await
+                    (Some(r), Some(live)) => {
+                        let closed = IngestEvent::ReturnClosed { listener: r.studio };
+                        (!live.listens || send(&self.inbox, closed).await)
+                            && send(
+                                &self.inbox,
+                                IngestEvent::Disconnected {
+                                    session: r.studio,
+                                    reason,
+                                },
+                            )
+                            .await
                     }
                     (Some(r), None) => {
                         tracing::info!(

@@ -59,6 +59,9 @@ pub struct OfferSummary {
     pub dtx: bool,
     /// How many media sections the offer has.
     pub media_count: usize,
+    /// The audio section is `sendrecv`: the host also receives on it, and
+    /// is sent its mix-minus return there.
+    pub wants_return: bool,
 }
 
 /// Why an offer was refused. Every variant means: answer `400 Bad Request`
@@ -313,12 +316,22 @@ pub fn check_offer(body: &[u8]) -> Result<OfferSummary, SdpError> {
         inband_fec,
         dtx,
         media_count,
+        wants_return: direction(audio, &session) == Direction::SendRecv,
     })
 }
 
 /// The first Opus payload type that the `m=` line lists.
 fn opus_pt(m: &Media) -> Option<u8> {
     m.opus.iter().copied().find(|pt| m.formats.contains(pt))
+}
+
+/// A section's direction: its own, else the session's, else `sendrecv`
+/// (RFC 8866 §6.7).
+fn direction(m: &Media, session: &Level) -> Direction {
+    m.level
+        .direction
+        .or(session.direction)
+        .unwrap_or(Direction::SendRecv)
 }
 
 /// Whether a section is one the host sends Opus in, or why not.
@@ -340,11 +353,7 @@ fn usable(m: &Media, session: &Level) -> Result<u8, String> {
             "{at} has no a=rtpmap:<pt> opus/48000/2 for a payload type it lists (RFC 7587 §7)"
         ));
     };
-    let direction = m
-        .level
-        .direction
-        .or(session.direction)
-        .unwrap_or(Direction::SendRecv);
+    let direction = direction(m, session);
     if !direction.sends() {
         return Err(format!(
             "{at} is {direction}; a WHIP endpoint only receives, so the audio must be sendonly or sendrecv"
@@ -699,8 +708,13 @@ a=setup:actpass\r\n";
                 inband_fec: true,
                 dtx: false,
                 media_count: 1,
+                wants_return: false,
             }
         );
+        let sendrecv = CHROMIUM_OFFER.replace("a=sendonly", "a=sendrecv");
+        assert!(check_offer(sendrecv.as_bytes()).unwrap().wants_return);
+        let default = CHROMIUM_OFFER.replace("a=sendonly\r\n", "");
+        assert!(check_offer(default.as_bytes()).unwrap().wants_return);
     }
 
     #[test]
