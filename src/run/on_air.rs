@@ -19,6 +19,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::audio::{FeedConfig, LiveFeedConfig};
 use crate::control::ControlApi;
+use crate::control::room::RoomApi;
 use crate::ingest::keys::Keys;
 use crate::ingest::{Close, rtmp};
 use crate::origin::Origin;
@@ -141,7 +142,11 @@ impl OnAir {
             ));
         }
 
-        let mut routes: Vec<Arc<dyn web::Routes>> = Vec::new();
+        let mut routes: Vec<Arc<dyn web::Routes>> = vec![Arc::new(RoomApi::new(
+            &stream,
+            self.keys.clone(),
+            control_tx.clone(),
+        ))];
         if let Some(token) = self.admin_token {
             routes.push(Arc::new(
                 ControlApi::new(Some(token), control_tx)

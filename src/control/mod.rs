@@ -16,6 +16,9 @@
 //!   the host out for [`KICK_HOLD`](crate::studio::KICK_HOLD) (60 s), so a
 //!   publisher that reconnects by itself does not walk straight back in.
 //!
+//! Hosts see a little of this through their own key at
+//! `GET /{stream}/room` ([`room`]): who is on air and who is speaking.
+//!
 //! Contract:
 //! - Nothing here touches the mixer: each request becomes
 //!   [`Command`]s on the pipeline's inbox, answered within one tick (20 ms).
@@ -30,6 +33,8 @@
 //! - Every answer is JSON with `Cache-Control: no-store` (it describes an
 //!   instant and may be private); errors are `{"error": "reason"}`. No CORS
 //!   headers: browsers on other sites get no access.
+
+pub mod room;
 
 use std::borrow::Cow;
 use std::fmt;
