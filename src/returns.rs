@@ -43,9 +43,9 @@ pub struct ReturnConfig {
     /// Opus bitrate of each return, bits per second. Default 64 kb/s:
     /// transparent for speech and hold music in stereo CELT.
     pub bitrate: u32,
-    /// libopus complexity 0..=10. Default 5: a return is heard once, by
-    /// one host, and half the complexity is a little over half the CPU of
-    /// the program's setting (docs/BENCHMARKS.md, "Return feeds").
+    /// libopus complexity 0..=10. Default 5, against the program's 10: a
+    /// return is monitoring audio, heard once by one host and never
+    /// stored, and a broadcast runs one encoder per speaking host.
     pub complexity: u8,
 }
 
