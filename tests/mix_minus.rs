@@ -5,8 +5,10 @@
 //! - `whip_hosts_hear_the_others_and_not_themselves`: each WHIP host's
 //!   return holds the other WHIP host's tone and the RTMP host's tone at
 //!   their program levels (±2 dB, window by window) and its own tone at
-//!   least 40 dB lower. Then one host is muted: it still hears the others,
-//!   and the others no longer hear it.
+//!   least 40 dB lower; the RTMP host hears its own return through a WHEP
+//!   session (`/{stream}/whep`, its key), with the WHIP hosts and without
+//!   itself. Then one host is muted: it still hears the others, and the
+//!   others no longer hear it.
 //!
 //! Levels are compared with the program itself (the Opus rendition,
 //! decoded over the same span), so what a host hears is checked against
@@ -90,10 +92,28 @@ impl Host {
         hz: f64,
     ) -> Self {
         let wav = whip_peer::tone_wav(dir, hz, WHIP_DBFS);
+        Self::run(broadcast, &wav, &whip.url, dir, key, &[])
+    }
+
+    /// Only listens to `key`'s return, over WHEP.
+    fn listen(broadcast: &Broadcast, whip: &WhipEndpoint, dir: &Path, key: &HostKey) -> Self {
+        let whep = whip.url.replace("/whip", "/whep");
+        Self::run(broadcast, Path::new("-"), &whep, dir, key, &["--whep"])
+    }
+
+    fn run(
+        broadcast: &Broadcast,
+        wav: &Path,
+        url: &str,
+        dir: &Path,
+        key: &HostKey,
+        extra: &[&str],
+    ) -> Self {
         let recording = dir.join(format!("{}-return.wav", key.name));
         let recording_arg = recording.to_str().expect("UTF-8 path");
-        let mut publisher =
-            WhipPublisher::start(&wav, &whip.url, key.secret, &["--receive", recording_arg]);
+        let mut args = vec!["--receive", recording_arg];
+        args.extend_from_slice(extra);
+        let mut publisher = WhipPublisher::start(wav, url, key.secret, &args);
         publisher.wait_state(&["connected"], CONNECT_TIMEOUT);
         let (_, at) = publisher.wait_for("receiving", |_| true, CONNECT_TIMEOUT);
         Self {
@@ -184,10 +204,10 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
     let carol = Publisher::start(&broadcast.rtmp_url(&CAROL), &CAROL_TONE);
     let mut alice = Host::start(&broadcast, &whip, dir.path(), &ALICE, ALICE_HZ);
     let mut bob = Host::start(&broadcast, &whip, dir.path(), &BOB, BOB_HZ);
+    let mut carol_listens = Host::listen(&broadcast, &whip, dir.path(), &CAROL);
     for key in [ALICE, BOB, CAROL] {
         let host = wait_for_host_state(http, TOKEN, key.name, "on-air", STATE_TIMEOUT);
-        let returns = if key.name == CAROL.name { 0 } else { 1 };
-        assert_eq!(host["returns"], returns, "{host}");
+        assert_eq!(host["returns"], 1, "{host}");
     }
 
     // Everyone on air.
@@ -208,13 +228,18 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
 
     let alice_hears = alice.finish();
     let bob_hears = bob.finish();
+    let carol_hears = carol_listens.finish();
     broadcast.stop();
     drop(carol);
     let program = broadcast.decode("opus");
 
     let together = all_on + EDGE_S..muted - EDGE_S;
     let alice_muted = muted + EDGE_S..ended - EDGE_S;
-    let (a, b) = (alice.first_frame, bob.first_frame);
+    let (a, b, c) = (
+        alice.first_frame,
+        bob.first_frame,
+        carol_listens.first_frame,
+    );
     let carol_hz = CAROL_TONE.freq_hz;
 
     // Together: each hears the other two, not itself.
@@ -249,6 +274,32 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
         &program,
         carol_hz,
         &together,
+    );
+    // The RTMP host, over WHEP, hears both WHIP hosts and not itself.
+    assert_heard(
+        "alice in carol's return",
+        &carol_hears,
+        c,
+        &program,
+        ALICE_HZ,
+        &together,
+    );
+    assert_heard(
+        "bob in carol's return",
+        &carol_hears,
+        c,
+        &program,
+        BOB_HZ,
+        &together,
+    );
+    let carol_level = median_dbfs(&program, 0.0, carol_hz, &together);
+    assert_not_heard(
+        "carol in her own return",
+        &carol_hears,
+        c,
+        carol_hz,
+        &together,
+        carol_level,
     );
     let alice_level = median_dbfs(&program, 0.0, ALICE_HZ, &together);
     let bob_level = median_dbfs(&program, 0.0, BOB_HZ, &together);
@@ -301,6 +352,14 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
         &program,
         carol_hz,
         &alice_muted,
+    );
+    assert_not_heard(
+        "muted alice in carol's return",
+        &carol_hears,
+        c,
+        ALICE_HZ,
+        &alice_muted,
+        alice_level,
     );
     assert_not_heard(
         "muted alice in bob's return",

@@ -25,11 +25,13 @@ Only 127.0.0.1 is offered as a host candidate, so ICE stays on loopback.
 
 With --receive OUT.wav the audio m-line is offered sendrecv and the audio
 the server sends back (the host's return feed) is written to OUT.wav as
-it arrives: 16-bit stereo at 48 kHz, frames in arrival order.
+it arrives: 16-bit stereo at 48 kHz, frames in arrival order. With --whep
+(and --url naming a WHEP endpoint) nothing is published: the m-line is
+recvonly and the WAV argument is "-"; only --receive's recording is made.
 
 Usage: whip_publish.py TONE.wav --url URL [--token SECRET] [--duration S]
                        [--print-location] [--vanish] [--print-offer]
-                       [--receive OUT.wav]
+                       [--receive OUT.wav] [--whep]
 """
 
 import argparse
@@ -147,8 +149,11 @@ async def main(args):
         if args.receive and track.kind == "audio":
             recording.append(asyncio.ensure_future(record(track, args.receive)))
 
-    player = MediaPlayer(args.wav, loop=True)
-    pc.addTransceiver(player.audio, direction="sendrecv" if args.receive else "sendonly")
+    if args.whep:
+        pc.addTransceiver("audio", direction="recvonly")
+    else:
+        player = MediaPlayer(args.wav, loop=True)
+        pc.addTransceiver(player.audio, direction="sendrecv" if args.receive else "sendonly")
     # Resolves once ICE gathering is complete: the offer has its candidates.
     await pc.setLocalDescription(await pc.createOffer())
     offer = pc.localDescription.sdp
@@ -198,11 +203,15 @@ def parse_args():
                         help="at the end exit at once: no DELETE, no DTLS close")
     parser.add_argument("--receive", metavar="OUT.wav",
                         help="offer sendrecv and record the audio sent back")
+    parser.add_argument("--whep", action="store_true",
+                        help="only receive (a WHEP return session): needs --receive")
     parser.add_argument("--print-offer", action="store_true",
                         help="print the SDP offer and exit without publishing")
     args = parser.parse_args()
     if not args.print_offer and not args.url:
         parser.error("--url is required to publish")
+    if args.whep and not args.receive:
+        parser.error("--whep needs --receive")
     return args
 
 

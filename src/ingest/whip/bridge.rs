@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 
 use super::endpoint::Shared;
 use super::jitter::{Frame, OpusJitter, OpusJitterConfig};
-use super::rtc::{RtcEndpoint, RtcEvent};
+use super::rtc::{Purpose, RtcEndpoint, RtcEvent};
 use crate::ingest::{Close, IngestEvent, ReturnPacket, SessionId};
 use crate::time::ProgramClock;
 
@@ -75,6 +75,8 @@ pub(super) struct Bridge {
     jitter: OpusJitterConfig,
     /// Connected sessions by WebRTC id.
     sessions: HashMap<u64, Live>,
+    /// Connected return-only (WHEP) sessions: WebRTC id to studio id.
+    listening: HashMap<u64, SessionId>,
     frames: Vec<Frame>,
 }
 
@@ -92,6 +94,7 @@ impl Bridge {
             clock,
             jitter,
             sessions: HashMap::new(),
+            listening: HashMap::new(),
             frames: Vec::new(),
         }
     }
@@ -130,14 +133,29 @@ impl Bridge {
     async fn on_event(&mut self, event: RtcEvent) -> bool {
         match event {
             RtcEvent::Connected { session, peer } => {
-                let (host, studio, fec, listens) = {
+                let (host, studio, fec, listens, purpose) = {
                     let table = self.shared.table();
                     let Some(r) = table.by_rtc.get(&session) else {
                         return true;
                     };
                     let o = &r.offer;
-                    (r.host.clone(), r.studio, o.inband_fec, o.wants_return)
+                    (
+                        r.host.clone(),
+                        r.studio,
+                        o.inband_fec,
+                        o.wants_return,
+                        r.purpose,
+                    )
                 };
+                if purpose == Purpose::Return {
+                    // Not a publisher: the host only hears its return.
+                    self.listening.insert(session, studio);
+                    let opened = IngestEvent::ReturnOpened {
+                        host,
+                        listener: studio,
+                    };
+                    return send(&self.inbox, opened).await;
+                }
                 let jitter = match (OpusJitterConfig { fec, ..self.jitter }).build() {
                     Ok(jitter) => jitter,
                     Err(error) => {
@@ -188,6 +206,10 @@ impl Bridge {
             }
             RtcEvent::Closed { session, reason } => {
                 let resource = self.shared.table().by_rtc.remove(&session);
+                if let Some(listener) = self.listening.remove(&session) {
+                    tracing::info!(session, reason, "WHEP return session ended");
+                    return send(&self.inbox, IngestEvent::ReturnClosed { listener }).await;
+                }
                 let live = self.sessions.remove(&session);
                 if let Some(live) = &live {
                     let stats = live.jitter.stats();

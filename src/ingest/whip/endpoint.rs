@@ -51,9 +51,9 @@ use crate::ingest::{IngestEvent, SessionId};
 use crate::time::ProgramClock;
 use crate::web::per_address::{PerAddress, Slot};
 
-pub use super::WHIP_SEGMENT;
 pub use super::bridge::{PULL_INTERVAL, WhipIngest};
 pub use super::resource::WhipApi;
+pub use super::{WHEP_SEGMENT, WHIP_SEGMENT};
 
 /// A session as the HTTP side knows it.
 pub(super) struct Resource {
@@ -65,6 +65,8 @@ pub(super) struct Resource {
     pub(super) studio: SessionId,
     /// What the offer said about FEC, for the jitter buffer.
     pub(super) offer: OfferSummary,
+    /// A publisher's session (WHIP) or a return-only one (WHEP).
+    pub(super) purpose: super::sdp::Purpose,
     /// The client address's slot, freed with the resource, or as soon as
     /// the publisher ends the session with `DELETE`.
     pub(super) slot: Option<Slot>,

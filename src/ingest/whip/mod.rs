@@ -16,6 +16,7 @@ pub mod jitter;
 pub mod page;
 #[cfg(feature = "webrtc")]
 mod resource;
+pub mod return_page;
 #[cfg(feature = "webrtc")]
 pub mod rtc;
 pub mod sdp;
@@ -24,3 +25,8 @@ mod sessions;
 
 /// The last path segment of the WHIP endpoint (`/{stream}/whip`).
 pub const WHIP_SEGMENT: &str = "whip";
+
+/// The last path segment of the WHEP endpoint of hosts' return feeds
+/// (`/{stream}/whep`): a host that publishes without a return path (RTMP)
+/// hears its return through it, with its key.
+pub const WHEP_SEGMENT: &str = "whep";

@@ -15,6 +15,13 @@
 //!   (RFC 9725 §4.6; see [`super::ice_servers`]).
 //! - `DELETE /{stream}/whip/{id}` with the same bearer ends the session
 //!   (`200`).
+//! - `POST /{stream}/whep` (WHEP, draft-ietf-wish-whep) with a host's key
+//!   and an offer whose audio receives (`recvonly`): a return-only session
+//!   that is sent the host's mix-minus return and nothing else, for hosts
+//!   who publish without a return path (RTMP). `Location:
+//!   /{stream}/whep/{id}`, ended by `DELETE`; `GET` answers the ICE servers
+//!   as for WHIP. `GET /{stream}/return` is a small page that plays it
+//!   ([`super::return_page`]).
 //! - `PATCH` of a session is `405`: the endpoint is ICE-lite with one host
 //!   candidate and takes the offer's candidates whole (no trickle ICE,
 //!   RFC 9725 §4.3.1).
@@ -38,12 +45,13 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use super::WHIP_SEGMENT;
 use super::endpoint::{Resource, Shared};
 use super::ice_servers::{IceServers, ServerFor};
 use super::page::{HOST_SEGMENT, host_page};
+use super::return_page::{RETURN_PAGE_SEGMENT, return_page};
 use super::rtc::AcceptError;
-use super::sdp;
+use super::sdp::{self, Purpose};
+use super::{WHEP_SEGMENT, WHIP_SEGMENT};
 use crate::ingest::SessionId;
 use crate::ingest::keys::Refusal;
 use crate::web::attempts::ClientAddr;
@@ -162,28 +170,42 @@ fn response_is_empty(status: StatusCode) -> bool {
 /// Which resource a path names.
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
-    /// `/{stream}/whip`.
-    Endpoint,
-    /// `/{stream}/whip/{id}`.
+    /// `/{stream}/whip` or `/{stream}/whep`.
+    Endpoint(Purpose),
+    /// `/{stream}/whip/{id}` or `/{stream}/whep/{id}`.
     Session(&'a str),
 }
 
+/// The endpoint's path segment for `purpose`.
+fn segment(purpose: Purpose) -> &'static str {
+    match purpose {
+        Purpose::Publish => WHIP_SEGMENT,
+        Purpose::Return => WHEP_SEGMENT,
+    }
+}
+
 impl WhipApi {
-    /// Whether `path` is the broadcast's host page, `/{stream}/host`
-    /// (asked of every request the server gets, so it builds no string).
-    fn is_host_page(&self, path: &str) -> bool {
-        path.strip_prefix('/')
+    /// The page `path` names, `/{stream}/host` or `/{stream}/return`, if
+    /// any (asked of every request the server gets, so it builds no
+    /// string).
+    fn page_of(&self, path: &str) -> Option<&'static str> {
+        let segment = path
+            .strip_prefix('/')
             .and_then(|p| p.strip_prefix(self.shared.stream.as_str()))
-            .and_then(|p| p.strip_prefix('/'))
-            == Some(HOST_SEGMENT)
+            .and_then(|p| p.strip_prefix('/'))?;
+        [HOST_SEGMENT, RETURN_PAGE_SEGMENT]
+            .into_iter()
+            .find(|page| *page == segment)
     }
 
-    /// The host page, for `GET` and `HEAD`.
-    fn host_page(&self) -> Response<Full<Bytes>> {
-        let mut response = Response::new(Full::new(Bytes::from(host_page(
-            &self.shared.stream,
-            !self.shared.ice.is_empty(),
-        ))));
+    /// The host page or the return page, for `GET` and `HEAD`.
+    fn page(&self, which: &str) -> Response<Full<Bytes>> {
+        let ice = !self.shared.ice.is_empty();
+        let page = match which {
+            HOST_SEGMENT => host_page(&self.shared.stream, ice),
+            _ => return_page(&self.shared.stream, ice),
+        };
+        let mut response = Response::new(Full::new(Bytes::from(page)));
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
@@ -199,20 +221,24 @@ impl WhipApi {
         response
     }
 
-    /// Whether `path` belongs to WHIP: `/{stream}/whip` and below, for any
-    /// stream name (so another stream's WHIP URL gets a WHIP 404).
+    /// Whether `path` belongs to WHIP or WHEP: `/{stream}/whip`,
+    /// `/{stream}/whep` and below, for any stream name (so another stream's
+    /// URL gets a WHIP 404).
     pub fn is_whip_path(path: &str) -> bool {
         let mut segments = path.trim_start_matches('/').split('/');
         let _stream = segments.next();
-        segments.next() == Some(WHIP_SEGMENT)
+        matches!(segments.next(), Some(WHIP_SEGMENT | WHEP_SEGMENT))
     }
 
     fn target<'p>(&self, path: &'p str) -> Option<Target<'p>> {
         let rest = path.strip_prefix('/')?;
         let rest = rest.strip_prefix(self.shared.stream.as_str())?;
-        let rest = rest.strip_prefix('/')?.strip_prefix(WHIP_SEGMENT)?;
+        let rest = rest.strip_prefix('/')?;
+        let (purpose, rest) = [Purpose::Publish, Purpose::Return]
+            .into_iter()
+            .find_map(|p| Some((p, rest.strip_prefix(segment(p))?)))?;
         match rest {
-            "" => Some(Target::Endpoint),
+            "" => Some(Target::Endpoint(purpose)),
             _ => {
                 let id = rest.strip_prefix('/')?;
                 (!id.is_empty() && !id.contains('/')).then_some(Target::Session(id))
@@ -234,8 +260,8 @@ impl WhipApi {
                 add_preflight_headers(&mut response);
                 return response;
             }
-            (Some(Target::Endpoint), Method::POST) => self.publish(req).await,
-            (Some(Target::Endpoint), Method::GET) => self.ice_servers(&req),
+            (Some(Target::Endpoint(purpose)), Method::POST) => self.publish(req, purpose).await,
+            (Some(Target::Endpoint(_)), Method::GET) => self.ice_servers(&req),
             (Some(Target::Session(id)), Method::DELETE) => self.delete(&req, id).await,
             (Some(Target::Session(_)), Method::PATCH) => Answer {
                 allow: true,
@@ -299,7 +325,9 @@ impl WhipApi {
         }
     }
 
-    async fn publish<B>(&self, req: Request<B>) -> Answer
+    /// Opens a session for `purpose`: a publisher's (WHIP) or a return-only
+    /// one (WHEP).
+    async fn publish<B>(&self, req: Request<B>, purpose: Purpose) -> Answer
     where
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -347,7 +375,7 @@ impl WhipApi {
             }
             Err(error) => return Answer::text(StatusCode::BAD_REQUEST, error.to_string()),
         };
-        let offer = match sdp::check_offer(&body) {
+        let offer = match sdp::check_offer_for(&body, purpose) {
             Ok(offer) => offer,
             Err(error) => {
                 tracing::info!(host, %error, "WHIP offer refused");
@@ -356,7 +384,7 @@ impl WhipApi {
         };
         // check_offer proved the body is UTF-8.
         let text = String::from_utf8_lossy(&body).into_owned();
-        let accepted = match self.shared.rtc.accept(text).await {
+        let accepted = match self.shared.rtc.accept_for(text, purpose).await {
             Ok(accepted) => accepted,
             Err(error) => {
                 tracing::info!(host, %error, "WHIP offer not accepted");
@@ -377,8 +405,19 @@ impl WhipApi {
         };
         let opus_payload_type = offer.opus_payload_type;
         let id = location_id();
-        let location = format!("/{}/{WHIP_SEGMENT}/{id}", self.shared.stream);
-        tracing::info!(host, session = accepted.session, "WHIP session created");
+        let location = format!("/{}/{}/{id}", self.shared.stream, segment(purpose));
+        match purpose {
+            Purpose::Publish => {
+                tracing::info!(host, session = accepted.session, "WHIP session created")
+            }
+            Purpose::Return => {
+                tracing::info!(
+                    host,
+                    session = accepted.session,
+                    "WHEP return session created"
+                )
+            }
+        }
         let links = self
             .shared
             .ice
@@ -393,6 +432,7 @@ impl WhipApi {
                 host,
                 studio: SessionId::next(),
                 offer,
+                purpose,
                 slot,
             },
         );
@@ -440,19 +480,19 @@ impl WhipApi {
 }
 
 impl Routes for WhipApi {
-    /// Every method on `/{stream}/whip` and below (any stream), and `GET` or
-    /// `HEAD` of the broadcast's host page.
+    /// Every method on `/{stream}/whip`, `/{stream}/whep` and below (any
+    /// stream), and `GET` or `HEAD` of the broadcast's host and return
+    /// pages.
     fn claims(&self, method: &Method, path: &str) -> bool {
         WhipApi::is_whip_path(path)
-            || (matches!(*method, Method::GET | Method::HEAD) && self.is_host_page(path))
+            || (matches!(*method, Method::GET | Method::HEAD) && self.page_of(path).is_some())
     }
 
     fn handle(&self, req: Request<hyper::body::Incoming>) -> ResponseFuture<'_> {
         Box::pin(async move {
-            if self.is_host_page(req.uri().path()) {
-                self.host_page()
-            } else {
-                WhipApi::handle(self, req).await
+            match self.page_of(req.uri().path()) {
+                Some(page) => self.page(page),
+                None => WhipApi::handle(self, req).await,
             }
         })
     }
@@ -500,6 +540,8 @@ mod tests {
     fn claims_only_whip_paths() {
         assert!(WhipApi::is_whip_path("/show/whip"));
         assert!(WhipApi::is_whip_path("/show/whip/abc"));
+        assert!(WhipApi::is_whip_path("/show/whep"));
+        assert!(WhipApi::is_whip_path("/show/whep/abc"));
         assert!(!WhipApi::is_whip_path("/show/"));
         assert!(!WhipApi::is_whip_path("/show/host"));
         assert!(!WhipApi::is_whip_path("/show/aac/live.m3u8"));

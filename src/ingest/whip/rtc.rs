@@ -68,6 +68,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info};
 
 use super::ice_tcp::{self, TcpEvent, TcpLimits, Writer};
+pub use super::sdp::Purpose;
 pub use super::sessions::{AcceptError, Accepted, RtcEvent, RtcStats};
 use super::sessions::{Candidates, Limits, Out, Sessions};
 
@@ -207,6 +208,7 @@ pub struct RtcHandle {
 enum Command {
     Accept {
         offer_sdp: String,
+        purpose: Purpose,
         reply: oneshot::Sender<Result<Accepted, AcceptError>>,
     },
     Close {
@@ -348,12 +350,28 @@ impl RtcEndpoint {
 }
 
 impl RtcHandle {
-    /// Negotiates `offer_sdp` into a new receive-only session and returns its
-    /// id and SDP answer. Media events for it follow on [`RtcEndpoint::recv`].
+    /// Negotiates `offer_sdp` into a new session of a publisher and returns
+    /// its id and SDP answer. Media events for it follow on
+    /// [`RtcEndpoint::recv`].
     pub async fn accept(&self, offer_sdp: String) -> Result<Accepted, AcceptError> {
+        self.accept_for(offer_sdp, Purpose::Publish).await
+    }
+
+    /// [`accept`](Self::accept) for `purpose`: a [`Purpose::Return`]
+    /// session receives nothing and is only sent a return feed
+    /// ([`send_opus`](Self::send_opus)); it lives as long as ICE consent.
+    pub async fn accept_for(
+        &self,
+        offer_sdp: String,
+        purpose: Purpose,
+    ) -> Result<Accepted, AcceptError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Accept { offer_sdp, reply })
+            .send(Command::Accept {
+                offer_sdp,
+                purpose,
+                reply,
+            })
             .await
             .map_err(|_| AcceptError::EndpointStopped)?;
         answer.await.map_err(|_| AcceptError::EndpointStopped)?
@@ -420,8 +438,8 @@ impl Driver {
             let deadline = self.sessions.next_deadline();
             tokio::select! {
                 command = commands.recv() => match command {
-                    Some(Command::Accept { offer_sdp, reply }) => {
-                        let result = self.sessions.accept(Instant::now(), &offer_sdp);
+                    Some(Command::Accept { offer_sdp, purpose, reply }) => {
+                        let result = self.sessions.accept_for(Instant::now(), &offer_sdp, purpose);
                         if let (Err(_), Ok(accepted)) = (reply.send(result.clone()), result) {
                             // The HTTP request went away: nobody can use the answer.
                             self.sessions.close(Instant::now(), accepted.session, "offer abandoned");

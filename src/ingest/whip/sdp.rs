@@ -150,6 +150,10 @@ impl Direction {
     fn sends(self) -> bool {
         matches!(self, Self::SendRecv | Self::SendOnly)
     }
+
+    fn receives(self) -> bool {
+        matches!(self, Self::SendRecv | Self::RecvOnly)
+    }
 }
 
 impl fmt::Display for Direction {
@@ -192,12 +196,30 @@ struct Media {
     level: Level,
 }
 
+/// What an offer is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// A host publishes (WHIP): its audio section must send
+    /// (`sendonly` or `sendrecv`).
+    Publish,
+    /// A host only hears its return feed (WHEP): its audio section must
+    /// receive (`recvonly` or `sendrecv`).
+    Return,
+}
+
 /// Checks a WHIP offer and summarises its Opus audio section.
 ///
 /// Returns [`SdpError`] (answer 400 with its text) if the offer is over a
 /// limit, breaks the SDP grammar, or has no usable Opus audio, ICE
 /// credentials or fingerprint. See the module documentation for the rules.
 pub fn check_offer(body: &[u8]) -> Result<OfferSummary, SdpError> {
+    check_offer_for(body, Purpose::Publish)
+}
+
+/// [`check_offer`] for an offer with `purpose`: for [`Purpose::Return`]
+/// the audio section must receive instead of send, and the summary always
+/// wants the return.
+pub fn check_offer_for(body: &[u8], purpose: Purpose) -> Result<OfferSummary, SdpError> {
     if body.is_empty() {
         return Err(SdpError::Empty);
     }
@@ -285,9 +307,9 @@ pub fn check_offer(body: &[u8]) -> Result<OfferSummary, SdpError> {
     }
 
     let media_count = media.len();
-    let Some(audio) = media.iter().find(|m| usable(m, &session).is_ok()) else {
+    let Some(audio) = media.iter().find(|m| usable(m, &session, purpose).is_ok()) else {
         return Err(SdpError::NoOpusAudio {
-            reason: explain_no_audio(&media, &session),
+            reason: explain_no_audio(&media, &session, purpose),
         });
     };
     if !(session.ice_ufrag || audio.level.ice_ufrag) {
@@ -316,7 +338,8 @@ pub fn check_offer(body: &[u8]) -> Result<OfferSummary, SdpError> {
         inband_fec,
         dtx,
         media_count,
-        wants_return: direction(audio, &session) == Direction::SendRecv,
+        wants_return: purpose == Purpose::Return
+            || direction(audio, &session) == Direction::SendRecv,
     })
 }
 
@@ -335,7 +358,7 @@ fn direction(m: &Media, session: &Level) -> Direction {
 }
 
 /// Whether a section is one the host sends Opus in, or why not.
-fn usable(m: &Media, session: &Level) -> Result<u8, String> {
+fn usable(m: &Media, session: &Level, purpose: Purpose) -> Result<u8, String> {
     let at = format!("m=audio on line {}", m.line);
     if !m.audio {
         return Err(format!("line {} is not audio", m.line));
@@ -354,21 +377,24 @@ fn usable(m: &Media, session: &Level) -> Result<u8, String> {
         ));
     };
     let direction = direction(m, session);
-    if !direction.sends() {
-        return Err(format!(
+    match purpose {
+        Purpose::Publish if !direction.sends() => Err(format!(
             "{at} is {direction}; a WHIP endpoint only receives, so the audio must be sendonly or sendrecv"
-        ));
+        )),
+        Purpose::Return if !direction.receives() => Err(format!(
+            "{at} is {direction}; a return session only sends, so the audio must be recvonly or sendrecv"
+        )),
+        _ => Ok(pt),
     }
-    Ok(pt)
 }
 
 /// The reason to give when no section is usable: the one about the first
 /// audio section, which is what the sender most likely meant.
-fn explain_no_audio(media: &[Media], session: &Level) -> String {
+fn explain_no_audio(media: &[Media], session: &Level, purpose: Purpose) -> String {
     match media.iter().find(|m| m.audio) {
         None if media.is_empty() => "the offer has no media sections (m= lines)".into(),
         None => "the offer has no m=audio section".into(),
-        Some(m) => usable(m, session).err().unwrap_or_default(),
+        Some(m) => usable(m, session, purpose).err().unwrap_or_default(),
     }
 }
 
@@ -715,6 +741,19 @@ a=setup:actpass\r\n";
         assert!(check_offer(sendrecv.as_bytes()).unwrap().wants_return);
         let default = CHROMIUM_OFFER.replace("a=sendonly\r\n", "");
         assert!(check_offer(default.as_bytes()).unwrap().wants_return);
+    }
+
+    #[test]
+    fn a_return_offer_must_receive() {
+        let recvonly = CHROMIUM_OFFER.replace("a=sendonly", "a=recvonly");
+        let s = check_offer_for(recvonly.as_bytes(), Purpose::Return).expect("a WHEP offer");
+        assert!(s.wants_return);
+        assert!(
+            check_offer(recvonly.as_bytes()).is_err(),
+            "nothing to ingest"
+        );
+        let e = check_offer_for(CHROMIUM_OFFER.as_bytes(), Purpose::Return).unwrap_err();
+        assert!(reason(&e).contains("recvonly or sendrecv"), "{e}");
     }
 
     #[test]

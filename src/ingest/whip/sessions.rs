@@ -24,6 +24,8 @@ use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::rtp::{RtpPacket, RtpWrite, SeqNo, Ssrc};
 use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+
+use super::sdp::Purpose;
 use tracing::{debug, info};
 
 /// Upper bound applied to the configured timeouts, so deadline arithmetic on
@@ -151,6 +153,9 @@ struct Session {
     last_source: Option<SocketAddr>,
     /// Set when the session must end, with the reason.
     ending: Option<String>,
+    /// A return-only session ([`Purpose::Return`]): it sends and receives
+    /// no media, so only ICE consent keeps it alive, not RTP.
+    plays_only: bool,
 }
 
 impl Session {
@@ -283,10 +288,22 @@ impl Sessions {
 
     /// Negotiates `offer_sdp` into a new session, or refuses it leaving
     /// nothing behind.
+    #[cfg(test)]
     pub(crate) fn accept(
         &mut self,
         now: Instant,
         offer_sdp: &str,
+    ) -> Result<Accepted, AcceptError> {
+        self.accept_for(now, offer_sdp, Purpose::Publish)
+    }
+
+    /// Negotiates `offer_sdp` into a new session for `purpose`: a publisher
+    /// must send Opus, a return-only session must receive it.
+    pub(crate) fn accept_for(
+        &mut self,
+        now: Instant,
+        offer_sdp: &str,
+        purpose: Purpose,
     ) -> Result<Accepted, AcceptError> {
         if self.live.len() >= self.max_sessions {
             return Err(AcceptError::TooManySessions {
@@ -334,13 +351,18 @@ impl Sessions {
             last_rtp: None,
             last_source: None,
             ending: None,
+            plays_only: purpose == Purpose::Return,
         };
         // str0m announces negotiated media (`MediaAdded`) only once SRTP is
         // up, so read the outcome now from the m-lines of the answer.
         for mid in answer_sdp.lines().filter_map(|l| l.strip_prefix("a=mid:")) {
             note_media(&mut session, Mid::from(mid.trim()));
         }
-        if session.opus_pts.is_empty() {
+        let usable = match purpose {
+            Purpose::Publish => !session.opus_pts.is_empty(),
+            Purpose::Return => session.send.is_some(),
+        };
+        if !usable {
             return Err(AcceptError::NoOpusAudio);
         }
         // Kept aside until accepted, so a refused offer leaves nothing behind.
@@ -449,6 +471,7 @@ impl Sessions {
                 ));
             }
             if let Some(last_rtp) = session.last_rtp
+                && !session.plays_only
                 && now.saturating_duration_since(last_rtp) >= self.media_timeout
             {
                 session.end(format!(
@@ -562,21 +585,23 @@ fn on_event(
     }
 }
 
-/// Records the Opus payload types of `mid` if it is audio we receive.
+/// Records the Opus payload types of `mid` if it is audio we receive, and
+/// the m-line a return goes out on if it is audio we send.
 fn note_media(session: &mut Session, mid: Mid) {
     let Some(media) = session.rtc.media(mid) else {
         return;
     };
-    if media.kind() != MediaKind::Audio || !media.direction().is_receiving() {
+    if media.kind() != MediaKind::Audio {
         return;
     }
+    let receiving = media.direction().is_receiving();
     let sending = media.direction().is_sending();
     let config = session.rtc.codec_config();
     for pt in media.remote_pts() {
         let is_opus = config
             .find(|p| p.pt() == *pt && p.spec().codec == Codec::Opus)
             .is_some();
-        if is_opus && !session.opus_pts.contains(pt) {
+        if is_opus && receiving && !session.opus_pts.contains(pt) {
             session.opus_pts.push(*pt);
         }
         if is_opus && sending && session.send.is_none() {
