@@ -21,7 +21,7 @@ use crate::packager::{
     Packager, PackagerConfig, PackagerError, PlaylistMode, RenditionSpec, first_media_time,
 };
 use crate::publish::Batch;
-use crate::returns::{ReturnConfig, Returns};
+use crate::returns::{ReturnConfig, Returns, Talkback};
 use crate::studio::{Command, CommandError, HostInfo, HostKind, Studio};
 use crate::time::{MediaTime, ProgramTime};
 
@@ -277,6 +277,16 @@ impl Pipeline {
             .map_err(|reason| PipelineError::Host { name, reason })
     }
 
+    /// Enables producer talkback (see [`Studio::enable_talkback`]).
+    pub fn enable_talkback(&mut self, live: LiveFeedConfig) -> Result<(), PipelineError> {
+        self.studio
+            .enable_talkback(&mut self.mixer, live)
+            .map_err(|reason| PipelineError::Host {
+                name: "talkback".into(),
+                reason,
+            })
+    }
+
     /// Takes an ingest event for the live hosts.
     pub fn ingest(&mut self, event: IngestEvent) {
         self.studio.ingest(event);
@@ -371,8 +381,14 @@ impl Pipeline {
             let t = self.times.mix.lap(t);
             let listeners = self.studio.listeners();
             if !listeners.is_empty() || !self.returns.is_idle() {
+                let talkback = self.studio.talkback_to().and_then(|to| {
+                    Some(Talkback {
+                        audio: self.mixer.cue()?,
+                        to,
+                    })
+                });
                 self.returns
-                    .push(&self.mixer, &self.mix, block_start, listeners, None);
+                    .push(&self.mixer, &self.mix, block_start, listeners, talkback);
             }
             let t = self.times.returns.lap(t);
             self.encode()?;

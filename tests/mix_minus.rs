@@ -2,12 +2,15 @@
 //! (tests/whip/whip_publish.py `--receive`, each sending its own tone and
 //! recording what the broadcast sends back) and one ffmpeg RTMP host.
 //!
-//! - `whip_hosts_hear_the_others_and_not_themselves`: each WHIP host's
+//! - `hosts_hear_the_others_and_the_producer_but_not_themselves`: each WHIP host's
 //!   return holds the other WHIP host's tone and the RTMP host's tone at
 //!   their program levels (±2 dB, window by window) and its own tone at
 //!   least 40 dB lower; the RTMP host hears its own return through a WHEP
 //!   session (`/{stream}/whep`, its key), with the WHIP hosts and without
-//!   itself. Then one host is muted: it still hears the others, and the
+//!   itself. The producer talks to Bob (aiortc publishing a tone to
+//!   `/{stream}/talkback?to=bob` with the admin token): Bob's return holds
+//!   it at its level, the other returns and both renditions of the program
+//!   do not. Then one host is muted: it still hears the others, and the
 //!   others no longer hear it.
 //!
 //! Levels are compared with the program itself (the Opus rendition,
@@ -51,6 +54,9 @@ const CAROL: HostKey = HostKey {
 const ALICE_HZ: f64 = 1_000.0;
 const BOB_HZ: f64 = 1_500.0;
 const WHIP_DBFS: f64 = -18.0;
+
+/// The producer's talkback tone.
+const TALKBACK_HZ: f64 = 2_200.0;
 
 /// The RTMP host's tone.
 const CAROL_TONE: Tone = Tone {
@@ -190,7 +196,7 @@ fn assert_not_heard(
 }
 
 #[test]
-fn whip_hosts_hear_the_others_and_not_themselves() {
+fn hosts_hear_the_others_and_the_producer_but_not_themselves() {
     let wall = Instant::now();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut broadcast = Broadcast::start_with(
@@ -205,6 +211,13 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
     let mut alice = Host::start(&broadcast, &whip, dir.path(), &ALICE, ALICE_HZ);
     let mut bob = Host::start(&broadcast, &whip, dir.path(), &BOB, BOB_HZ);
     let mut carol_listens = Host::listen(&broadcast, &whip, dir.path(), &CAROL);
+    // Talkback is the producer's: a host's key does not open it.
+    let (status, _) = control(http, ALICE.secret, "POST", "/mix-minus/talkback", None);
+    assert_eq!(status, 401);
+    let talkback_wav = whip_peer::tone_wav(dir.path(), TALKBACK_HZ, WHIP_DBFS);
+    let talkback_url = whip.url.replace("/whip", "/talkback?to=bob");
+    let mut producer = WhipPublisher::start(&talkback_wav, &talkback_url, TOKEN, &[]);
+    producer.wait_state(&["connected"], CONNECT_TIMEOUT);
     for key in [ALICE, BOB, CAROL] {
         let host = wait_for_host_state(http, TOKEN, key.name, "on-air", STATE_TIMEOUT);
         assert_eq!(host["returns"], 1, "{host}");
@@ -229,9 +242,11 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
     let alice_hears = alice.finish();
     let bob_hears = bob.finish();
     let carol_hears = carol_listens.finish();
+    producer.stop();
     broadcast.stop();
     drop(carol);
     let program = broadcast.decode("opus");
+    let aac = broadcast.decode("aac");
 
     let together = all_on + EDGE_S..muted - EDGE_S;
     let alice_muted = muted + EDGE_S..ended - EDGE_S;
@@ -275,6 +290,24 @@ fn whip_hosts_hear_the_others_and_not_themselves() {
         carol_hz,
         &together,
     );
+    // Talkback: in Bob's ears only, never on air.
+    bob_hears.assert_tone_level(
+        "talkback in bob's return",
+        TALKBACK_HZ,
+        together.start - b..together.end - b,
+        WINDOW_S,
+        WHIP_DBFS,
+        LEVEL_TOLERANCE_DB,
+    );
+    for (what, ret, offset) in [
+        ("talkback in alice's return", &alice_hears, a),
+        ("talkback in carol's return", &carol_hears, c),
+        ("talkback in the program (opus)", &program, 0.0),
+        ("talkback in the program (aac)", &aac, 0.0),
+    ] {
+        assert_not_heard(what, ret, offset, TALKBACK_HZ, &together, WHIP_DBFS);
+    }
+
     // The RTMP host, over WHEP, hears both WHIP hosts and not itself.
     assert_heard(
         "alice in carol's return",

@@ -36,6 +36,13 @@
 //! contributed nothing to the block (muted, silent, not connected) is the
 //! program itself: [`Mixer::mix_return`] says so, and an encoder can serve
 //! every such host the program's encode.
+//!
+//! # Cue feeds
+//!
+//! A feed added with [`Mixer::add_cue_feed`] (producer talkback) is mixed
+//! like any other (gain, mute, ramps, level) but never into the program or
+//! the returns' sums: it goes to a separate cue bus, [`Mixer::cue`], which
+//! whoever builds the returns adds to the returns it is meant for.
 
 use std::collections::VecDeque;
 
@@ -241,6 +248,8 @@ struct Feed {
     /// Automatic attenuation on top of the configured gain (hold music
     /// ducked under a host), in dB; at or below [`MIN_GAIN_DB`] silent.
     duck_db: f32,
+    /// Mixed to the cue bus instead of the program (see the module docs).
+    cue: bool,
 }
 
 impl Feed {
@@ -300,6 +309,9 @@ pub struct Mixer {
     clock: ProgramTime,
     limiter: Limiter,
     returns: Vec<Return>,
+    /// The cue bus of the last block, and whether anything was on it.
+    cue: Vec<f32>,
+    cue_used: bool,
 }
 
 impl Mixer {
@@ -312,6 +324,8 @@ impl Mixer {
             clock: ProgramTime::ZERO,
             limiter: Limiter::new(cfg.limiter, SAMPLE_RATE),
             returns: Vec::new(),
+            cue: Vec::new(),
+            cue_used: false,
         }
     }
 
@@ -327,6 +341,17 @@ impl Mixer {
     /// Adds a feed; it contributes silence until data is pushed for it. It
     /// starts at its configured gain without a ramp.
     pub fn add_feed(&mut self, cfg: FeedConfig) -> FeedId {
+        self.add(cfg, false)
+    }
+
+    /// Adds a cue feed: mixed to the cue bus ([`cue`](Self::cue)), never
+    /// into the program (see the module docs). Otherwise as
+    /// [`add_feed`](Self::add_feed).
+    pub fn add_cue_feed(&mut self, cfg: FeedConfig) -> FeedId {
+        self.add(cfg, true)
+    }
+
+    fn add(&mut self, cfg: FeedConfig, cue: bool) -> FeedId {
         let id = FeedId(self.next_id);
         self.next_id += 1;
         let cfg = FeedConfig {
@@ -342,6 +367,7 @@ impl Mixer {
             dropped: Dropped::default(),
             leaving: false,
             duck_db: 0.0,
+            cue,
         };
         feed.gain = Gain::fixed(feed.target_gain());
         self.feeds.push(feed);
@@ -476,12 +502,25 @@ impl Mixer {
         let len = n * CHANNELS;
         out.clear();
         out.resize(len, 0.0);
+        self.cue.clear();
+        self.cue_used = false;
         for feed in &mut self.feeds {
             let avail = feed.queue.len().min(len);
             let (a, b) = feed.queue.as_slices();
             let a = &a[..a.len().min(avail)];
             let b = &b[..avail - a.len()];
             feed.level = Level::measure([a, b], len - avail);
+            if feed.cue {
+                self.cue.resize(len, 0.0);
+                self.cue_used = true;
+                let (cue_a, rest) = self.cue.split_at_mut(a.len());
+                feed.gain.add_into(cue_a, a);
+                feed.gain.add_into(&mut rest[..b.len()], b);
+                let silent = u32::try_from((len - avail) / CHANNELS).unwrap_or(u32::MAX);
+                feed.gain.tick(silent);
+                feed.queue.drain(..avail);
+                continue;
+            }
             match self.returns.iter_mut().find(|r| r.feed == feed.id) {
                 // Rendered apart first, to be taken out of its own return.
                 Some(ret) => {
@@ -556,6 +595,13 @@ impl Mixer {
         } else {
             MixReturn::Own(&ret.audio)
         })
+    }
+
+    /// The cue bus of the last [`mix`](Self::mix): the sum of the cue feeds
+    /// (interleaved stereo, as many frames as the block), or `None` when
+    /// there is no cue feed.
+    pub fn cue(&self) -> Option<&[f32]> {
+        self.cue_used.then_some(self.cue.as_slice())
     }
 
     /// The program time of the next frame [`mix`](Self::mix) renders.
@@ -931,5 +977,31 @@ mod tests {
         let ceiling = db_to_amplitude(LimiterConfig::default().ceiling_db);
         assert!(peak < ceiling && peak > 0.8 * ceiling, "peak {peak}");
         assert!(m.gain_reduction_db() > 6.0);
+    }
+
+    #[test]
+    fn a_cue_feed_is_heard_on_the_cue_bus_and_never_on_air() {
+        let mut m = mixer();
+        let host = feed(&mut m, 0.0);
+        let mut out = Vec::new();
+        m.mix(4, &mut out);
+        assert_eq!(m.cue(), None, "no cue feed yet");
+        let cue = m.add_cue_feed(FeedConfig {
+            name: "talkback".into(),
+            gain_db: 0.0,
+            muted: false,
+        });
+        m.set_return(host, true);
+        m.push(host, m.clock(), &constant(0.25, 4));
+        m.push(cue, m.clock(), &constant(0.5, 4));
+        m.mix(4, &mut out);
+        assert_eq!(out, constant(0.25, 4), "the program holds the host only");
+        assert_eq!(m.cue(), Some(&constant(0.5, 4)[..]));
+        match m.mix_return(host) {
+            Some(MixReturn::Own(r)) => assert!(r.iter().all(|v| *v == 0.0), "{r:?}"),
+            other => panic!("{other:?}"),
+        }
+        m.mix(4, &mut out);
+        assert_eq!(m.cue(), Some(&constant(0.0, 4)[..]), "silent, still a bus");
     }
 }

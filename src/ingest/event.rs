@@ -85,6 +85,17 @@ pub enum IngestEvent {
         /// The session.
         listener: SessionId,
     },
+    /// The producer's talkback: a session whose audio goes to hosts'
+    /// returns (`to`'s, or every host's), never to the program. Its audio
+    /// and its end are reported as a host session's are.
+    TalkbackConnected {
+        /// The new session.
+        session: SessionId,
+        /// The host talked to; `None`: every host.
+        to: Option<String>,
+        /// The producer's address, for logs.
+        peer: String,
+    },
 }
 
 /// One Opus packet (20 ms) of a host's return feed, for the ingest session

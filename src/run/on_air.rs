@@ -147,7 +147,7 @@ impl OnAir {
             self.keys.clone(),
             control_tx.clone(),
         ))];
-        if let Some(token) = self.admin_token {
+        if let Some(token) = self.admin_token.clone() {
             routes.push(Arc::new(
                 ControlApi::new(Some(token), control_tx)
                     .with_publisher(publisher.monitor())
@@ -157,8 +157,12 @@ impl OnAir {
         let mut closers: Vec<SessionCloser> = Vec::new();
         let mut returner: Option<super::Returner> = None;
         if let Some(settings) = self.whip {
+            if self.admin_token.is_some() {
+                pipeline.enable_talkback(live_feed)?;
+            }
             let whip = whip::start(
                 settings,
+                self.admin_token.clone(),
                 &stream,
                 &self.keys,
                 &ingest_tx,
@@ -287,6 +291,7 @@ mod whip {
     /// Binds the WebRTC socket and starts the WHIP bridge.
     pub(super) async fn start(
         settings: WhipSettings,
+        talkback_token: Option<String>,
         stream: &str,
         keys: &Arc<Keys>,
         ingest: &mpsc::Sender<IngestEvent>,
@@ -324,6 +329,7 @@ mod whip {
                 jitter: opus_jitter(jitter_ms),
                 max_per_address: settings.max_per_address,
                 ice_servers: settings.ice_servers,
+                talkback_token,
             },
         );
         let returns = bridge.clone();
@@ -362,6 +368,7 @@ mod whip {
     /// ignored.
     pub(super) async fn start(
         _settings: WhipSettings,
+        _talkback_token: Option<String>,
         _stream: &str,
         _keys: &Arc<Keys>,
         _ingest: &mpsc::Sender<IngestEvent>,

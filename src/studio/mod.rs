@@ -25,6 +25,11 @@
 //!   ([`IngestEvent::ReturnOpened`]); [`Studio::listeners`] says who hears
 //!   which feed's return. A listener of a host that leaves the broadcast
 //!   is closed.
+//! - Producer talkback ([`IngestEvent::TalkbackConnected`]) has one cue
+//!   feed of its own ([`Mixer::add_cue_feed`]: never in the program),
+//!   enabled with [`Studio::enable_talkback`]; [`Studio::talkback_to`] says
+//!   whose returns hear it. A new talkback session replaces the current
+//!   one.
 
 pub mod inbox;
 
@@ -214,6 +219,18 @@ pub struct Studio {
     scratch: Vec<f32>,
     /// Sessions listening to returns, in the order they opened.
     listeners: Vec<Listener>,
+    /// The producer's talkback, once enabled.
+    talkback: Option<Talkback>,
+}
+
+/// The producer's talkback feed and its current session.
+struct Talkback {
+    /// The mixer's cue feed.
+    feed: FeedId,
+    live: LiveFeed,
+    /// The current session and the feed of the host it talks to (`None`:
+    /// every host).
+    session: Option<(SessionId, Option<FeedId>)>,
 }
 
 impl fmt::Debug for Studio {
@@ -242,6 +259,7 @@ impl Studio {
             kicked: Vec::new(),
             scratch: Vec::new(),
             listeners: Vec::new(),
+            talkback: None,
         }
     }
 
@@ -284,6 +302,73 @@ impl Studio {
         Ok(())
     }
 
+    /// Enables producer talkback: a cue feed built from `live` (its jitter
+    /// buffer), silent until a talkback session connects. Once only.
+    pub fn enable_talkback(
+        &mut self,
+        mixer: &mut Mixer,
+        live: LiveFeedConfig,
+    ) -> Result<(), String> {
+        if self.talkback.is_some() {
+            return Ok(());
+        }
+        let feed = live.build(mixer.clock()).map_err(|e| e.to_string())?;
+        let id = mixer.add_cue_feed(FeedConfig {
+            name: "talkback".into(),
+            gain_db: 0.0,
+            muted: false,
+        });
+        self.talkback = Some(Talkback {
+            feed: id,
+            live: feed,
+            session: None,
+        });
+        Ok(())
+    }
+
+    /// Whose returns hear the talkback now: `Some(None)` every host's,
+    /// `Some(Some(feed))` that feed's host's, `None` nobody's (no talkback
+    /// session).
+    pub fn talkback_to(&self) -> Option<Option<FeedId>> {
+        self.talkback.as_ref()?.session.map(|(_, to)| to)
+    }
+
+    fn talkback_connected(&mut self, session: SessionId, to: Option<String>, peer: String) {
+        let to_feed = match &to {
+            None => None,
+            Some(name) => match self
+                .hosts
+                .iter()
+                .find(|h| &h.name == name && h.live.is_some())
+            {
+                Some(host) => Some(host.feed),
+                None => {
+                    self.closes.push(Close {
+                        session,
+                        reason: format!("no live host named {name:?} to talk to"),
+                    });
+                    return;
+                }
+            },
+        };
+        let Some(talkback) = &mut self.talkback else {
+            self.closes.push(Close {
+                session,
+                reason: "talkback is not enabled in this broadcast".into(),
+            });
+            return;
+        };
+        if let Some((old, _)) = talkback.session.take() {
+            self.closes.push(Close {
+                session: old,
+                reason: format!("replaced by {session}, the producer's new talkback"),
+            });
+        }
+        let to_name = to.as_deref().unwrap_or("every host");
+        tracing::info!(%session, to = to_name, peer, "talkback connected");
+        talkback.session = Some((session, to_feed));
+    }
+
     /// Whether the studio has live hosts (a broadcast with live hosts never
     /// ends by itself).
     pub fn has_live_hosts(&self) -> bool {
@@ -305,6 +390,19 @@ impl Studio {
                 audio,
                 arrival,
             } => {
+                if let Some(talkback) = &mut self.talkback
+                    && talkback.session.is_some_and(|(id, _)| id == session)
+                {
+                    if let Err(error) = talkback.live.push(host_ts_ms, &audio, arrival) {
+                        tracing::warn!(%session, %error, "ending the talkback: its audio cannot be mixed");
+                        talkback.session = None;
+                        self.closes.push(Close {
+                            session,
+                            reason: error.to_string(),
+                        });
+                    }
+                    return;
+                }
                 let Some(host) = self.host_of_session(session) else {
                     return;
                 };
@@ -319,6 +417,12 @@ impl Studio {
                 }
             }
             IngestEvent::Disconnected { session, reason } => {
+                if let Some(talkback) = &mut self.talkback
+                    && talkback.session.is_some_and(|(id, _)| id == session)
+                {
+                    tracing::info!(%session, reason, "talkback ended");
+                    talkback.session = None;
+                }
                 if let Some(host) = self.host_of_session(session) {
                     tracing::info!(host = host.name, %session, reason, "host left");
                     if let Some(live) = &mut host.live {
@@ -327,6 +431,9 @@ impl Studio {
                 }
             }
             IngestEvent::ReturnOpened { host, listener } => self.listen(&host, listener),
+            IngestEvent::TalkbackConnected { session, to, peer } => {
+                self.talkback_connected(session, to, peer)
+            }
             IngestEvent::ReturnClosed { listener } => {
                 self.listeners.retain(|l| l.session != listener);
             }
@@ -429,6 +536,11 @@ impl Studio {
                 let heard = self.listeners.iter().any(|l| l.feed == host.feed);
                 mixer.set_return(host.feed, heard);
             }
+        }
+        if let Some(talkback) = &mut self.talkback {
+            talkback
+                .live
+                .pull_into(until, mixer, talkback.feed, &mut self.scratch);
         }
         if on_air != self.ducked {
             self.ducked = on_air;

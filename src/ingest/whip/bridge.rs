@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::endpoint::Shared;
+use super::endpoint::{Kind, Shared};
 use super::jitter::{Frame, OpusJitter, OpusJitterConfig};
-use super::rtc::{Purpose, RtcEndpoint, RtcEvent};
+use super::rtc::{RtcEndpoint, RtcEvent};
 use crate::ingest::{Close, IngestEvent, ReturnPacket, SessionId};
 use crate::time::ProgramClock;
 
@@ -133,7 +133,7 @@ impl Bridge {
     async fn on_event(&mut self, event: RtcEvent) -> bool {
         match event {
             RtcEvent::Connected { session, peer } => {
-                let (host, studio, fec, listens, purpose) = {
+                let (host, studio, fec, listens, kind, talkback_to) = {
                     let table = self.shared.table();
                     let Some(r) = table.by_rtc.get(&session) else {
                         return true;
@@ -143,11 +143,12 @@ impl Bridge {
                         r.host.clone(),
                         r.studio,
                         o.inband_fec,
-                        o.wants_return,
-                        r.purpose,
+                        o.wants_return && r.kind == Kind::Host,
+                        r.kind,
+                        r.talkback_to.clone(),
                     )
                 };
-                if purpose == Purpose::Return {
+                if kind == Kind::Return {
                     // Not a publisher: the host only hears its return.
                     self.listening.insert(session, studio);
                     let opened = IngestEvent::ReturnOpened {
@@ -172,11 +173,18 @@ impl Bridge {
                         listens,
                     },
                 );
-                let connected = IngestEvent::Connected {
-                    host: host.clone(),
-                    session: studio,
-                    protocol: "whip",
-                    peer: peer.to_string(),
+                let connected = match kind {
+                    Kind::Talkback => IngestEvent::TalkbackConnected {
+                        session: studio,
+                        to: talkback_to,
+                        peer: peer.to_string(),
+                    },
+                    _ => IngestEvent::Connected {
+                        host: host.clone(),
+                        session: studio,
+                        protocol: "whip",
+                        peer: peer.to_string(),
+                    },
                 };
                 // A publisher that offered sendrecv hears its return on the
                 // same m-line.

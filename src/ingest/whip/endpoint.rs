@@ -53,7 +53,7 @@ use crate::web::per_address::{PerAddress, Slot};
 
 pub use super::bridge::{PULL_INTERVAL, WhipIngest};
 pub use super::resource::WhipApi;
-pub use super::{WHEP_SEGMENT, WHIP_SEGMENT};
+pub use super::{TALKBACK_SEGMENT, WHEP_SEGMENT, WHIP_SEGMENT};
 
 /// A session as the HTTP side knows it.
 pub(super) struct Resource {
@@ -65,11 +65,44 @@ pub(super) struct Resource {
     pub(super) studio: SessionId,
     /// What the offer said about FEC, for the jitter buffer.
     pub(super) offer: OfferSummary,
-    /// A publisher's session (WHIP) or a return-only one (WHEP).
-    pub(super) purpose: super::sdp::Purpose,
+    /// What the session is for.
+    pub(super) kind: Kind,
+    /// A talkback session's host (`None`: every host).
+    pub(super) talkback_to: Option<String>,
     /// The client address's slot, freed with the resource, or as soon as
     /// the publisher ends the session with `DELETE`.
     pub(super) slot: Option<Slot>,
+}
+
+/// What a session is for, by the endpoint it was opened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A host publishing (`/{stream}/whip`, the host's key).
+    Host,
+    /// A host hearing only its return (`/{stream}/whep`, the host's key).
+    Return,
+    /// The producer talking to hosts' returns (`/{stream}/talkback`, the
+    /// admin token).
+    Talkback,
+}
+
+impl Kind {
+    /// The endpoint's last path segment.
+    pub(super) fn segment(self) -> &'static str {
+        match self {
+            Kind::Host => WHIP_SEGMENT,
+            Kind::Return => WHEP_SEGMENT,
+            Kind::Talkback => TALKBACK_SEGMENT,
+        }
+    }
+
+    /// What the offer must do.
+    pub(super) fn purpose(self) -> super::sdp::Purpose {
+        match self {
+            Kind::Host | Kind::Talkback => super::sdp::Purpose::Publish,
+            Kind::Return => super::sdp::Purpose::Return,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -102,6 +135,9 @@ pub(super) struct Shared {
     pub(super) per_address: Arc<PerAddress>,
     /// STUN and TURN servers handed to hosts.
     pub(super) ice: IceServers,
+    /// The token the producer's talkback sessions bear (the admin
+    /// token); `None`: no talkback.
+    pub(super) talkback_token: Option<Arc<str>>,
 }
 
 impl Shared {
@@ -120,6 +156,9 @@ pub struct WhipOptions {
     /// STUN and TURN servers for hosts (`GET /{stream}/whip`, `Link`
     /// headers of every `201`).
     pub ice_servers: IceServers,
+    /// The producer's talkback token (the admin token): talkback sessions
+    /// at `/{stream}/talkback` bear it. `None`: talkback is off.
+    pub talkback_token: Option<String>,
 }
 
 /// Starts WHIP ingest for `stream` on `endpoint`: returns the HTTP resources
@@ -138,6 +177,7 @@ pub fn start(
         jitter,
         max_per_address,
         ice_servers,
+        talkback_token,
     } = options;
     let (closes, close_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
@@ -148,6 +188,7 @@ pub fn start(
         closes,
         per_address: PerAddress::new(max_per_address),
         ice: ice_servers,
+        talkback_token: talkback_token.filter(|t| !t.is_empty()).map(Arc::from),
     });
     let bridge = Bridge::new(shared.clone(), inbox, clock, jitter);
     tokio::spawn(bridge.run(endpoint, close_rx));

@@ -30,3 +30,8 @@ pub const WHIP_SEGMENT: &str = "whip";
 /// (`/{stream}/whep`): a host that publishes without a return path (RTMP)
 /// hears its return through it, with its key.
 pub const WHEP_SEGMENT: &str = "whep";
+
+/// The last path segment of the producer's talkback endpoint
+/// (`/{stream}/talkback`): WHIP with the admin token, heard on hosts'
+/// returns only.
+pub const TALKBACK_SEGMENT: &str = "talkback";

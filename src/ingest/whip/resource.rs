@@ -45,17 +45,17 @@ use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Body;
 
-use super::endpoint::{Resource, Shared};
+use super::endpoint::{Kind, Resource, Shared};
 use super::ice_servers::{IceServers, ServerFor};
 use super::page::{HOST_SEGMENT, host_page};
 use super::return_page::{RETURN_PAGE_SEGMENT, return_page};
 use super::rtc::AcceptError;
-use super::sdp::{self, Purpose};
-use super::{WHEP_SEGMENT, WHIP_SEGMENT};
+use super::sdp;
+use super::{TALKBACK_SEGMENT, WHEP_SEGMENT, WHIP_SEGMENT};
 use crate::ingest::SessionId;
 use crate::ingest::keys::Refusal;
 use crate::web::attempts::ClientAddr;
-use crate::web::input::{self, BodyError, bearer_token};
+use crate::web::input::{self, BodyError, bearer_token, constant_time_eq};
 use crate::web::{ResponseFuture, Routes};
 
 /// `Retry-After` of a 503 when every session slot is taken, seconds.
@@ -170,19 +170,15 @@ fn response_is_empty(status: StatusCode) -> bool {
 /// Which resource a path names.
 #[derive(Debug, PartialEq, Eq)]
 enum Target<'a> {
-    /// `/{stream}/whip` or `/{stream}/whep`.
-    Endpoint(Purpose),
-    /// `/{stream}/whip/{id}` or `/{stream}/whep/{id}`.
-    Session(&'a str),
+    /// `/{stream}/whip`, `/{stream}/whep` or `/{stream}/talkback`.
+    Endpoint(Kind),
+    /// A session under one of them.
+    Session(Kind, &'a str),
 }
 
-/// The endpoint's path segment for `purpose`.
-fn segment(purpose: Purpose) -> &'static str {
-    match purpose {
-        Purpose::Publish => WHIP_SEGMENT,
-        Purpose::Return => WHEP_SEGMENT,
-    }
-}
+/// The producer, as the host of a talkback session (no host key names
+/// it: [`Kind`] tells talkback sessions apart).
+const PRODUCER: &str = "";
 
 impl WhipApi {
     /// The page `path` names, `/{stream}/host` or `/{stream}/return`, if
@@ -227,21 +223,24 @@ impl WhipApi {
     pub fn is_whip_path(path: &str) -> bool {
         let mut segments = path.trim_start_matches('/').split('/');
         let _stream = segments.next();
-        matches!(segments.next(), Some(WHIP_SEGMENT | WHEP_SEGMENT))
+        matches!(
+            segments.next(),
+            Some(WHIP_SEGMENT | WHEP_SEGMENT | TALKBACK_SEGMENT)
+        )
     }
 
     fn target<'p>(&self, path: &'p str) -> Option<Target<'p>> {
         let rest = path.strip_prefix('/')?;
         let rest = rest.strip_prefix(self.shared.stream.as_str())?;
         let rest = rest.strip_prefix('/')?;
-        let (purpose, rest) = [Purpose::Publish, Purpose::Return]
+        let (kind, rest) = [Kind::Host, Kind::Return, Kind::Talkback]
             .into_iter()
-            .find_map(|p| Some((p, rest.strip_prefix(segment(p))?)))?;
+            .find_map(|k| Some((k, rest.strip_prefix(k.segment())?)))?;
         match rest {
-            "" => Some(Target::Endpoint(purpose)),
+            "" => Some(Target::Endpoint(kind)),
             _ => {
                 let id = rest.strip_prefix('/')?;
-                (!id.is_empty() && !id.contains('/')).then_some(Target::Session(id))
+                (!id.is_empty() && !id.contains('/')).then_some(Target::Session(kind, id))
             }
         }
     }
@@ -260,10 +259,10 @@ impl WhipApi {
                 add_preflight_headers(&mut response);
                 return response;
             }
-            (Some(Target::Endpoint(purpose)), Method::POST) => self.publish(req, purpose).await,
-            (Some(Target::Endpoint(_)), Method::GET) => self.ice_servers(&req),
-            (Some(Target::Session(id)), Method::DELETE) => self.delete(&req, id).await,
-            (Some(Target::Session(_)), Method::PATCH) => Answer {
+            (Some(Target::Endpoint(kind)), Method::POST) => self.publish(req, kind).await,
+            (Some(Target::Endpoint(kind)), Method::GET) => self.ice_servers(&req, kind),
+            (Some(Target::Session(kind, id)), Method::DELETE) => self.delete(&req, kind, id).await,
+            (Some(Target::Session(..)), Method::PATCH) => Answer {
                 allow: true,
                 ..Answer::text(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -309,9 +308,73 @@ impl WhipApi {
         }
     }
 
+    /// Who a request to an endpoint of `kind` comes from: the host whose
+    /// key it bears, or for talkback the producer ([`PRODUCER`]), whose
+    /// token is the admin token. Failures count against the address with
+    /// the keys' others.
+    fn caller<B>(&self, req: &Request<B>, kind: Kind) -> Result<String, Answer> {
+        if kind != Kind::Talkback {
+            return self.host_of(req);
+        }
+        let Some(expected) = &self.shared.talkback_token else {
+            return Err(Answer::text(
+                StatusCode::FORBIDDEN,
+                "talkback is off: start onair with --admin-token",
+            ));
+        };
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer_token(v.as_bytes()))
+            .unwrap_or(b"");
+        let from = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let attempts = self.shared.keys.attempts();
+        let now = std::time::Instant::now();
+        if let Some(from) = from
+            && let Err(refused) = attempts.check(from, now)
+        {
+            return Err(Answer {
+                retry_after: Some(refused.retry_after_secs()),
+                ..Answer::text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many failed attempts from this address: try again later",
+                )
+            });
+        }
+        if constant_time_eq(expected.as_bytes(), presented) {
+            return Ok(PRODUCER.to_owned());
+        }
+        if let Some(from) = from {
+            attempts.failed(from, now);
+        }
+        Err(Answer {
+            challenge: true,
+            ..Answer::text(
+                StatusCode::UNAUTHORIZED,
+                "the admin token is required: Authorization: Bearer TOKEN",
+            )
+        })
+    }
+
+    /// The host a talkback request is for, from its query (`?to=NAME`;
+    /// none: every host); a name that is no host's key is refused.
+    fn talkback_to<B>(&self, req: &Request<B>) -> Result<Option<String>, Answer> {
+        let to = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .find(|(k, _)| k == "to")
+            .map(|(_, v)| v.into_owned())
+            .filter(|to| !to.is_empty());
+        match to {
+            Some(to) if !self.shared.keys.names().contains(&to) => Err(Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("no live host named {to:?} to talk to"),
+            )),
+            to => Ok(to),
+        }
+    }
+
     /// The STUN and TURN servers for the host whose key the request bears.
-    fn ice_servers<B>(&self, req: &Request<B>) -> Answer {
-        let host = match self.host_of(req) {
+    fn ice_servers<B>(&self, req: &Request<B>, kind: Kind) -> Answer {
+        let host = match self.caller(req, kind) {
             Ok(host) => host,
             Err(answer) => return answer,
         };
@@ -325,17 +388,25 @@ impl WhipApi {
         }
     }
 
-    /// Opens a session for `purpose`: a publisher's (WHIP) or a return-only
-    /// one (WHEP).
-    async fn publish<B>(&self, req: Request<B>, purpose: Purpose) -> Answer
+    /// Opens a session of `kind`: a publisher's (WHIP), a return-only one
+    /// (WHEP) or the producer's talkback (WHIP).
+    async fn publish<B>(&self, req: Request<B>, kind: Kind) -> Answer
     where
         B: Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let host = match self.host_of(&req) {
+        let host = match self.caller(&req, kind) {
             Ok(host) => host,
             Err(answer) => return answer,
         };
+        let talkback_to = match kind {
+            Kind::Talkback => match self.talkback_to(&req) {
+                Ok(to) => to,
+                Err(answer) => return answer,
+            },
+            _ => None,
+        };
+        let purpose = kind.purpose();
         // A slot of the client's address, held with the session.
         let slot = match req.extensions().get::<ClientAddr>() {
             Some(client) => match self.shared.per_address.acquire(client.0) {
@@ -405,18 +476,16 @@ impl WhipApi {
         };
         let opus_payload_type = offer.opus_payload_type;
         let id = location_id();
-        let location = format!("/{}/{}/{id}", self.shared.stream, segment(purpose));
-        match purpose {
-            Purpose::Publish => {
-                tracing::info!(host, session = accepted.session, "WHIP session created")
-            }
-            Purpose::Return => {
-                tracing::info!(
-                    host,
-                    session = accepted.session,
-                    "WHEP return session created"
-                )
-            }
+        let location = format!("/{}/{}/{id}", self.shared.stream, kind.segment());
+        let session = accepted.session;
+        match kind {
+            Kind::Host => tracing::info!(host, session, "WHIP session created"),
+            Kind::Return => tracing::info!(host, session, "WHEP return session created"),
+            Kind::Talkback => tracing::info!(
+                to = talkback_to.as_deref().unwrap_or("every host"),
+                session,
+                "talkback session created"
+            ),
         }
         let links = self
             .shared
@@ -432,7 +501,8 @@ impl WhipApi {
                 host,
                 studio: SessionId::next(),
                 offer,
-                purpose,
+                kind,
+                talkback_to,
                 slot,
             },
         );
@@ -449,16 +519,19 @@ impl WhipApi {
         }
     }
 
-    async fn delete<B>(&self, req: &Request<B>, id: &str) -> Answer {
-        let host = match self.host_of(req) {
+    async fn delete<B>(&self, req: &Request<B>, kind: Kind, id: &str) -> Answer {
+        let host = match self.caller(req, kind) {
             Ok(host) => host,
             Err(answer) => return answer,
         };
         let rtc = {
             let table = self.shared.table();
-            table
-                .rtc_of_location(id)
-                .filter(|rtc| table.by_rtc.get(rtc).is_some_and(|r| r.host == host))
+            table.rtc_of_location(id).filter(|rtc| {
+                table
+                    .by_rtc
+                    .get(rtc)
+                    .is_some_and(|r| r.host == host && r.kind == kind)
+            })
         };
         match rtc {
             Some(rtc) => {
