@@ -11,7 +11,9 @@
 //!   `/{stream}/talkback?to=bob` with the admin token): Bob's return holds
 //!   it at its level, the other returns and both renditions of the program
 //!   do not. Then one host is muted: it still hears the others, and the
-//!   others no longer hear it.
+//!   others no longer hear it; the producer turns the talkback to the
+//!   muted host (`PATCH /control/talkback`), who hears it, and Bob no
+//!   longer does.
 //!
 //! Levels are compared with the program itself (the Opus rendition,
 //! decoded over the same span), so what a host hears is checked against
@@ -221,6 +223,7 @@ fn hosts_hear_the_others_and_the_producer_but_not_themselves() {
     for key in [ALICE, BOB, CAROL] {
         let host = wait_for_host_state(http, TOKEN, key.name, "on-air", STATE_TIMEOUT);
         assert_eq!(host["returns"], 1, "{host}");
+        assert_eq!(host["talkback"], key.name == BOB.name, "{host}");
     }
 
     // Everyone on air.
@@ -235,6 +238,17 @@ fn hosts_hear_the_others_and_the_producer_but_not_themselves() {
         Some(r#"{"muted": true}"#),
     );
     assert_eq!(status, 200, "{host}");
+    // The producer turns to Alice, without reconnecting.
+    let (status, hearing) = control(
+        http,
+        TOKEN,
+        "PATCH",
+        "/control/talkback",
+        Some(r#"{"to": "alice"}"#),
+    );
+    assert_eq!(status, 200, "{hearing}");
+    assert_eq!(hearing[0]["name"], "alice", "{hearing}");
+    assert_eq!(hearing.as_array().map(Vec::len), Some(1), "{hearing}");
     let muted = broadcast.now();
     broadcast.sleep_until(muted + PHASE_S);
     let ended = broadcast.now();
@@ -306,6 +320,22 @@ fn hosts_hear_the_others_and_the_producer_but_not_themselves() {
         ("talkback in the program (aac)", &aac, 0.0),
     ] {
         assert_not_heard(what, ret, offset, TALKBACK_HZ, &together, WHIP_DBFS);
+    }
+
+    // Turned to Alice (muted: the talkback is still in her ears).
+    alice_hears.assert_tone_level(
+        "talkback in alice's return, turned to her",
+        TALKBACK_HZ,
+        alice_muted.start - a..alice_muted.end - a,
+        WINDOW_S,
+        WHIP_DBFS,
+        LEVEL_TOLERANCE_DB,
+    );
+    for (what, ret, offset) in [
+        ("talkback in bob's return, turned away", &bob_hears, b),
+        ("talkback in the program, turned to alice", &program, 0.0),
+    ] {
+        assert_not_heard(what, ret, offset, TALKBACK_HZ, &alice_muted, WHIP_DBFS);
     }
 
     // The RTMP host, over WHEP, hears both WHIP hosts and not itself.

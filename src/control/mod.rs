@@ -16,6 +16,12 @@
 //!   the host out for [`KICK_HOLD`](crate::studio::KICK_HOLD) (60 s), so a
 //!   publisher that reconnects by itself does not walk straight back in.
 //!
+//! - `PATCH /control/talkback` with `{"to": "bob"}` (or `{"to": null}`:
+//!   every host): points the producer's talkback (a WHIP session at
+//!   `/{stream}/talkback?to=NAME` with the admin token, heard on hosts'
+//!   returns and never on air) at another host without reconnecting it;
+//!   answers the hosts that hear it now. 409 when no talkback is connected.
+//!
 //! Hosts see a little of this through their own key at
 //! `GET /{stream}/room` ([`room`]): who is on air and who is speaking.
 //!
@@ -191,6 +197,27 @@ impl ControlApi {
                 Some(monitor) => Ok(json(StatusCode::OK, &monitor.status())),
                 None => Err(Problem::not_found()),
             },
+            (Endpoint::Talkback, Method::PATCH) => {
+                if !is_json(req.headers()) {
+                    return Err(Problem::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "the body must be application/json",
+                    ));
+                }
+                let body = read_body(req.into_body()).await?;
+                let patch: TalkbackPatch = serde_json::from_slice(&body).map_err(|e| {
+                    Problem::new(StatusCode::BAD_REQUEST, format!("invalid body: {e}"))
+                })?;
+                let mut replies = self.send(vec![Command::Talkback { to: patch.to }]).await?;
+                let hosts = replies
+                    .pop()
+                    .unwrap_or(Ok(Vec::new()))
+                    .map_err(command_problem)?;
+                Ok(json(
+                    StatusCode::OK,
+                    &hosts.iter().map(HostJson::from).collect::<Vec<_>>(),
+                ))
+            }
             (Endpoint::Kick(name), Method::POST) => {
                 let host = self.ask(vec![Command::Kick { host: name }]).await?;
                 Ok(json(StatusCode::OK, &HostJson::from(&host)))
@@ -308,6 +335,8 @@ enum Endpoint {
     Kick(String),
     /// `/control/publish`.
     Publish,
+    /// `/control/talkback`.
+    Talkback,
 }
 
 impl Endpoint {
@@ -316,6 +345,9 @@ impl Endpoint {
         let rest = path.strip_prefix(CONTROL_PATH);
         if rest == Some("/publish") {
             return Ok(Endpoint::Publish);
+        }
+        if rest == Some("/talkback") {
+            return Ok(Endpoint::Talkback);
         }
         let rest = rest
             .and_then(|rest| rest.strip_prefix("/hosts"))
@@ -335,6 +367,7 @@ impl Endpoint {
             Endpoint::Hosts | Endpoint::Publish => "GET, HEAD",
             Endpoint::Host(_) => "GET, HEAD, PATCH",
             Endpoint::Kick(_) => "POST",
+            Endpoint::Talkback => "PATCH",
         }
     }
 }
@@ -384,6 +417,15 @@ where
             };
             Problem::new(status, error.to_string())
         })
+}
+
+/// The body of `PATCH /control/talkback`: `to` absent or null is every
+/// host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TalkbackPatch {
+    #[serde(default)]
+    to: Option<String>,
 }
 
 /// The body of a PATCH of a host.
@@ -443,6 +485,7 @@ struct HostJson<'a> {
     drift_ppm: Option<f64>,
     overruns: Option<u64>,
     returns: Option<usize>,
+    talkback: Option<bool>,
 }
 
 impl<'a> From<&'a HostInfo> for HostJson<'a> {
@@ -468,6 +511,7 @@ impl<'a> From<&'a HostInfo> for HostJson<'a> {
                 .map(|p| (p * 10.0).round() / 10.0),
             overruns: host.overruns,
             returns: host.returns,
+            talkback: host.talkback,
         }
     }
 }
@@ -808,7 +852,7 @@ mod tests {
                 "protocol": null, "peer": null, "gain_db": 0.0, "muted": false,
                 "rms_dbfs": null, "peak_dbfs": null,
                 "depth_ms": null, "underruns": null, "sessions": null,
-                "drift_ppm": null, "overruns": null, "returns": null,
+                "drift_ppm": null, "overruns": null, "returns": null, "talkback": null,
             })
         );
         assert_eq!(list.host("hold music")["kind"], "hold");

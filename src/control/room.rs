@@ -158,6 +158,7 @@ mod tests {
             drift_ppm: None,
             overruns: None,
             returns: None,
+            talkback: None,
         }
     }
 

@@ -106,6 +106,13 @@ pub enum Command {
         /// Its live feed's settings.
         live: LiveFeedConfig,
     },
+    /// Points the producer's talkback at one live host (`Some`) or every
+    /// host (`None`) without reconnecting it. Answers the hosts that hear
+    /// it now.
+    Talkback {
+        /// The host's name; `None`: every host.
+        to: Option<String>,
+    },
     /// Ends a live host's session because its key no longer opens it (the
     /// key was removed or changed); with `remove`, the host also leaves the
     /// mix (faded out) and the host list.
@@ -176,6 +183,9 @@ pub struct HostInfo {
     pub overruns: Option<u64>,
     /// Live hosts: sessions listening to the host's return feed.
     pub returns: Option<usize>,
+    /// Live hosts: whether the producer's talkback is in the host's return
+    /// now.
+    pub talkback: Option<bool>,
 }
 
 /// A session listening to a host's return feed.
@@ -563,6 +573,7 @@ impl Studio {
     ) -> Result<Vec<HostInfo>, CommandError> {
         let name = match &command {
             Command::List => return Ok(self.hosts(mixer)),
+            Command::Talkback { to } => return self.retarget_talkback(mixer, to.as_deref()),
             Command::AddLive { host, live } => return self.add_live_running(mixer, host, *live),
             Command::SetGain { host, .. }
             | Command::SetMuted { host, .. }
@@ -576,7 +587,7 @@ impl Studio {
             .ok_or_else(|| CommandError::UnknownHost(name.clone()))?;
         let feed = self.hosts[index].feed;
         match command {
-            Command::List | Command::AddLive { .. } => {}
+            Command::List | Command::AddLive { .. } | Command::Talkback { .. } => {}
             Command::Revoke { remove, .. } => {
                 let live = self.hosts[index]
                     .live
@@ -624,6 +635,40 @@ impl Studio {
             }
         }
         Ok(vec![self.info(&self.hosts[index], mixer)])
+    }
+
+    /// [`Command::Talkback`]: the hosts that hear the talkback now.
+    fn retarget_talkback(
+        &mut self,
+        mixer: &Mixer,
+        to: Option<&str>,
+    ) -> Result<Vec<HostInfo>, CommandError> {
+        let feed = match to {
+            None => None,
+            Some(name) => {
+                let host = self
+                    .hosts
+                    .iter()
+                    .find(|h| h.name == name)
+                    .ok_or_else(|| CommandError::UnknownHost(name.to_owned()))?;
+                if host.live.is_none() {
+                    return Err(CommandError::NotLive(name.to_owned()));
+                }
+                Some(host.feed)
+            }
+        };
+        let session = self
+            .talkback
+            .as_mut()
+            .and_then(|t| t.session.as_mut())
+            .ok_or_else(|| CommandError::NotConnected("talkback".into()))?;
+        session.1 = feed;
+        tracing::info!(to = to.unwrap_or("every host"), "talkback retargeted");
+        Ok(self
+            .hosts(mixer)
+            .into_iter()
+            .filter(|h| h.talkback == Some(true))
+            .collect())
     }
 
     /// [`Command::AddLive`]: the new host, or the one already there.
@@ -691,6 +736,10 @@ impl Studio {
                     .iter()
                     .filter(|l| l.feed == host.feed)
                     .count()
+            }),
+            talkback: host.live.as_ref().map(|_| {
+                self.talkback_to()
+                    .is_some_and(|to| to.is_none_or(|feed| feed == host.feed))
             }),
         }
     }
