@@ -436,6 +436,10 @@ fn two_browser_hosts_hear_each_other_and_not_themselves() {
             ("page_error_count", "0"),
             ("delete_status", "200"),
             ("post_count", "1"),
+            // Off air: no room list, no return.
+            ("off_air_room_hidden", "true"),
+            ("off_air_room", "null"),
+            ("off_air_hearing", "false"),
         ] {
             assert_eq!(run.text(key), expected, "{me}: {key}\n{run}");
         }

@@ -37,7 +37,8 @@
 // --measured-file and stays on air until --stay-until-file exists (another
 // page's --measured-file: two pages keep each other on air until both have
 // measured). --then-speakers then picks "Speakers" and reports the
-// microphone swapped in (`speakers_*`). Exits non-zero only when it could
+// microphone swapped in (`speakers_*`). `off_air_room*` and
+// `off_air_hearing` are the room list and the return once off air. Exits non-zero only when it could
 // not run.
 'use strict';
 
@@ -382,6 +383,10 @@ async function main() {
       const after = await host();
       emit('off_air_state', after.state);
       emit('delete_status', after.deleteStatus);
+      // Off air, the room list is gone and no longer asked for.
+      emit('off_air_room_hidden', await page.locator('#room-section').isHidden());
+      emit('off_air_room', JSON.stringify(after.room));
+      emit('off_air_hearing', after.hearing);
     }
     emit('whip_requests', whip.map((x) => `${x.method} ${x.status}`));
     emit('post_count', whip.filter((x) => x.method === 'POST').length);
