@@ -24,6 +24,17 @@
 //!   coturn (started here on loopback) with credentials minted from the
 //!   shared secret, and the tone goes through the relay into both
 //!   renditions.
+//! - `two_browser_hosts_hear_each_other_and_not_themselves`: two host pages
+//!   (two Chromiums, each with its own profile and fake microphone: 1000 Hz
+//!   and 1500 Hz at -18 dBFS) go on air with their own keys; the pages
+//!   offer `sendrecv`, so each is sent its mix-minus return and plays it.
+//!   Measured in each page's Web Audio graph while both are on air (each
+//!   page stays on air until the other has measured), the return must
+//!   carry the other host's tone at its level and the host's own tone at
+//!   least 40 dB lower; each page's room list must show both hosts on air
+//!   and speaking. One page then switches to speakers: the microphone is
+//!   opened again with echo cancellation and swapped in without a new
+//!   offer.
 //!
 //! `scripts/browser-deps.sh` installs Chromium and the npm packages; without
 //! them these tests fail, they never skip. Screenshots go to
@@ -54,6 +65,11 @@ const STREAM: &str = "studio";
 const BROWSER_HOST: HostKey = HostKey {
     name: "carol",
     secret: "carol-whip-secret",
+};
+/// The second browser host, in the test of two hosts hearing each other.
+const SECOND_BROWSER_HOST: HostKey = HostKey {
+    name: "dave",
+    secret: "dave-whip-secret",
 };
 /// The RTMP host beside it.
 const RTMP_HOST: HostKey = HostKey {
@@ -118,6 +134,26 @@ const LISTENER_MIN_RMS: f64 = 0.05;
 const LISTENER_JOIN_AFTER_SEGMENT: u32 = 1;
 /// How far the listener's playback must get.
 const LISTENER_SECONDS: f64 = 4.0;
+
+/// The two browser hosts' tones in the return test, as in
+/// tests/mix_minus.rs: far enough apart (500 Hz, 21 bins of the page's
+/// 8192-sample Hann frames) that one does not leak into the other's
+/// measurement.
+const RETURN_TONES_HZ: [f64; 2] = [1_000.0, 1_500.0];
+const RETURN_MIC_DBFS: f64 = -18.0;
+/// The other host's tone in a page's return against its microphone's
+/// level. The program carries it within BROWSER_TOLERANCE_DB (capture at
+/// unity gain, Chromium's Opus, onair's mix at unity); the return adds one
+/// more lossy generation (onair's Opus for returns) and Chromium's decoding
+/// and jitter buffer, whose time stretching keeps a steady tone's level, and
+/// the page's Web Audio path is unity gain. A pure tone loses well under
+/// 0.5 dB per Opus generation, so 3 dB is slack, not a guess.
+const RETURN_TOLERANCE_DB: f64 = 3.0;
+/// How far below the other host's tone a host's own tone must be in its
+/// return, as in tests/mix_minus.rs.
+const OWN_SUPPRESSION_DB: f64 = 40.0;
+/// How long each page measures its return once the other's tone arrived.
+const RETURN_MEASURE_S: f64 = 4.0;
 
 /// One test at a time: two shared cores run two browsers, the broadcast and
 /// ffmpeg.
@@ -322,6 +358,144 @@ fn browser_host_goes_on_air_through_turn_when_only_relay_works() {
     assert!(
         servers.contains(&turn_url) && servers.contains(&format!(":{}\"", BROWSER_HOST.name)),
         "the page must have been given the TURN server with credentials minted for its host: {servers}"
+    );
+}
+
+#[test]
+fn two_browser_hosts_hear_each_other_and_not_themselves() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+    let wall = Instant::now();
+    let tools = BrowserTools::require();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let hosts = [BROWSER_HOST, SECOND_BROWSER_HOST];
+    let mut broadcast = start_broadcast_for(&tools, &hosts);
+    let measured = |host: &HostKey| dir.path().join(format!("{}.measured", host.name));
+    let runs: Vec<NodeRun> = (0..2)
+        .map(|i| {
+            let (me, other) = (&hosts[i], &hosts[1 - i]);
+            let (own_hz, other_hz) = (RETURN_TONES_HZ[i], RETURN_TONES_HZ[1 - i]);
+            let mic = write_tone(
+                dir.path(),
+                &format!("{}.wav", me.name),
+                own_hz,
+                RETURN_MIC_DBFS,
+            );
+            let mut args: Vec<OsString> = vec![
+                "--page".into(),
+                format!("{}host", stream_url(&broadcast)).into(),
+                "--token".into(),
+                me.secret.into(),
+                "--audio-file".into(),
+                mic.into_os_string(),
+                "--measure-return".into(),
+                format!("{own_hz},{other_hz}").into(),
+                "--room-hosts".into(),
+                "2".into(),
+                "--measure-seconds".into(),
+                RETURN_MEASURE_S.to_string().into(),
+                "--measured-file".into(),
+                measured(me).into_os_string(),
+                "--stay-until-file".into(),
+                measured(other).into_os_string(),
+                "--seconds".into(),
+                "0".into(),
+                "--screenshot".into(),
+                screenshot(&format!("host-page-room-{}", me.name)).into_os_string(),
+            ];
+            if i == 1 {
+                args.extend(["--then-speakers".into(), "1".into()]);
+            }
+            NodeRun::start("host.js", args)
+        })
+        .collect();
+    let runs: Vec<Run> = runs.into_iter().map(|run| run.finish(&broadcast)).collect();
+    let clock = ProgramClock::now(&broadcast);
+    let off_air = runs
+        .iter()
+        .map(|run| clock.at(run.number("off_air_at_ms")))
+        .fold(f64::MIN, f64::max);
+    broadcast.sleep_until(off_air + 0.5);
+    broadcast.stop();
+
+    let mut summary = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let (me, other) = (hosts[i].name, hosts[1 - i].name);
+        for (key, expected) in [
+            ("on_air_seen", "true"),
+            ("on_air_drops", "0"),
+            ("output", "headphones"),
+            ("echo_cancellation", "false"),
+            ("return_playing", "true"),
+            ("room_seen", "true"),
+            ("return_other_arrived", "true"),
+            ("return_text", "playing"),
+            ("room_status", "200"),
+            ("other_measured", "true"),
+            ("reconnects", "0"),
+            ("host_error_count", "0"),
+            ("page_error_count", "0"),
+            ("delete_status", "200"),
+            ("post_count", "1"),
+            // Off air: no room list, no return.
+            ("off_air_room_hidden", "true"),
+            ("off_air_room", "null"),
+            ("off_air_hearing", "false"),
+        ] {
+            assert_eq!(run.text(key), expected, "{me}: {key}\n{run}");
+        }
+        assert!(
+            run.number("return_frames") >= RETURN_MEASURE_S * 3.0,
+            "{me}: too few frames of the return measured\n{run}"
+        );
+        let other_db = run.number("return_other_dbfs");
+        assert!(
+            (other_db - RETURN_MIC_DBFS).abs() <= RETURN_TOLERANCE_DB,
+            "{me} must hear {other} at {RETURN_MIC_DBFS} dBFS ±{RETURN_TOLERANCE_DB} dB, \
+             heard {other_db} dBFS\n{run}"
+        );
+        let own_db = run.number("return_own_dbfs");
+        assert!(
+            own_db <= other_db - OWN_SUPPRESSION_DB,
+            "{me} must not hear itself: its own tone at {own_db} dBFS, \
+             not {OWN_SUPPRESSION_DB} dB below {other}'s {other_db} dBFS\n{run}"
+        );
+        // The room list as displayed: both hosts, on air and speaking, this
+        // one marked as "you".
+        let room = run.text("room_text");
+        for expected in [
+            format!("{me} (you) on air, speaking"),
+            format!("{other} on air, speaking"),
+        ] {
+            assert!(
+                room.split(" | ").any(|entry| entry == expected),
+                "{me}'s room list must show {expected:?}: {room}\n{run}"
+            );
+        }
+        summary.push(format!(
+            "{me}: hears {other} at {other_db:.2} dBFS (min {}, max {}), itself at {own_db:.2} dBFS \
+             (max {}), {} frames; room: {room}",
+            run.text("return_other_min_dbfs"),
+            run.text("return_other_max_dbfs"),
+            run.text("return_own_max_dbfs"),
+            run.text("return_frames"),
+        ));
+    }
+    // Speakers: the microphone again, with echo cancellation, swapped into
+    // the same session (post_count above: no second offer).
+    let speakers = &runs[1];
+    for (key, expected) in [
+        ("speakers_swapped", "true"),
+        ("speakers_output", "speakers"),
+        ("speakers_echo_cancellation", "true"),
+        ("speakers_same_session", "true"),
+        ("speakers_on_air", "true"),
+    ] {
+        assert_eq!(speakers.text(key), expected, "{key}\n{speakers}");
+    }
+    eprintln!(
+        "{}; {:.1} s",
+        summary.join("; "),
+        wall.elapsed().as_secs_f64()
     );
 }
 
@@ -549,6 +723,11 @@ fn assert_listener_heard(listener: &Run) {
 /// `onair live` with WHIP on a loopback UDP port, both hosts' keys, and
 /// hls.js for the listener page.
 fn start_broadcast(tools: &BrowserTools) -> Broadcast {
+    start_broadcast_for(tools, &[RTMP_HOST, BROWSER_HOST])
+}
+
+/// [`start_broadcast`] with the keys of `hosts`.
+fn start_broadcast_for(tools: &BrowserTools, hosts: &[HostKey]) -> Broadcast {
     let args: [OsString; 6] = [
         "--webrtc-udp".into(),
         "127.0.0.1:0".into(),
@@ -562,7 +741,7 @@ fn start_broadcast(tools: &BrowserTools) -> Broadcast {
         "--jitter-ms".into(),
         "600".into(),
     ];
-    Broadcast::start_with(STREAM, &[RTMP_HOST, BROWSER_HOST], args)
+    Broadcast::start_with(STREAM, hosts, args)
 }
 
 /// `http://ADDR/{stream}/`: the listener page; the host page is `host` in it.
@@ -572,10 +751,16 @@ fn stream_url(broadcast: &Broadcast) -> String {
 
 /// Writes the fake microphone's WAV in `dir`.
 fn write_mic_tone(dir: &Path) -> PathBuf {
-    let path = dir.join("mic.wav");
-    let amplitude = 10f64.powf(MIC_RMS_DBFS / 20.0) * std::f64::consts::SQRT_2;
+    write_tone(dir, "mic.wav", MIC_TONE_HZ, MIC_RMS_DBFS)
+}
+
+/// Writes a fake microphone's WAV, `hz` at `rms_dbfs` in both channels, as
+/// `dir/name`.
+fn write_tone(dir: &Path, name: &str, hz: f64, rms_dbfs: f64) -> PathBuf {
+    let path = dir.join(name);
+    let amplitude = 10f64.powf(rms_dbfs / 20.0) * std::f64::consts::SQRT_2;
     let frames = MIC_SECONDS * MIC_RATE as usize;
-    let samples = sine(MIC_TONE_HZ, MIC_RATE, frames, amplitude, 2);
+    let samples = sine(hz, MIC_RATE, frames, amplitude, 2);
     write_wav(&path, MIC_RATE, 2, WavFormat::Int16, &samples);
     path
 }

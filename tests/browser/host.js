@@ -8,6 +8,9 @@
 //              [--on-air-timeout 20] [--screenshot FILE.png]
 //              [--host-rules "MAP onair.test 127.0.0.1" --spki BASE64]
 //              [--relay-only 1]
+//              [--measure-return OWN_HZ,OTHER_HZ [--room-hosts N]
+//               [--measure-seconds 4] [--measured-file FILE]
+//               [--stay-until-file FILE] [--then-speakers 1]]
 //
 // With --token, the key is typed into the page's "Host key" field and
 // "Go on air" pressed, as a person does; without it the page URL must carry
@@ -21,10 +24,25 @@
 // the candidate pair the page's connection selected (RTCStats), read while
 // on air: which transport carried the media. --relay-only forces every
 // RTCPeerConnection the page makes to `iceTransportPolicy: "relay"`, as a
-// network where only a TURN server is reachable would. Exits non-zero only
-// when it could not run.
+// network where only a TURN server is reachable would.
+//
+// --measure-return measures, once on air, what the host hears: the return
+// the page plays, read in the page's own Web Audio graph (an AnalyserNode
+// on `window.onairReturn`). It waits for the return to play, for the room
+// list to show --room-hosts hosts on air, and for the OTHER_HZ tone to
+// arrive in the return, then reads --measure-seconds of frames and reports
+// the levels at both tones (Goertzel on Hann-windowed frames, RMS dBFS:
+// `return_own_dbfs`, `return_other_dbfs`, medians, and their spread) and
+// what the room list displayed (`room_text`). Then it writes
+// --measured-file and stays on air until --stay-until-file exists (another
+// page's --measured-file: two pages keep each other on air until both have
+// measured). --then-speakers then picks "Speakers" and reports the
+// microphone swapped in (`speakers_*`). `off_air_room*` and
+// `off_air_hearing` are the room list and the return once off air. Exits non-zero only when it could
+// not run.
 'use strict';
 
+const fs = require('fs');
 const { chromium } = require('playwright-core');
 
 // As listen.js, plus a fake microphone playing --audio-file in a loop, an
@@ -51,6 +69,13 @@ function tlsFlags(args) {
 const DEADLINE_MS = 60_000;
 /** How often the page's state is sampled. */
 const SAMPLE_MS = 100;
+/** The return's measurement: frame length in samples (170 ms at 48 kHz),
+ * how often a frame is read, the level at which the other host's tone has
+ * arrived, and how long to wait for each state before reporting without. */
+const RETURN_FRAME = 8192;
+const RETURN_READ_MS = 200;
+const RETURN_ARRIVED_DBFS = -40;
+const RETURN_WAIT_MS = 20_000;
 
 function parseArgs(argv) {
   const args = { seconds: 8, onAirTimeout: 20 };
@@ -61,7 +86,9 @@ function parseArgs(argv) {
   for (const required of ['page', 'userDataDir', 'audioFile']) {
     if (!args[required]) throw new Error(`missing --${required}`);
   }
-  for (const number of ['seconds', 'onAirTimeout', 'muteAt', 'unmuteAt']) {
+  args.measureSeconds = args.measureSeconds ?? 4;
+  args.roomHosts = args.roomHosts ?? 1;
+  for (const number of ['seconds', 'onAirTimeout', 'muteAt', 'unmuteAt', 'measureSeconds', 'roomHosts']) {
     if (args[number] !== undefined) args[number] = Number(args[number]);
   }
   return args;
@@ -136,6 +163,102 @@ async function selectedPair() {
   };
 }
 
+/** Runs in the page: taps the return's source node with an analyser. */
+function installReturnProbe(frame) {
+  const source = window.onairReturn;
+  if (!source) return false;
+  const analyser = source.context.createAnalyser();
+  analyser.fftSize = frame;
+  source.connect(analyser);
+  window.__onairProbe = { source, analyser, samples: new Float32Array(frame) };
+  return true;
+}
+
+/** Runs in the page: the latest frame of the return, as RMS dBFS at each of
+ * `tones` (Goertzel over a Hann window: a sine of RMS r gives |X| =
+ * r·√2·N/4) and overall; null if the return changed since the probe. */
+function readReturnProbe(tones) {
+  const probe = window.__onairProbe;
+  if (!probe || probe.source !== window.onairReturn) return null;
+  const x = probe.samples;
+  probe.analyser.getFloatTimeDomainData(x);
+  const n = x.length;
+  const rate = probe.analyser.context.sampleRate;
+  const db = (rms) => 20 * Math.log10(Math.max(rms, 1e-10));
+  let sum = 0;
+  for (const v of x) sum += v * v;
+  const levels = tones.map((hz) => {
+    const c = 2 * Math.cos((2 * Math.PI * hz) / rate);
+    let s1 = 0;
+    let s2 = 0;
+    for (let i = 0; i < n; i++) {
+      const s0 = x[i] * (0.5 - 0.5 * Math.cos((2 * Math.PI * i) / n)) + c * s1 - s2;
+      s2 = s1;
+      s1 = s0;
+    }
+    const magnitude = Math.sqrt(Math.max(s1 * s1 + s2 * s2 - c * s1 * s2, 0));
+    return db((4 * magnitude) / (n * Math.SQRT2));
+  });
+  return { levels, rms: db(Math.sqrt(sum / n)), time: probe.analyser.context.currentTime };
+}
+
+/** What the room list shows, one host per entry. */
+async function roomText(page) {
+  return (await page.locator('#room li').allTextContents()).map((t) => t.replace(/\s+/g, ' ').trim());
+}
+
+/** --measure-return: see the top of this file. */
+async function measureReturn(page, args) {
+  const [own, other] = args.measureReturn.split(',').map(Number);
+  const until = (fn, arg) => page.waitForFunction(fn, arg, { timeout: RETURN_WAIT_MS, polling: 100 })
+    .then(() => true, () => false);
+  emit('return_playing', await until(() => window.onairReturn !== null));
+  emit('room_seen', await until((n) => (window.onairHost.room || [])
+    .filter((h) => h.state === 'on-air').length >= n, args.roomHosts));
+  if (!await page.evaluate(installReturnProbe, RETURN_FRAME)) return;
+  const read = () => page.evaluate(readReturnProbe, [own, other]);
+  const arriveBy = Date.now() + RETURN_WAIT_MS;
+  let frame = null;
+  do {
+    await page.waitForTimeout(RETURN_READ_MS);
+    frame = await read();
+  } while (frame && frame.levels[1] < RETURN_ARRIVED_DBFS && Date.now() < arriveBy);
+  emit('return_other_arrived', Boolean(frame) && frame.levels[1] >= RETURN_ARRIVED_DBFS);
+  const frames = [];
+  const end = Date.now() + args.measureSeconds * 1000;
+  while (Date.now() < end) {
+    await page.waitForTimeout(RETURN_READ_MS);
+    frame = await read();
+    if (!frame) break; // the return was replaced: a reconnect, reported elsewhere
+    // A frame read twice (the audio clock did not move) counts once.
+    if (frames.length === 0 || frame.time !== frames[frames.length - 1].time) frames.push(frame);
+  }
+  const own_ = frames.map((f) => f.levels[0]);
+  const other_ = frames.map((f) => f.levels[1]);
+  emit('return_frames', frames.length);
+  emit('return_own_dbfs', median(own_).toFixed(2));
+  emit('return_own_max_dbfs', Math.max(...own_).toFixed(2));
+  emit('return_other_dbfs', median(other_).toFixed(2));
+  emit('return_other_min_dbfs', Math.min(...other_).toFixed(2));
+  emit('return_other_max_dbfs', Math.max(...other_).toFixed(2));
+  emit('return_rms_dbfs', median(frames.map((f) => f.rms)).toFixed(2));
+  const state = await page.evaluate(() => ({ ...window.onairHost }));
+  emit('room_text', await roomText(page));
+  emit('room_hosts', JSON.stringify(state.room));
+  emit('room_status', state.roomStatus);
+  emit('return_text', await page.locator('#return-state').textContent());
+}
+
+/** Waits for `file` to exist, up to `ms`; whether it did. */
+async function waitForFile(file, ms) {
+  const by = Date.now() + ms;
+  while (!fs.existsSync(file)) {
+    if (Date.now() > by) return false;
+    await new Promise((resolve) => setTimeout(resolve, SAMPLE_MS));
+  }
+  return true;
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const browser = await chromium.launch({
@@ -176,6 +299,23 @@ async function main() {
     emit('on_air_after_s', ((onAirAt - started) / 1000).toFixed(2));
     emit('on_air_at_ms', state.onAir ? onAirAt : NaN);
     emit('on_air_badge', await page.locator('#on-air').getAttribute('data-on'));
+    emit('output', state.output);
+    emit('echo_cancellation', state.echoCancellation);
+    if (args.measureReturn && state.onAir) await measureReturn(page, args);
+    if (args.measuredFile) fs.writeFileSync(args.measuredFile, 'measured\n');
+    if (args.stayUntilFile) emit('other_measured', await waitForFile(args.stayUntilFile, RETURN_WAIT_MS * 2));
+    if (args.thenSpeakers && state.onAir) {
+      await page.getByRole('radio', { name: 'Speakers' }).check();
+      const swapped = await page.waitForFunction(() => window.onairHost.micSwaps > 0, null,
+        { timeout: RETURN_WAIT_MS, polling: 50 }).then(() => true, () => false);
+      const after = await host();
+      emit('speakers_swapped', swapped);
+      emit('speakers_output', after.output);
+      emit('speakers_echo_cancellation', after.echoCancellation);
+      emit('speakers_same_session', after.session === state.session);
+      emit('speakers_on_air', after.onAir);
+    }
+    state = await host();
 
     const levels = [];
     const mutedLevels = [];
@@ -243,6 +383,10 @@ async function main() {
       const after = await host();
       emit('off_air_state', after.state);
       emit('delete_status', after.deleteStatus);
+      // Off air, the room list is gone and no longer asked for.
+      emit('off_air_room_hidden', await page.locator('#room-section').isHidden());
+      emit('off_air_room', JSON.stringify(after.room));
+      emit('off_air_hearing', after.hearing);
     }
     emit('whip_requests', whip.map((x) => `${x.method} ${x.status}`));
     emit('post_count', whip.filter((x) => x.method === 'POST').length);

@@ -1,8 +1,22 @@
 // The onair host studio: publishes the microphone to the stream's live mix
-// over WHIP (RFC 9725): one RTCPeerConnection that only sends Opus audio, its
+// over WHIP (RFC 9725): one RTCPeerConnection with one Opus audio m-line, its
 // SDP offer POSTed to `whip` (relative to the page, so `/{stream}/whip`) with
 // the host's key as a bearer token, the answer from the `201 Created`, and a
 // `DELETE` of the session URL (the response's `Location`) to leave.
+//
+// - The audio is offered `sendrecv`: the studio sends back, on the same
+//   m-line, its mix-minus return (the program without this host's own
+//   voice), which the page plays in an `<audio>` element, so hosts hear each
+//   other live. The same stream also feeds the page's Web Audio graph
+//   (Chromium only delivers WebRTC audio to Web Audio while an element
+//   plays it).
+// - Headphones or speakers (default headphones): with headphones the
+//   microphone is taken raw, for broadcast quality; with speakers it is
+//   taken again with echo cancellation on and swapped into the sender with
+//   `replaceTrack`, without renegotiating.
+// - While on air, the page asks `room` (relative, `GET` with the key) every
+//   ROOM_INTERVAL_MS who is in the studio, on air and speaking, and lists
+//   them; it stops when the host goes off air.
 //
 // - The server is ICE-lite and takes no trickled candidates (`PATCH` is
 //   refused), so the offer is sent once ICE gathering has completed (or after
@@ -23,7 +37,14 @@
 // (RMS dBFS of the microphone, null while closed), peakLevel, channels,
 // session (URL), deleteStatus (of the last session's DELETE), answerStereo
 // (whether the answer asks for stereo), errors (shown to the host), warnings
-// (recovered problems) and reconnects.
+// (recovered problems), reconnects, output (`headphones` or `speakers`),
+// echoCancellation (the microphone track's setting, null while closed),
+// micSwaps (microphones swapped in by replaceTrack), hearing (a return is
+// playing), room (the hosts last listed: name, state, muted, speaking, you;
+// null before the first answer) and roomStatus (the last room answer's
+// HTTP status). `window.onairReturn` is the MediaStreamAudioSourceNode the
+// return flows through in the page's AudioContext (null while there is
+// none), for tests to measure what the host hears.
 'use strict';
 (function () {
   /** How long to wait for ICE gathering before sending what was gathered. */
@@ -46,6 +67,15 @@
   const METER_ARIA_INTERVAL_MS = 1000;
   /** How fast the meter's peak falls back, in dB per second. */
   const METER_FALL_DB_PER_S = 20;
+  /** How often the room (who is in the studio) is asked for while on air. */
+  const ROOM_INTERVAL_MS = 1000;
+  const ROOM_STATE_TEXT = {
+    offline: 'offline',
+    connected: 'joining',
+    'on-air': 'on air',
+    playing: 'playing',
+    ducked: 'ducked',
+  };
   const STATE_TEXT = {
     idle: 'Enter your host key and go on air',
     starting: 'Opening the microphone…',
@@ -66,6 +96,7 @@
 
   const config = JSON.parse(document.getElementById('onair-config').textContent);
   const whipUrl = new URL(config.whip, location.href).href;
+  const roomUrl = new URL('room', location.href).href;
   const main = document.querySelector('main');
   const form = document.getElementById('start-form');
   const tokenInput = document.getElementById('token');
@@ -77,6 +108,11 @@
   const meter = document.getElementById('meter');
   const meterFill = meter.querySelector('.meter-fill');
   const muteSwitch = document.getElementById('mute');
+  const outputChoices = document.querySelectorAll('input[name="output"]');
+  const returnAudio = document.getElementById('return');
+  const returnText = document.getElementById('return-state');
+  const roomSection = document.getElementById('room-section');
+  const roomList = document.getElementById('room');
 
   const host = {
     state: 'idle',
@@ -93,8 +129,15 @@
     errors: [],
     warnings: [],
     reconnects: 0,
+    output: 'headphones',
+    echoCancellation: null,
+    micSwaps: 0,
+    hearing: false,
+    room: null,
+    roomStatus: null,
   };
   window.onairHost = host;
+  window.onairReturn = null;
 
   // Whether the host wants to be on air (pressed "Go on air", no fatal error).
   let wanted = false;
@@ -104,11 +147,19 @@
   let token = '';
   let mic = null;
   let peer = null;
+  // The sender of the microphone on the current connection (replaceTrack).
+  let sender = null;
+  // Bumped by each change of output, so a slower earlier swap is dropped.
+  let swapGeneration = 0;
   let retryDelay = RETRY_FIRST_MS;
   let retryTimer = 0;
   let blipTimer = 0;
   let connectTimer = 0;
   const level = { context: null, analyser: null, track: null, timer: 0, shown: METER_FLOOR_DB, ariaAt: 0 };
+  // The return's nodes in the meter's AudioContext.
+  const heard = { source: null, silent: null };
+  // The room's polling: `id` is bumped to stop it (late answers are dropped).
+  const roomPoll = { id: 0, active: false, timer: 0, shown: '' };
 
   // --- Controls -----------------------------------------------------------
 
@@ -117,10 +168,15 @@
     if (wanted) stop(); else start();
   });
   muteSwitch.addEventListener('click', function () { setMuted(!host.muted); });
+  for (const choice of outputChoices) {
+    choice.addEventListener('change', function () { if (choice.checked) setOutput(choice.value); });
+  }
   // A kiosk start has no user gesture, so browsers keep the meter's audio
-  // context suspended until the first one.
+  // context suspended, and may refuse to play the return, until the first
+  // one.
   document.addEventListener('pointerdown', function () {
     if (level.context) level.context.resume().catch(function () {});
+    if (returnAudio.srcObject && returnAudio.paused) returnAudio.play().catch(function () {});
   });
   // The fragment never leaves the browser; it stays in the address bar so a
   // kiosk that reloads goes back on air.
@@ -150,6 +206,7 @@
     host.onAir = on;
     if (on) host.onAirSeen = true;
     onAirBadge.dataset.on = String(on);
+    if (on) startRoom();
   }
 
   function setButton() {
@@ -198,9 +255,10 @@
     // gesture: Safari keeps a context made later suspended.
     createAudioContext();
     const current = generation;
+    const output = host.output;
     let stream;
     try {
-      stream = await openMicrophone();
+      stream = await openMicrophone(output);
     } catch (error) {
       if (current === generation && wanted) fail(microphoneError(error));
       return;
@@ -212,10 +270,14 @@
     }
     useMicrophone(stream);
     connect();
+    // The host changed headphones and speakers while the browser asked.
+    if (host.output !== output) setOutput(host.output);
   }
 
   function stop() {
     wanted = false;
+    swapGeneration++;
+    stopRoom();
     endSession(false);
     closeMicrophone();
     setOnAir(false);
@@ -246,7 +308,9 @@
     const pc = peer;
     const session = host.session;
     peer = null;
+    sender = null;
     host.session = null;
+    stopReturn();
     let deleted = Promise.resolve();
     if (session) {
       deleted = fetch(session, {
@@ -288,28 +352,30 @@
 
   // --- The microphone and its meter ---------------------------------------
 
-  async function openMicrophone() {
+  async function openMicrophone(output) {
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       throw new Error('insecure');
     }
-    return navigator.mediaDevices.getUserMedia({
-      audio: {
-        // Broadcast, not a call: echo cancellation, noise suppression and
-        // automatic gain control would pump the level, gate breaths and
-        // music, and fight the studio's own gain. Hosts wear headphones.
-        echoCancellation: false,
-        noiseSuppression: false,
-        autoGainControl: false,
-        channelCount: { ideal: 2 },
-      },
-      video: false,
-    });
+    const audio = output === 'speakers'
+      // Speakers: the studio's return comes out of them into the
+      // microphone, and would go back into the program: the others would
+      // hear themselves again, late. Echo cancellation removes it (the
+      // browser's noise suppression and gain control come with it, as it
+      // prefers); the price is a voice processed as in a call.
+      ? { echoCancellation: true, channelCount: { ideal: 2 } }
+      // Headphones (the default): broadcast, not a call. Echo cancellation,
+      // noise suppression and automatic gain control would pump the level,
+      // gate breaths and music, and fight the studio's own gain.
+      : { echoCancellation: false, noiseSuppression: false, autoGainControl: false, channelCount: { ideal: 2 } };
+    return navigator.mediaDevices.getUserMedia({ audio: audio, video: false });
   }
 
   function useMicrophone(stream) {
     mic = stream;
     const track = mic.getAudioTracks()[0];
-    host.channels = track.getSettings().channelCount || null;
+    const settings = track.getSettings();
+    host.channels = settings.channelCount || null;
+    host.echoCancellation = settings.echoCancellation === undefined ? null : settings.echoCancellation;
     track.addEventListener('ended', function () {
       if (wanted) fail('The microphone was disconnected or taken away. Go on air again to pick one.');
     });
@@ -321,6 +387,43 @@
     stopMeter();
     if (mic) for (const track of mic.getTracks()) track.stop();
     mic = null;
+    host.echoCancellation = null;
+  }
+
+  // Headphones or speakers. On air, the microphone is opened again with the
+  // processing that suits the choice and swapped into the sender: same
+  // session, no new offer, the studio hears no gap beyond the swap itself.
+  // Off air the choice applies when the microphone next opens.
+  async function setOutput(output) {
+    host.output = output;
+    main.dataset.output = output;
+    for (const choice of outputChoices) choice.checked = choice.value === output;
+    if (!mic) return;
+    const swap = ++swapGeneration;
+    let stream;
+    try {
+      stream = await openMicrophone(output);
+    } catch (error) {
+      if (swap === swapGeneration && wanted) showError(microphoneError(error));
+      return;
+    }
+    if (swap !== swapGeneration || !wanted || !mic) {
+      for (const track of stream.getTracks()) track.stop();
+      return;
+    }
+    const old = mic;
+    useMicrophone(stream);
+    if (sender) {
+      try {
+        await sender.replaceTrack(stream.getAudioTracks()[0]);
+      } catch (error) {
+        // Only a track of another kind needs renegotiating; say so if it
+        // ever happens, and keep what is sent.
+        host.warnings.push('could not swap the microphone: ' + error.message);
+      }
+    }
+    host.micSwaps++;
+    for (const track of old.getTracks()) track.stop();
   }
 
   function microphoneError(error) {
@@ -452,9 +555,16 @@
     pc.addEventListener('connectionstatechange', function () {
       if (current === generation) onConnectionState(pc.connectionState);
     });
+    // The return: fired by the answer when the studio sends on the m-line.
+    pc.addEventListener('track', function (event) {
+      if (current === generation && event.track.kind === 'audio') playReturn(event.track);
+    });
     showConnection(pc.connectionState);
     try {
-      pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendonly', streams: [mic] });
+      // sendrecv: the studio answers it with the host's mix-minus return
+      // (a studio without returns answers recvonly, and nothing comes).
+      const transceiver = pc.addTransceiver(mic.getAudioTracks()[0], { direction: 'sendrecv', streams: [mic] });
+      sender = transceiver.sender;
       const offer = await pc.createOffer();
       await pc.setLocalDescription({ type: 'offer', sdp: withOpusParameters(offer.sdp, host.channels === 2) });
       await gatheringComplete(pc);
@@ -578,6 +688,112 @@
     if (index < 0) lines.splice(rtpmap + 1, 0, prefix + params.join(';'));
     else lines[index] = prefix + params.join(';');
     return lines.join('\r\n');
+  }
+
+  // --- The return ---------------------------------------------------------
+
+  // Plays what the studio sends back and feeds it to the page's audio graph
+  // (through a silent gain, so it is heard once, from the element).
+  function playReturn(track) {
+    stopReturn();
+    const stream = new MediaStream([track]);
+    returnAudio.srcObject = stream;
+    returnAudio.play().catch(function () { /* played at the next click */ });
+    host.hearing = true;
+    returnText.textContent = 'playing';
+    if (level.context) {
+      heard.source = level.context.createMediaStreamSource(stream);
+      heard.silent = level.context.createGain();
+      heard.silent.gain.value = 0;
+      heard.source.connect(heard.silent);
+      heard.silent.connect(level.context.destination);
+      window.onairReturn = heard.source;
+    }
+  }
+
+  function stopReturn() {
+    if (heard.source) heard.source.disconnect();
+    if (heard.silent) heard.silent.disconnect();
+    heard.source = null;
+    heard.silent = null;
+    window.onairReturn = null;
+    returnAudio.srcObject = null;
+    host.hearing = false;
+    returnText.textContent = 'none';
+  }
+
+  // --- The room -------------------------------------------------------------
+
+  function startRoom() {
+    if (roomPoll.active) return;
+    roomPoll.active = true;
+    pollRoom(++roomPoll.id);
+  }
+
+  function stopRoom() {
+    roomPoll.id++;
+    roomPoll.active = false;
+    clearTimeout(roomPoll.timer);
+    roomPoll.shown = '';
+    host.room = null;
+    roomList.replaceChildren();
+    roomSection.hidden = true;
+  }
+
+  // One request at a time, the next a second after the answer. A studio
+  // without a room (404) or refusing the key is not asked again; a failed
+  // request keeps the last list up and is tried again.
+  async function pollRoom(id) {
+    let again = true;
+    try {
+      const response = await fetch(roomUrl, { headers: { Authorization: 'Bearer ' + token }, cache: 'no-store' });
+      if (id !== roomPoll.id) return;
+      host.roomStatus = response.status;
+      if (response.ok) {
+        const room = await response.json();
+        if (id !== roomPoll.id) return;
+        showRoom(room);
+      } else if (response.status === 404 || response.status === 401 || response.status === 403) {
+        again = false;
+      }
+    } catch (error) {
+      if (id !== roomPoll.id) return;
+    }
+    if (again) roomPoll.timer = setTimeout(function () { pollRoom(id); }, ROOM_INTERVAL_MS);
+  }
+
+  // Names go in as text (textContent), never as markup. The list is rebuilt
+  // only when it changed, so a screen reader in it is not thrown out every
+  // second.
+  function showRoom(room) {
+    const hosts = (Array.isArray(room.hosts) ? room.hosts : []).map(function (h) {
+      return { name: String(h.name), state: String(h.state), muted: Boolean(h.muted), speaking: Boolean(h.speaking), you: h.name === room.you };
+    });
+    host.room = hosts;
+    roomSection.hidden = false;
+    const shown = JSON.stringify(hosts);
+    if (shown === roomPoll.shown) return;
+    roomPoll.shown = shown;
+    roomList.replaceChildren.apply(roomList, hosts.map(function (h) {
+      const item = document.createElement('li');
+      item.dataset.state = h.state;
+      item.dataset.onAir = String(h.state === 'on-air' || h.state === 'playing');
+      item.dataset.speaking = String(h.speaking);
+      const light = document.createElement('span');
+      light.className = 'light';
+      light.setAttribute('aria-hidden', 'true');
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = h.name + (h.you ? ' (you)' : '');
+      const what = document.createElement('span');
+      what.className = 'what';
+      const details = [ROOM_STATE_TEXT[h.state] || h.state];
+      if (h.muted) details.push('muted');
+      if (h.speaking) details.push('speaking');
+      what.textContent = details.join(', ');
+      item.append(light, name, ' ', what);
+      return item;
+    }));
   }
 
   // --- Kiosk start ----------------------------------------------------------
