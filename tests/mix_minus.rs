@@ -105,7 +105,10 @@ impl Host {
 
     /// Only listens to `key`'s return, over WHEP.
     fn listen(broadcast: &Broadcast, whip: &WhipEndpoint, dir: &Path, key: &HostKey) -> Self {
-        let whep = whip.url.replace("/whip", "/whep");
+        let whep = format!(
+            "{}/whep",
+            whip.url.strip_suffix("/whip").expect("a WHIP URL")
+        );
         Self::run(broadcast, Path::new("-"), &whep, dir, key, &["--whep"])
     }
 
@@ -217,7 +220,10 @@ fn hosts_hear_the_others_and_the_producer_but_not_themselves() {
     let (status, _) = control(http, ALICE.secret, "POST", "/mix-minus/talkback", None);
     assert_eq!(status, 401);
     let talkback_wav = whip_peer::tone_wav(dir.path(), TALKBACK_HZ, WHIP_DBFS);
-    let talkback_url = whip.url.replace("/whip", "/talkback?to=bob");
+    let talkback_url = format!(
+        "{}/talkback?to=bob",
+        whip.url.strip_suffix("/whip").expect("a WHIP URL")
+    );
     let mut producer = WhipPublisher::start(&talkback_wav, &talkback_url, TOKEN, &[]);
     producer.wait_state(&["connected"], CONNECT_TIMEOUT);
     for key in [ALICE, BOB, CAROL] {

@@ -728,6 +728,35 @@ fn whip_refusals() {
         );
     }
 
+    // The return endpoint (WHEP) needs an offer that receives; talkback
+    // needs the admin token and a live host to talk to.
+    let stream_path = endpoint.strip_suffix("/whip").expect("a WHIP path");
+    let whep = format!("{stream_path}/whep");
+    let what = "a sendonly offer to WHEP";
+    let answer = Request::new("POST", &whep)
+        .bearer(CAROL.secret)
+        .offer(offer)
+        .send(http)
+        .expect(400, what)
+        .promptly(what);
+    assert!(answer.body.contains("recvonly or sendrecv"), "{answer:?}");
+    let talkback = format!("{stream_path}/talkback");
+    let what = "talkback with a host's key";
+    Request::new("POST", &talkback)
+        .bearer(CAROL.secret)
+        .offer(offer)
+        .send(http)
+        .expect(401, what)
+        .promptly(what);
+    let what = "talkback to nobody";
+    let answer = Request::new("POST", &format!("{talkback}?to=nobody"))
+        .bearer(TOKEN)
+        .offer(offer)
+        .send(http)
+        .expect(400, what)
+        .promptly(what);
+    assert!(answer.body.contains("nobody"), "{answer:?}");
+
     // 413 for 10 MiB, decided without reading it: only 64 KiB is ever sent,
     // so an endpoint waiting for the whole body would never answer.
     let some = vec![b'a'; 64 * 1024];
