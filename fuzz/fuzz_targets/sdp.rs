@@ -1,4 +1,5 @@
-//! The WHIP offer pre-check on arbitrary bytes: it must never panic, every
+//! The WHIP offer pre-check on arbitrary bytes, for a publisher's offer and
+//! for a return-only (WHEP) one: it must never panic, every
 //! refusal must be a short text fit for a `400` body, and an accepted offer
 //! must really carry what the summary says (RFC 9725 §4.2, RFC 7587 §7).
 //! Seed the corpus with a real offer, e.g. one printed by
@@ -7,7 +8,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use onair::ingest::whip::sdp::{
-    MAX_CANDIDATES, MAX_LINES, MAX_MEDIA, MAX_OFFER_BYTES, check_offer,
+    MAX_CANDIDATES, MAX_LINES, MAX_MEDIA, MAX_OFFER_BYTES, Purpose, check_offer_for,
 };
 
 /// A refusal is sent back as the body of the 400: it quotes at most 60
@@ -15,7 +16,13 @@ use onair::ingest::whip::sdp::{
 const MAX_REASON_BYTES: usize = 1024;
 
 fuzz_target!(|data: &[u8]| {
-    let summary = match check_offer(data) {
+    for purpose in [Purpose::Publish, Purpose::Return] {
+        check(data, purpose);
+    }
+});
+
+fn check(data: &[u8], purpose: Purpose) {
+    let summary = match check_offer_for(data, purpose) {
         Ok(summary) => summary,
         Err(e) => {
             let reason = e.to_string();
@@ -60,4 +67,5 @@ fuzz_target!(|data: &[u8]| {
     };
     assert!(!summary.inband_fec || fmtp_says("useinbandfec"));
     assert!(!summary.dtx || fmtp_says("usedtx"));
-});
+    assert!(purpose == Purpose::Publish || summary.wants_return);
+}
