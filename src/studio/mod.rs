@@ -744,3 +744,119 @@ impl Studio {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::MixerConfig;
+
+    fn live(name: &str) -> FeedConfig {
+        FeedConfig {
+            name: name.into(),
+            gain_db: 0.0,
+            muted: false,
+        }
+    }
+
+    /// A studio with live hosts alice and bob and talkback enabled.
+    fn studio() -> (Studio, Mixer) {
+        let mut mixer = Mixer::new(MixerConfig::default());
+        let mut studio = Studio::new();
+        for name in ["alice", "bob"] {
+            studio
+                .add_live(&mut mixer, live(name), LiveFeedConfig::default())
+                .unwrap();
+        }
+        studio
+            .enable_talkback(&mut mixer, LiveFeedConfig::default())
+            .unwrap();
+        (studio, mixer)
+    }
+
+    fn closed(studio: &mut Studio) -> Vec<SessionId> {
+        studio
+            .take_closes()
+            .into_iter()
+            .map(|c| c.session)
+            .collect()
+    }
+
+    #[test]
+    fn listeners_open_and_close_and_leave_with_their_host() {
+        let (mut studio, mut mixer) = studio();
+        let (a, b, stranger) = (SessionId(1), SessionId(2), SessionId(3));
+        for (host, listener) in [("alice", a), ("bob", b), ("nobody", stranger)] {
+            studio.ingest(IngestEvent::ReturnOpened {
+                host: host.into(),
+                listener,
+            });
+        }
+        assert_eq!(closed(&mut studio), [stranger], "no such host");
+        assert_eq!(studio.listeners().len(), 2);
+        studio.pull(ProgramTime::ZERO.plus(960), &mut mixer);
+        let returns = |s: &Studio| {
+            s.hosts(&mixer)
+                .iter()
+                .map(|h| h.returns)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(returns(&studio), [Some(1), Some(1)]);
+        studio.ingest(IngestEvent::ReturnClosed { listener: a });
+        assert_eq!(returns(&studio), [Some(0), Some(1)]);
+        let revoke = Command::Revoke {
+            host: "bob".into(),
+            remove: true,
+        };
+        studio.command(&mut mixer, revoke).unwrap();
+        assert_eq!(closed(&mut studio), [b], "bob's listener goes with him");
+        assert!(studio.listeners().is_empty());
+    }
+
+    #[test]
+    fn talkback_goes_to_its_host_is_replaced_and_can_be_turned() {
+        let (mut studio, mut mixer) = studio();
+        assert_eq!(studio.talkback_to(), None);
+        let retarget = |to: Option<&str>| Command::Talkback {
+            to: to.map(str::to_owned),
+        };
+        assert_eq!(
+            studio.command(&mut mixer, retarget(None)),
+            Err(CommandError::NotConnected("talkback".into()))
+        );
+        let talk = |session, to: Option<&str>| IngestEvent::TalkbackConnected {
+            session,
+            to: to.map(str::to_owned),
+            peer: "127.0.0.1:9".into(),
+        };
+        studio.ingest(talk(SessionId(10), Some("nobody")));
+        assert_eq!(closed(&mut studio), [SessionId(10)]);
+        studio.ingest(talk(SessionId(11), Some("bob")));
+        let bob = studio.hosts[1].feed;
+        assert_eq!(studio.talkback_to(), Some(Some(bob)));
+        let hearing = |s: &Studio| {
+            s.hosts(&mixer)
+                .iter()
+                .map(|h| h.talkback)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(hearing(&studio), [Some(false), Some(true)]);
+        // A new talkback replaces the current one.
+        studio.ingest(talk(SessionId(12), None));
+        assert_eq!(closed(&mut studio), [SessionId(11)]);
+        assert_eq!(hearing(&studio), [Some(true), Some(true)]);
+        let now = studio.command(&mut mixer, retarget(Some("alice"))).unwrap();
+        assert_eq!(
+            now.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+            ["alice"]
+        );
+        assert_eq!(
+            studio.command(&mut mixer, retarget(Some("carol"))),
+            Err(CommandError::UnknownHost("carol".into()))
+        );
+        studio.ingest(IngestEvent::Disconnected {
+            session: SessionId(12),
+            reason: "gone".into(),
+        });
+        assert_eq!(studio.talkback_to(), None);
+    }
+}
