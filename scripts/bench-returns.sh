@@ -125,7 +125,7 @@ for r in $(seq "$lat_reps"); do
     "${client_cpu[@]}" python3 scripts/bench_returns.py latency --url "$http_url/s/whip" \
       --token-a secret-alice-1 --token-b secret-bob-22 --host-a alice --clicks "$clicks" \
       --jitter-ms "$j" --admin-token "$admin_token" --program --out "$work/$name.json" >"$work/$name.out" ||
-      { echo "bench-returns: latency run $name failed:" >&2; cat "$work/$name.out" >&2; exit 1; }
+      { echo "bench-returns: latency run $name failed (fewer than 80 % of clicks heard):" >&2; cat "$work/$name.out" >&2; }
     stop_broadcast "$name"
   done
 done
@@ -224,11 +224,14 @@ def cell(v):
 
 print("Return latency, ms, p50 / p99 over the clicks of all rounds (click handed to aiortc by host A ->")
 print("onset out of host B's aiortc receiver); 'socket': onset's packet at B's UDP socket instead;")
-print("'steady': only clicks sent while A's feed was within 30 ms of its target depth:")
+print("'steady': only clicks sent while A's feed was within 30 ms of its target depth; 'program':")
+print("click -> the Opus part holding it downloaded by an LL-HLS client; 'lost': clicks never heard:")
 print(f"{'jitter':>6} {'clicks':>6} {'return':>11} {'min-max':>9} {'run p50s':>10} {'steady (n)':>15} {'socket':>11} | "
       f"{'A send':>7} {'onair':>11} {'B recv':>7} {'in frame':>8} | {'depth':>11} | {'program':>11}")
 for j in jitters:
     runs = [json.load(open(f)) for f in sorted(glob.glob(f"{work}/latency-j{j}-r*.json"))]
+    if not runs:
+        print(f"{j:>6} no run"); continue
     total = [x for r in runs for x in r["_total"]]
     steady = [x for r in runs for x in r["_steady"]]
     col = lambda key: cell([x for r in runs for x in r["_split"][key]])
@@ -237,7 +240,9 @@ for j in jitters:
           f"{cell([x for r in runs for x in r['_socket']]):>11} | {pct([x for r in runs for x in r['_split']['a_send']], 50):>7.1f} "
           f"{col('onair'):>11} {pct([x for r in runs for x in r['_split']['b_receive']], 50):>7.0f} "
           f"{pct([x for r in runs for x in r['_split']['onset_in_frame']], 50):>8.0f} | "
-          f"{cell([x for r in runs for x in r['_depth']]):>11} | {cell([x for r in runs for x in r['_program']]):>11}")
+          f"{cell([x for r in runs for x in r['_depth']]):>11} | {cell([x for r in runs for x in r['_program']]):>11}"
+          f"   lost {sum(r['unmatched_clicks'] for r in runs)}, spurious {sum(r['spurious_onsets'] for r in runs)}, "
+          f"program lost {sum(r.get('program_unmatched', 0) for r in runs)}")
 
 rows = [l.split() for l in open(f"{work}/cpu.txt")][1:]
 cpu = {}
