@@ -35,9 +35,10 @@
 # `cargo build --release`; JITTERS (default "200 40 20"), CLICKS (40) per
 # latency run, LAT_REPS (2 latency runs per jitter setting, clicks pooled),
 # COUNTS ("2 4 8"), MODES ("off on muted"), REPS (3), WINDOW_S (30),
-# WARMUP_S (5). On two cores or more onair runs on core 1 and the Python
-# hosts on core 0 (taskset); other processes on the machine still take CPU
-# (the load average is reported).
+# WARMUP_S (5); an empty JITTERS or COUNTS skips that part; WORK (default
+# target/bench-returns) is where logs and results go. On two cores or more
+# onair runs on core 1 and the Python hosts on core 0 (taskset); other
+# processes on the machine still take CPU (the load average is reported).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/bench-lib.sh
@@ -45,16 +46,16 @@ source scripts/bench-lib.sh
 quick=0
 if [ "${1:-}" = "--quick" ]; then quick=1; fi
 if [ "$quick" = 1 ]; then
-  jitters=${JITTERS:-200}; clicks=${CLICKS:-5}; lat_reps=${LAT_REPS:-1}; counts=${COUNTS:-2}
+  jitters=${JITTERS-200}; clicks=${CLICKS:-5}; lat_reps=${LAT_REPS:-1}; counts=${COUNTS-2}
   modes=${MODES:-"off on muted"}; reps=${REPS:-1}; window_s=${WINDOW_S:-5}; warmup_s=${WARMUP_S:-2}
 else
-  jitters=${JITTERS:-"200 40 20"}; clicks=${CLICKS:-40}; lat_reps=${LAT_REPS:-2}; counts=${COUNTS:-"2 4 8"}
+  jitters=${JITTERS-"200 40 20"}; clicks=${CLICKS:-40}; lat_reps=${LAT_REPS:-2}; counts=${COUNTS-"2 4 8"}
   modes=${MODES:-"off on muted"}; reps=${REPS:-3}; window_s=${WINDOW_S:-30}; warmup_s=${WARMUP_S:-5}
 fi
 on_air_timeout_s=30
 per_process=4
 admin_token=bench-returns-admin
-work=target/bench-returns
+work=${WORK:-target/bench-returns}
 rm -rf "$work"
 mkdir -p "$work"
 
@@ -124,7 +125,7 @@ for r in $(seq "$lat_reps"); do
     load_note "$name"
     "${client_cpu[@]}" python3 scripts/bench_returns.py latency --url "$http_url/s/whip" \
       --token-a secret-alice-1 --token-b secret-bob-22 --host-a alice --clicks "$clicks" \
-      --jitter-ms "$j" --admin-token "$admin_token" --program --out "$work/$name.json" >"$work/$name.out" ||
+      --admin-token "$admin_token" --program --out "$work/$name.json" >"$work/$name.out" ||
       { echo "bench-returns: latency run $name failed (fewer than 80 % of clicks heard):" >&2; cat "$work/$name.out" >&2; }
     stop_broadcast "$name"
   done
@@ -224,7 +225,7 @@ def cell(v):
 
 print("Return latency, ms, p50 / p99 over the clicks of all rounds (click handed to aiortc by host A ->")
 print("onset out of host B's aiortc receiver); 'socket': onset's packet at B's UDP socket instead;")
-print("'steady': only clicks sent while A's feed was within 30 ms of its target depth; 'program':")
+print("'steady': only clicks heard before either host's feed first ran dry (a stalled publisher); 'program':")
 print("click -> the Opus part holding it downloaded by an LL-HLS client; 'lost': clicks never heard:")
 print(f"{'jitter':>6} {'clicks':>6} {'return':>11} {'min-max':>9} {'run p50s':>10} {'steady (n)':>15} {'socket':>11} | "
       f"{'A send':>7} {'onair':>11} {'B recv':>7} {'in frame':>8} | {'depth':>11} | {'program':>11}")
@@ -247,25 +248,31 @@ for j in jitters:
 rows = [l.split() for l in open(f"{work}/cpu.txt")][1:]
 cpu = {}
 for rep, n, mode, c, p, ret in rows:
-    cpu.setdefault((n, mode), []).append((float(c), float(p), ret))
+    cpu[(rep, n, mode)] = (float(c), float(p), ret)
+rounds = sorted({r[0] for r in rows}, key=int)
 print()
-print("onair CPU, % of one core (median of rounds; all runs in brackets); clients' CPU for context:")
-print(f"{'hosts':>5} " + " ".join(f"{m:>24}" for m in modes) + "   per-host delta of returns (on - off) / N")
+print("onair CPU, % of one core: median of the rounds [each round]; on/off and the per-host")
+print("differences are medians of each round's own ratio and difference; clients' CPU for context:")
 for n in counts:
-    med = {m: statistics.median(c for c, _, _ in cpu[(n, m)]) for m in modes if (n, m) in cpu}
-    cells = []
+    line = f"{n:>2} hosts:"
     for m in modes:
-        runs = cpu.get((n, m), [])
-        cells.append(f"{med[m]:6.2f} [" + ",".join(f"{c:.1f}" for c, _, _ in runs) + "]" if runs else "-")
-    delta = ""
-    if "on" in med and "off" in med:
-        delta = f"{(med['on'] - med['off']) / int(n):+.2f}"
-        if "muted" in med:
-            delta += f"   (muted: {(med['muted'] - med['off']) / int(n):+.2f})"
-    print(f"{n:>5} " + " ".join(f"{c:>24}" for c in cells) + f"   {delta}")
-    print(f"{'':>5} clients: " + ", ".join(
-        f"{m} {statistics.median(p for _, p, _ in cpu[(n, m)]):.1f} %" for m in modes if (n, m) in cpu)
-        + "; returns at end: " + ", ".join(f"{m} {cpu[(n, m)][-1][2]}" for m in modes if (n, m) in cpu))
+        runs = [cpu[(r, n, m)][0] for r in rounds if (r, n, m) in cpu]
+        if runs:
+            line += f"  {m} {statistics.median(runs):.2f} [" + ", ".join(f"{c:.1f}" for c in runs) + "]"
+    def per_round(m, f):
+        v = [f(cpu[(r, n, m)][0], cpu[(r, n, "off")][0]) for r in rounds if (r, n, m) in cpu and (r, n, "off") in cpu]
+        return v and statistics.median(v)
+    if "off" in modes and "on" in modes:
+        line += (f"  on/off {per_round('on', lambda a, b: a / b):.2f}"
+                 f"  (on-off)/N {per_round('on', lambda a, b: (a - b) / int(n)):+.2f}")
+    if "off" in modes and "muted" in modes:
+        line += f"  (muted-off)/N {per_round('muted', lambda a, b: (a - b) / int(n)):+.2f}"
+    print(line)
+    print("         clients: " + ", ".join(
+        f"{m} {statistics.median(cpu[(r, n, m)][1] for r in rounds if (r, n, m) in cpu):.1f} %"
+        for m in modes if any((r, n, m) in cpu for r in rounds))
+        + "; returns listened at the end: " + ", ".join(
+        f"{m} {cpu[(rounds[-1], n, m)][2]}" for m in modes if (rounds[-1], n, m) in cpu))
 for line in open(f"{work}/load.txt"):
     what, rest = line.split(" ", 1)
     print(f"load at {what}: {rest.split('load average:')[1].strip()}")

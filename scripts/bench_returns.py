@@ -30,7 +30,8 @@ into aiortc:
   - the onset's offset in its frame (codec delays: aiortc's libopus
     lookahead and onair's low-delay 2.5 ms).
 With --admin-token the control API is polled every 500 ms for host A's
-LiveFeed depth (`depth_ms`). With --program the Opus rendition is followed
+LiveFeed depth (`depth_ms`) and the hosts' underruns: clicks heard before
+the first underrun are reported apart as "steady". With --program the Opus rendition is followed
 as an LL-HLS client (blocking reload for the next part, then GET of the part,
 decoded with PyAV) and click -> part downloaded is reported too.
 
@@ -274,7 +275,12 @@ async def follow_program(base, stop, onsets, errors):
     decoder for the whole stream), append (download end, sample offset in
     part, part URI) per onset."""
     playlist_url = f"{base}/opus/live.m3u8"
-    status, _, body = await in_thread(request, "GET", playlist_url)
+    # a broadcast just started lists its playlist after its first part
+    for _ in range(100):
+        status, _, body = await in_thread(request, "GET", playlist_url)
+        if status == 200 or stop.is_set():
+            break
+        await asyncio.sleep(0.1)
     if status != 200:
         errors.append(f"program playlist: {status}")
         return
@@ -338,13 +344,18 @@ async def follow_program(base, stop, onsets, errors):
             status, _, body = await in_thread(request, "GET", playlist_url)
 
 
-async def poll_depth(url, token, host, stop, depths):
+async def poll_depth(url, token, host, stop, depths, calm):
+    """Every 500 ms: host's LiveFeed depth while on air into `depths` as
+    (t, ms); `calm[0]`: the last poll at which no host had underrun yet."""
     while not stop.is_set():
         status, _, body = await in_thread(request, "GET", f"{url}/control/hosts", token)
         if status == 200:
-            for h in json.loads(body):
+            listed = json.loads(body)
+            for h in listed:
                 if h.get("name") == host and h.get("state") == "on-air":
                     depths.append((time.monotonic(), h.get("depth_ms")))
+            if not any(h.get("underruns") for h in listed):
+                calm[0] = time.monotonic()
         await asyncio.sleep(0.5)
 
 
@@ -412,9 +423,10 @@ async def latency(args):
     loc_a = await whip_post(pc_a, args.url, args.token_a)
     loc_b = await whip_post(pc_b, args.url, args.token_b)
     stop = asyncio.Event()
-    depths, program_onsets, errors = [], [], []
+    depths, program_onsets, errors, calm = [], [], [], [0.0]
     if args.admin_token:
-        tasks.append(asyncio.ensure_future(poll_depth(base.rsplit("/", 1)[0], args.admin_token, args.host_a, stop, depths)))
+        tasks.append(asyncio.ensure_future(
+            poll_depth(base.rsplit("/", 1)[0], args.admin_token, args.host_a, stop, depths, calm)))
     if args.program:
         tasks.append(asyncio.ensure_future(follow_program(base, stop, program_onsets, errors)))
     await asyncio.wait_for(done.wait(), timeout=args.clicks * args.interval + 40)
@@ -441,10 +453,9 @@ async def latency(args):
     socket_ms, steady_ms = [], []
     for t_click, (t_onset, _, t_out, at, pts) in pairs:
         total_ms.append(1000 * (t_onset - t_click))
-        # A's feed at its target depth (last sample before the click within
-        # 30 ms of it): no stall of the publisher just before
-        before = [d for t, d in depths if t <= t_click]
-        if before and before[-1] <= args.jitter_ms + 30:
+        # steady: heard before any host's feed first ran dry (a stalled
+        # publisher; after it the feed holds the burst that followed)
+        if t_onset <= calm[0]:
             steady_ms.append(total_ms[-1])
         offset_ms.append(1000 * at / RATE)
         t_sent = next((t for t, _ in sent_a if t >= t_click), None)
@@ -559,8 +570,6 @@ def parse_args():
     lat.add_argument("--interval", type=float, default=0.7)
     lat.add_argument("--admin-token")
     lat.add_argument("--program", action="store_true")
-    lat.add_argument("--jitter-ms", type=int, default=200,
-                     help="onair's --jitter-ms: clicks sent while A's depth is within 30 ms of it are 'steady'")
     lat.add_argument("--out", required=True)
     h = sub.add_parser("hosts")
     h.add_argument("--url", required=True)
