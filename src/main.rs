@@ -148,6 +148,17 @@ struct LiveArgs {
     /// Jitter buffer depth of each live host, in ms: the delay that absorbs network bursts.
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(20..=2_000))]
     jitter_ms: u32,
+    /// One of several `onair live` processes of this stream (a standby group, on other machines,
+    /// with the same store, stream, keys and settings): each ingests, mixes and packages, and only
+    /// the holder of the stream's lease in the store publishes; the others take over when it stops.
+    #[arg(long)]
+    redundant: bool,
+    /// How long the lease of a --redundant process lasts without renewal, in ms (renewed every
+    /// part): a standby takes over this long (plus 100 ms of clock skew) after the leader stops.
+    /// Store requests are bounded by a quarter of it.
+    #[arg(long, default_value_t = 1000, requires = "redundant",
+          value_parser = clap::value_parser!(u64).range(700..=60_000))]
+    lease_ms: u64,
     #[command(flatten)]
     page: PageArgs,
     #[command(flatten)]
@@ -437,14 +448,41 @@ async fn live(args: LiveArgs) -> Result<()> {
     }
     let looping = args.looping || args.demo;
     let hosts = open_hosts(&inputs, looping)?;
-    let store = args.common.store()?;
+    let standby = args.redundant.then(|| {
+        let part = std::time::Duration::from_millis(320);
+        let duration = std::time::Duration::from_millis(args.lease_ms);
+        run::StandbyGroup {
+            holder: run::StandbyGroup::holder_id(),
+            lease: onair::publish::lease::LeaseSettings {
+                duration,
+                request_timeout: duration / 4,
+                ..onair::publish::lease::LeaseSettings::for_part(part)
+            },
+        }
+    });
+    if let Some(group) = &standby {
+        group.lease.validate().map_err(anyhow::Error::msg)?;
+    }
+    let store = match &standby {
+        // Every store request ends within the lease's request timeout, so a
+        // write this process started cannot land after another took over.
+        Some(group) => onair::publish::open_store_with(
+            &args.common.store,
+            &onair::publish::StoreOptions {
+                request_timeout: group.lease.request_timeout,
+                ..onair::publish::StoreOptions::default()
+            },
+        )
+        .with_context(|| format!("cannot open store {:?}", args.common.store))?,
+        None => args.common.store()?,
+    };
     let mut cfg = args.common.pipeline_config(
         PlaylistMode::Live,
         Some(args.window * u64::from(SAMPLE_RATE)),
     );
     // Program time, names and dates follow the stream's wall-clock
     // timeline: a restarted broadcast continues where the clock is.
-    let clock = run::lock_to_stream(&store, &mut cfg).await?;
+    let clock = run::lock_to_stream_as(&store, &mut cfg, standby.is_some()).await?;
     let hold = match &args.hold {
         Some(hold) => {
             // The hold music is the host named "hold" in the control API.
@@ -519,6 +557,7 @@ async fn live(args: LiveArgs) -> Result<()> {
                 .map(|s| (s * u64::from(SAMPLE_RATE)).div_ceil(segment)),
             bytes: None,
         },
+        standby,
     };
     let stop = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_on_signal(stop.clone()));

@@ -13,6 +13,9 @@
 #[path = "common/analysis.rs"]
 mod analysis;
 #[allow(dead_code)]
+#[path = "common/listener.rs"]
+mod listener;
+#[allow(dead_code)]
 #[path = "common/processes.rs"]
 mod processes;
 #[allow(dead_code)]
@@ -23,14 +26,14 @@ mod store_dir;
 mod wav;
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex, PoisonError};
+
 use std::time::{Duration, Instant};
 
+use listener::{BLOCK, Listener};
 use onair::hls::MediaPlaylist;
-use processes::{Proc, onair_live, onair_origin};
+use processes::{onair_live, onair_origin};
 use store_dir::{read_playlist, snapshot, wait_until};
 use wav::{WavFormat, sine, write_wav};
 
@@ -56,84 +59,21 @@ fn require_ffmpeg() {
     );
 }
 
-/// An ffmpeg listener reading a media playlist from the origin, its decoded
-/// audio timed by arrival in 10 ms blocks.
-struct Listener {
-    child: Proc,
-    /// (arrival, RMS of the block) per 10 ms block.
-    blocks: Arc<Mutex<Vec<(Instant, f64)>>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-const BLOCK: usize = RATE / 100;
-
-impl Listener {
-    fn start(url: &str) -> Self {
-        let mut child = Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "warning", "-i", url])
-            .args(["-f", "f32le", "-ac", "2", "-ar", "48000", "-"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("ffmpeg must be installed (scripts/deps.sh)");
-        let mut stdout = child.stdout.take().expect("stdout");
-        let blocks = Arc::new(Mutex::new(Vec::new()));
-        let sink = blocks.clone();
-        std::thread::spawn(move || {
-            let mut buf = vec![0u8; BLOCK * 2 * 4];
-            while stdout.read_exact(&mut buf).is_ok() {
-                let at = Instant::now();
-                let sum: f64 = buf
-                    .chunks_exact(4)
-                    .map(|b| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]])).powi(2))
-                    .sum();
-                let rms = (sum / (BLOCK * 2) as f64).sqrt();
-                sink.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .push((at, rms));
-            }
-        });
-        let mut err = child.stderr.take().expect("stderr");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let log = stderr.clone();
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
-            log.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push_str(&text);
-        });
-        Self {
-            child: Proc(child),
-            blocks,
-            stderr,
-        }
-    }
-
-    fn blocks(&self) -> Vec<(Instant, f64)> {
-        self.blocks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Arrival of the first block with the tone after a silent one that
-    /// follows the tone first heard: the host again after the span nobody
-    /// published. (The tone heard after `since` may still be the killed
-    /// run's, buffered ahead of the listener.)
-    fn tone_back_after(&self, since: Instant) -> Option<Instant> {
-        let blocks = self.blocks();
-        let heard = blocks.iter().position(|(_, rms)| *rms > TONE / 4.0)?;
-        let silent = heard
-            + blocks[heard..]
-                .iter()
-                .position(|(_, rms)| *rms < TONE / 100.0)?;
-        blocks[silent..]
+/// Arrival of the first block with the tone after a silent one that
+/// follows the tone first heard: the host again after the span nobody
+/// published. (The tone heard after `since` may still be the killed run's,
+/// buffered ahead of the listener.)
+fn tone_back_after(listener: &Listener, since: Instant) -> Option<Instant> {
+    let blocks = listener.blocks();
+    let heard = blocks.iter().position(|(_, rms)| *rms > TONE / 4.0)?;
+    let silent = heard
+        + blocks[heard..]
             .iter()
-            .find(|(at, rms)| *at >= since && *rms > TONE / 4.0)
-            .map(|(at, _)| *at)
-    }
+            .position(|(_, rms)| *rms < TONE / 100.0)?;
+    blocks[silent..]
+        .iter()
+        .find(|(at, rms)| *at >= since && *rms > TONE / 4.0)
+        .map(|(at, _)| *at)
 }
 
 /// Index of the first 10 ms block of `samples` (interleaved stereo) after
@@ -231,7 +171,7 @@ fn a_broadcast_killed_with_sigkill_continues_its_stream_after_a_restart() {
 
     let restarted = Instant::now();
     let mut second = onair_live(&tone, &store, STREAM, &logs[1]);
-    let heard = wait_until(STARTUP, || listener.tone_back_after(killed)).unwrap_or_else(|| {
+    let heard = wait_until(STARTUP, || tone_back_after(&listener, killed)).unwrap_or_else(|| {
         panic!(
             "the listener did not hear the host again after the restart; log:\n{}\nffmpeg:\n{}",
             log(1),

@@ -132,6 +132,24 @@ impl Backlog {
         Some((batch, batches))
     }
 
+    /// Drops the puts `stored` says are in the store already (a standby's
+    /// backlog forgets what the leader has listed); playlists that
+    /// remain still name only what remains or is stored.
+    pub fn forget(&mut self, stored: &dyn Fn(&Op) -> bool) {
+        let Some(batch) = &mut self.waiting else {
+            return;
+        };
+        for stage in &mut batch.stages {
+            stage.retain(|op| !stored(op));
+        }
+        batch.stages.retain(|stage| !stage.is_empty());
+        if batch.stages.is_empty() {
+            self.waiting = None;
+            self.batches = 0;
+        }
+        self.bytes = self.waiting.as_ref().map_or(0, body_bytes);
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.waiting.is_none()
@@ -554,6 +572,52 @@ mod tests {
                 Op::Delete(_) => None,
             })
         );
+    }
+
+    #[test]
+    fn a_standby_forgets_what_the_leader_listed_and_keeps_the_rest_in_order() {
+        let mut backlog = Backlog::new();
+        for batch in packager_batches(20) {
+            backlog.push(batch);
+        }
+        // The leader listed up to part 2.3 (the 16th part).
+        let listed = crate::hls::PartId { msn: 2, part: 3 };
+        backlog.forget(&|op| match ObjectKey::parse(op.key()) {
+            Some(ObjectKey::Rendition {
+                file: RenditionFile::Part(id) | RenditionFile::At(id),
+                ..
+            }) => matches!(op, Op::Put(_)) && id <= listed,
+            Some(ObjectKey::Rendition {
+                file: RenditionFile::Segment(msn),
+                ..
+            }) => matches!(op, Op::Put(_)) && msn < listed.msn,
+            _ => false,
+        });
+        let (merged, _) = backlog.take().expect("what the leader did not list waits");
+        let keys = keys(&merged);
+        // Parts 2.4, 2.5, 3.0 to 3.1 and segment 2, then the newest at/
+        // and live playlists.
+        assert_eq!(
+            keys[0],
+            [
+                "s/opus/2.4.m4s",
+                "s/opus/2.5.m4s",
+                "s/opus/2.m4s",
+                "s/opus/3.0.m4s",
+                "s/opus/3.1.m4s"
+            ]
+        );
+        assert_eq!(keys[1], ["s/opus/at/3.1.m3u8"]);
+        assert_eq!(keys[2], ["s/opus/live.m3u8"]);
+
+        // Everything listed: nothing waits.
+        let mut backlog = Backlog::new();
+        for batch in packager_batches(3) {
+            backlog.push(batch);
+        }
+        backlog.forget(&|op| matches!(op, Op::Put(_)));
+        assert!(backlog.is_empty());
+        assert_eq!(backlog.bytes(), 0);
     }
 
     #[test]

@@ -55,6 +55,40 @@ pub fn timing_key(stream: &str) -> String {
     format!("{stream}/{TIMING}")
 }
 
+/// The folder of a stream's lease records (see `crate::publish::lease`):
+/// never served to listeners.
+pub const LEASE_DIR: &str = "lease";
+
+/// The key of generation `generation`'s lease record of `stream`.
+pub fn lease_key(stream: &str, generation: u64) -> String {
+    format!("{stream}/{LEASE_DIR}/{generation}.json")
+}
+
+/// The key of renewal `renewal` of a generation's lease (renewal 0 is the
+/// generation's own record, [`lease_key`]).
+pub fn lease_renewal_key(stream: &str, generation: u64, renewal: u64) -> String {
+    if renewal == 0 {
+        lease_key(stream, generation)
+    } else {
+        format!("{stream}/{LEASE_DIR}/{generation}.{renewal}.json")
+    }
+}
+
+/// The generation and renewal a lease record's key names, if it is one of
+/// `stream`'s (as [`lease_renewal_key`] writes it).
+pub fn lease_position(stream: &str, key: &str) -> Option<(u64, u64)> {
+    let name = key
+        .strip_prefix(stream)?
+        .strip_prefix('/')?
+        .strip_prefix(LEASE_DIR)?
+        .strip_prefix('/')?
+        .strip_suffix(".json")?;
+    match name.split_once('.') {
+        None => Some((canonical_u64(name)?, 0)),
+        Some((g, n)) => Some((canonical_u64(g)?, canonical_u64(n).filter(|n| *n > 0)?)),
+    }
+}
+
 /// The newest media playlist's file name under `{stream}/{rendition}/`.
 const LIVE: &str = "live.m3u8";
 /// The folder of the per-part playlists under `{stream}/{rendition}/`.

@@ -35,6 +35,7 @@
 //!   and returns. With the store still failing it gives up after
 //!   [`LiveSettings::drain_timeout`], so stopping a broadcast always ends.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -44,10 +45,13 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::ObjectKind;
 use super::backlog::{Backlog, body_bytes};
 use super::driver::PublishSummary;
 use super::publisher::{self, AttemptError, Batch, BatchStats, Op, PublishError, Publisher};
 use super::retry::{GiveUp, RetryPolicy, Retryable, classify};
+use super::standby::{Fence, Standing};
+use crate::hls::{MediaPlaylist, PartId};
 
 /// How the live driver retries and reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,11 +126,22 @@ pub struct PublishStatus {
     /// Segments the backlog shed past its limit during outages: listed as
     /// gaps, with silence stored under their names.
     pub gap_segments: u64,
+    /// The last part listed in every rendition's stored `live.m3u8`.
+    #[serde(skip)]
+    pub listed: Option<PartId>,
+    /// Immutable objects another process of the standby group had stored
+    /// first, with other bytes (the same span, encoded by another ingest),
+    /// kept as they are.
+    pub adopted: u64,
+    /// In a standby group: this process's role and lease.
+    pub standby: Option<Standing>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     backlog: Backlog,
+    /// The last part of each rendition's stored `live.m3u8`, by its key.
+    listed: HashMap<String, PartId>,
     /// Packager batches and body bytes of the work the driver has taken and
     /// not yet stored: waiting for the store as much as the backlog is.
     in_hand: (u64, u64),
@@ -224,6 +239,12 @@ impl PublishMonitor {
         status.gap_segments = state.backlog.shed_segments();
         status
     }
+
+    /// The last part listed in every rendition (the oldest of their
+    /// newest), once each has a stored `live.m3u8`.
+    pub fn listed(&self) -> Option<PartId> {
+        self.shared.state().status.listed
+    }
 }
 
 /// Starts the live driver on the current tokio runtime, its backlog
@@ -241,6 +262,22 @@ pub fn spawn_live_with(
     settings: LiveSettings,
     backlog: Backlog,
 ) -> (LiveHandle, JoinHandle<Result<PublishSummary, PublishError>>) {
+    spawn_live_fenced(publisher, settings, backlog, None)
+}
+
+/// [`spawn_live_with`] for a process of a standby group: every operation
+/// first asks `fence` whether this process may write. While it may not (a
+/// standby), the backlog waits as during an outage, merged and bounded by
+/// the window, and forgets the media and `at/` playlists the leader has
+/// listed; once it may (it took over), the backlog is published: the
+/// newest playlists and the media they name that the old leader did not
+/// list. Status `"standby"`.
+pub fn spawn_live_fenced(
+    publisher: Publisher,
+    settings: LiveSettings,
+    backlog: Backlog,
+    fence: Option<Fence>,
+) -> (LiveHandle, JoinHandle<Result<PublishSummary, PublishError>>) {
     let shared = Arc::new(Shared::default());
     {
         let mut state = shared.state();
@@ -249,6 +286,7 @@ pub fn spawn_live_with(
     }
     let driver = Driver {
         publisher,
+        fence,
         settings,
         shared: Arc::clone(&shared),
         summary: PublishSummary::default(),
@@ -282,6 +320,7 @@ enum StageEnd {
 
 struct Driver {
     publisher: Publisher,
+    fence: Option<Fence>,
     settings: LiveSettings,
     shared: Arc<Shared>,
     summary: PublishSummary,
@@ -307,6 +346,14 @@ impl Driver {
     async fn publish_until_closed(&mut self) -> Result<PublishSummary, PublishError> {
         let mut deadline: Option<Instant> = None;
         loop {
+            if let Some(fence) = self.fence.clone()
+                && !fence.may_write(Instant::now())
+            {
+                if self.stand_by(fence).await {
+                    return Ok(self.summary);
+                }
+                continue;
+            }
             let next = {
                 let mut state = self.shared.state();
                 if state.closed && deadline.is_none() {
@@ -371,6 +418,12 @@ impl Driver {
                 self.recovered();
                 return Ok(StageEnd::Stored);
             }
+            if self.fenced() {
+                // The lease ran out mid-batch: what is left waits, unwritten.
+                return Ok(StageEnd::Interrupted(
+                    failed.into_iter().map(|(op, _)| op).collect(),
+                ));
+            }
             if let Retryable::Permanent(reason) = classify(&failed[0].1)
                 && !self.stored_any
             {
@@ -413,9 +466,15 @@ impl Driver {
         ops: Vec<Op>,
     ) -> Result<Vec<(Op, object_store::Error)>, PublishError> {
         let publisher = &self.publisher;
+        let fence = self.fence.as_ref();
         let timeout = self.settings.attempt_timeout;
         let mut running = futures::stream::iter(ops)
             .map(|op| async move {
+                // Asked at the last moment before each operation: a leader
+                // paused mid-batch wakes with its lease gone.
+                if fence.is_some_and(|f| !f.may_write(Instant::now())) {
+                    return (op, Err(AttemptError::Store(fenced_error())));
+                }
                 let result = match tokio::time::timeout(timeout, publisher.attempt(&op)).await {
                     Ok(result) => result,
                     Err(_) => Err(AttemptError::Store(object_store::Error::Generic {
@@ -450,10 +509,69 @@ impl Driver {
     fn stored(&mut self, stats: &BatchStats, ops: Vec<Op>) {
         self.stored_any = true;
         self.summary.totals.add(stats);
+        {
+            let mut state = self.shared.state();
+            state.status.adopted += stats.adopted;
+            let mut changed = false;
+            for op in &ops {
+                if let Op::Put(obj) = op
+                    && obj.kind == ObjectKind::LivePlaylist
+                    && let Some(last) = last_listed(&obj.body)
+                {
+                    state.listed.insert(obj.key.clone(), last);
+                    changed = true;
+                }
+            }
+            if changed {
+                state.status.listed = state.listed.values().min().copied();
+            }
+        }
         if let Some(observer) = self.publisher.observer() {
             announce(observer, ops);
         }
         self.shared.state().status.published_objects = self.summary.totals.puts;
+    }
+
+    /// Whether the fence forbids writing now.
+    fn fenced(&self) -> bool {
+        self.fence
+            .as_ref()
+            .is_some_and(|f| !f.may_write(Instant::now()))
+    }
+
+    /// Waits as a standby until the fence opens: the backlog keeps what
+    /// the leader has not listed. Returns true once closed (the broadcast
+    /// ended while standing by: nothing of the backlog is this process's to
+    /// publish).
+    async fn stand_by(&mut self, mut fence: Fence) -> bool {
+        {
+            let standing = fence.standing();
+            let mut state = self.shared.state();
+            if let Some(listed) = standing.leader_listed {
+                state.backlog.forget(&|op| listed_by_leader(op, listed));
+            }
+            state.status.state = "standby";
+            state.status.standby = Some(standing);
+            state.status.backlog_batches = state.waiting_batches();
+            state.status.backlog_bytes = state.waiting_bytes();
+            if state.closed {
+                return true;
+            }
+        }
+        // The outage bookkeeping does not apply to a standby.
+        self.outage = None;
+        self.catching_up = None;
+        tokio::select! {
+            () = fence.changed() => {}
+            () = self.shared.work.notified() => {}
+        }
+        let standing = fence.standing();
+        let mut state = self.shared.state();
+        if fence.may_write(Instant::now()) {
+            state.status.state = "ok";
+        }
+        state.status.standby = Some(standing);
+        false
     }
 
     /// A stage was stored whole: if the store was failing, it is back.
@@ -542,6 +660,52 @@ impl Driver {
                 "caught up: the backlog is published"
             );
         }
+    }
+}
+
+/// The error of an operation the fence held back.
+fn fenced_error() -> object_store::Error {
+    object_store::Error::Generic {
+        store: "publish",
+        source: "not the leader of the standby group: nothing is written".into(),
+    }
+}
+
+/// The last part a media playlist lists.
+fn last_listed(body: &[u8]) -> Option<PartId> {
+    let playlist = MediaPlaylist::parse(std::str::from_utf8(body).ok()?).ok()?;
+    let uri = match &playlist.open {
+        Some(open) => open.parts.last().map(|p| p.uri.as_str()),
+        None => None,
+    }
+    .or_else(|| {
+        playlist
+            .segments
+            .last()
+            .and_then(|s| s.parts.last())
+            .map(|p| p.uri.as_str())
+    })?;
+    match super::layout::RenditionFile::parse(uri)? {
+        super::layout::RenditionFile::Part(id) => Some(id),
+        _ => None,
+    }
+}
+
+/// Whether the leader has listed (and so stored) what `op` would store:
+/// a part or `at/` playlist up to `listed`, or a segment before its
+/// segment. Playlists that are rewritten and deletions are never forgotten.
+fn listed_by_leader(op: &Op, listed: PartId) -> bool {
+    use super::layout::{ObjectKey, RenditionFile};
+    let Op::Put(obj) = op else {
+        return false;
+    };
+    match ObjectKey::parse(&obj.key) {
+        Some(ObjectKey::Rendition { file, .. }) => match file {
+            RenditionFile::Part(id) | RenditionFile::At(id) => id <= listed,
+            RenditionFile::Segment(msn) => msn < listed.msn,
+            RenditionFile::Init | RenditionFile::Live => false,
+        },
+        _ => false,
     }
 }
 

@@ -17,6 +17,10 @@
 //!   job).
 //! - [`backlog`]: what a live broadcast has produced and the store has not
 //!   taken, merged so that it stays bounded by the live window (pure).
+//! - [`lease`]: leader election for a standby group through the store (a
+//!   pure state machine, time passed in).
+//! - [`standby`]: the lease driver of a standby group and the [`Fence`]
+//!   the live driver asks before every write.
 //! - [`live`]: the live driver: never blocks the pipeline, retries for as
 //!   long as the broadcast runs, catches up on the newest playlists and the
 //!   media they name when the store is back.
@@ -31,17 +35,21 @@
 pub mod backlog;
 pub mod driver;
 pub mod layout;
+pub mod lease;
 pub mod live;
 pub mod publisher;
 pub mod retry;
+pub mod standby;
 pub mod store;
 
 pub use backlog::{Backlog, BacklogLimit, GapFiller};
 pub use driver::{PublishHandle, PublishSummary, spawn};
 pub use layout::ObjectKind;
 pub use live::{
-    LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live, spawn_live_with,
+    LiveHandle, LiveSettings, PublishMonitor, PublishStatus, spawn_live, spawn_live_fenced,
+    spawn_live_with,
 };
 pub use publisher::{AttemptError, Batch, BatchStats, Op, PublishError, Publisher, PutObject};
 pub use retry::{Decision, GiveUp, RetryPolicy, RetryState};
+pub use standby::{Fence, Standing, spawn_lease};
 pub use store::{Capabilities, Store, StoreError, StoreOptions, open_store, open_store_with};

@@ -106,6 +106,10 @@ pub struct BatchStats {
     pub bytes: u64,
     /// Attempts beyond the first, over all operations.
     pub retries: u64,
+    /// Immutable objects stored first by another process of the standby
+    /// group, with other bytes, and kept as they are
+    /// ([`Publisher::sharing_names`]).
+    pub adopted: u64,
 }
 
 impl BatchStats {
@@ -116,6 +120,7 @@ impl BatchStats {
         self.deletes += other.deletes;
         self.bytes += other.bytes;
         self.retries += other.retries;
+        self.adopted += other.adopted;
     }
 }
 
@@ -218,6 +223,7 @@ pub struct Publisher {
     target_duration_s: u32,
     part_target_ms: u32,
     observer: Option<tokio::sync::broadcast::Sender<Op>>,
+    shared_names: bool,
 }
 
 /// Why one attempt at an operation failed.
@@ -245,7 +251,20 @@ impl Publisher {
             target_duration_s: DEFAULT_TARGET_DURATION_S,
             part_target_ms: DEFAULT_PART_TARGET_MS,
             observer: None,
+            shared_names: false,
         }
+    }
+
+    /// For a process of a standby group, whose members compute the same
+    /// names for the same span of the stream and encode it each their own
+    /// way: a part, segment or `at/` playlist already stored with other
+    /// bytes was stored by another member (an old leader that died before
+    /// listing it) and is kept as it is, for names never change their
+    /// bytes. The init segment, which every member makes identical, must
+    /// still match.
+    pub fn sharing_names(mut self) -> Self {
+        self.shared_names = true;
+        self
     }
 
     /// Announces every operation on `observer` once its whole stage is
@@ -385,6 +404,16 @@ impl Publisher {
                 | object_store::Error::Precondition { .. },
             ) if obj.kind.immutable() => match self.compare_stored(path, obj).await {
                 Ok(()) => return Ok(self.put_stats(obj, true)),
+                Err(CompareError::Different { .. })
+                    if self.shared_names
+                        && matches!(obj.kind, ObjectKind::Media | ObjectKind::PartPlaylist) =>
+                {
+                    tracing::info!(key = %obj.key, store = %self.store.url(), "kept what another ingest of the group stored under this name");
+                    return Ok(BatchStats {
+                        adopted: 1,
+                        ..self.put_stats(obj, true)
+                    });
+                }
                 Err(CompareError::Different { stored_len }) => {
                     return Err(AttemptError::Final(PublishError::WouldOverwrite {
                         key: obj.key.clone(),

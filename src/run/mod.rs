@@ -15,8 +15,8 @@ pub mod on_air;
 pub mod resume;
 
 pub use keys_file::KeysFile;
-pub use on_air::{OnAir, WhipSettings};
-pub use resume::{StreamTiming, TimingError, lock_to_stream};
+pub use on_air::{OnAir, StandbyGroup, WhipSettings};
+pub use resume::{StreamTiming, TimingError, lock_to_stream, lock_to_stream_as};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -151,7 +151,31 @@ impl LivePublisher {
         observer: Option<broadcast::Sender<Op>>,
         limit: BacklogLimit,
     ) -> Self {
-        let publisher = publisher(store, pipeline, observer);
+        Self::start_with(publisher(store, pipeline, observer), pipeline, limit, None)
+    }
+
+    /// [`start`](Self::start) for a process of a standby group: it writes
+    /// only while `fence` lets it, keeps what another member stored first
+    /// ([`Publisher::sharing_names`]), and bounds each attempt by
+    /// `request_timeout` (the lease's, much shorter than the lease). Its
+    /// origin follows the store, so nothing is announced.
+    pub fn start_fenced(
+        store: Store,
+        pipeline: &Pipeline,
+        limit: BacklogLimit,
+        fence: publish::Fence,
+        request_timeout: Duration,
+    ) -> Self {
+        let publisher = publisher(store, pipeline, None).sharing_names();
+        Self::start_with(publisher, pipeline, limit, Some((fence, request_timeout)))
+    }
+
+    fn start_with(
+        publisher: Publisher,
+        pipeline: &Pipeline,
+        limit: BacklogLimit,
+        fence: Option<(publish::Fence, Duration)>,
+    ) -> Self {
         let part = Duration::from_nanos(rescale(
             pipeline.packager().timeline().config().part_target,
             SAMPLE_RATE,
@@ -162,8 +186,12 @@ impl LivePublisher {
         } else {
             Backlog::limited(limit, pipeline.packager().gap_filler())
         };
+        let mut settings = LiveSettings::for_part_target(part);
+        if let Some((_, timeout)) = &fence {
+            settings.attempt_timeout = *timeout;
+        }
         let (handle, task) =
-            publish::spawn_live_with(publisher, LiveSettings::for_part_target(part), backlog);
+            publish::spawn_live_fenced(publisher, settings, backlog, fence.map(|(f, _)| f));
         Self { handle, task }
     }
 
@@ -271,6 +299,9 @@ pub struct LiveIo {
     /// Where the loop reads the time and waits for each tick: the wall
     /// clock, or simulated time in tests.
     pub pacer: Arc<dyn Pacer>,
+    /// Stop without ending the stream (no `EXT-X-ENDLIST`): a member of a
+    /// standby group leaves the stream to the others.
+    pub hand_over: bool,
 }
 
 impl Default for LiveIo {
@@ -284,6 +315,7 @@ impl Default for LiveIo {
             returner: None,
             clock: ProgramClock::start(),
             pacer: Arc::new(WallClock),
+            hand_over: false,
         }
     }
 }
@@ -317,6 +349,7 @@ pub async fn broadcast(
         returner,
         clock,
         pacer,
+        hand_over,
     } = io;
     let LivePublisher { handle, task } = publisher.unwrap_or_else(|| {
         LivePublisher::start(store, &pipeline, observer, BacklogLimit::default())
@@ -359,7 +392,9 @@ pub async fn broadcast(
                 closes.into_iter().for_each(closer);
             }
         }
-        handle.send(pipeline.finish()?)?;
+        if !hand_over {
+            handle.send(pipeline.finish()?)?;
+        }
         Ok((pipeline.clock().since(first), pipeline.stage_times()))
     });
     finish_run(work, task).await

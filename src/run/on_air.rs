@@ -11,8 +11,8 @@
 //! here too: how deep a live host's buffer is, how long WHIP waits for a
 //! missing packet, how many events each inbox holds.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
@@ -24,7 +24,8 @@ use crate::ingest::keys::Keys;
 use crate::ingest::{Close, rtmp};
 use crate::origin::Origin;
 use crate::pipeline::{FileHost, Pipeline, PipelineConfig};
-use crate::publish::{BacklogLimit, Op, Store};
+use crate::publish::lease::LeaseSettings;
+use crate::publish::{self, BacklogLimit, Op, PublishMonitor, Store};
 use crate::time::ProgramClock;
 use crate::web;
 
@@ -100,12 +101,45 @@ pub struct OnAir {
     /// How much the publisher keeps while the store is away, beyond which
     /// the oldest segments are listed as gaps (default: the live window).
     pub backlog: BacklogLimit,
+    /// One process of a standby group: it publishes only while it holds the
+    /// stream's lease (see [`crate::publish::lease`]).
+    pub standby: Option<StandbyGroup>,
+}
+
+/// A process's place in a standby group.
+#[derive(Debug, Clone)]
+pub struct StandbyGroup {
+    /// This process's holder id in lease records: unique per process start.
+    pub holder: String,
+    /// Lease timing.
+    pub lease: LeaseSettings,
+}
+
+impl StandbyGroup {
+    /// A holder id for this process: host name, process id and a random
+    /// suffix, so a restarted process is a new holder.
+    pub fn holder_id() -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "onair".to_owned());
+        // The standard library seeds each RandomState from the OS: a
+        // random suffix without another dependency. A clash would only
+        // delay a takeover by one lease.
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        format!("{host}-{}-{:08x}", std::process::id(), random as u32)
+    }
 }
 
 impl OnAir {
     /// Runs the broadcast until `stop` is set, then ends the stream.
     pub async fn run(self, store: Store, stop: Arc<AtomicBool>) -> Result<RunSummary, RunError> {
         let stream = self.pipeline.packager.stream.clone();
+        let hand_over = self.standby.is_some();
         let mut pipeline = Pipeline::new(self.pipeline, self.hosts)?;
         if let Some(hold) = self.hold {
             pipeline.add_hold(hold)?;
@@ -121,14 +155,44 @@ impl OnAir {
         }
         // The origin learns of each object as it is stored; the control API
         // shows the publisher's state: both need the publisher first.
+        // In a standby group the origin follows the store, as a standalone
+        // origin does: what this process stores is not all that is stored.
         let (announce, announcements) = match self.origin {
+            Some(_) if self.standby.is_some() => (None, None),
             Some(_) => {
                 let (tx, rx) = broadcast::channel(ORIGIN_ANNOUNCEMENTS);
                 (Some(tx), Some(rx))
             }
             None => (None, None),
         };
-        let publisher = LivePublisher::start(store.clone(), &pipeline, announce, self.backlog);
+        let publisher = match &self.standby {
+            None => LivePublisher::start(store.clone(), &pipeline, announce, self.backlog),
+            Some(group) => {
+                let monitor = Arc::new(OnceLock::<PublishMonitor>::new());
+                let listed = Arc::clone(&monitor);
+                let (fence, _lease) = publish::spawn_lease(
+                    store.clone(),
+                    &stream,
+                    group.holder.clone(),
+                    group.lease,
+                    move || listed.get().and_then(PublishMonitor::listed),
+                );
+                tracing::info!(
+                    holder = %group.holder,
+                    lease_ms = group.lease.duration.as_millis() as u64,
+                    "standby group: publishing only while holding the stream's lease"
+                );
+                let publisher = LivePublisher::start_fenced(
+                    store.clone(),
+                    &pipeline,
+                    self.backlog,
+                    fence,
+                    group.lease.request_timeout,
+                );
+                let _ = monitor.set(publisher.monitor());
+                publisher
+            }
+        };
         let clock = self.clock;
         let (ingest_tx, ingest) = mpsc::channel(INBOX);
         let (control_tx, control) = mpsc::channel(CONTROL_INBOX);
@@ -214,7 +278,7 @@ impl OnAir {
             closers.push(Box::new(move |close| bridge.close(close)));
         }
         drop(ingest_tx);
-        if let (Some((origin, listener)), Some(announcements)) = (self.origin, announcements) {
+        if let Some((origin, listener)) = self.origin {
             start_origin(origin, listener, routes, announcements);
         }
         // A session is one protocol's; each closes only its own.
@@ -232,6 +296,7 @@ impl OnAir {
             returner,
             clock,
             pacer: Arc::new(crate::time::WallClock),
+            hand_over,
         };
         super::broadcast(pipeline, store, stop, io).await
     }
@@ -248,18 +313,21 @@ fn live_feed(jitter_ms: u32) -> LiveFeedConfig {
 }
 
 /// Starts the in-process origin with the broadcast's routes, learning of
-/// stored objects from the publisher's announcements `rx`.
+/// stored objects from the publisher's announcements `rx`, or else from the
+/// store.
 fn start_origin(
     mut origin: Origin,
     listener: TcpListener,
     routes: Vec<Arc<dyn web::Routes>>,
-    rx: broadcast::Receiver<Op>,
+    rx: Option<broadcast::Receiver<Op>>,
 ) {
     for r in routes {
         origin = origin.with_routes(r);
     }
-    let observing = origin.clone();
-    tokio::spawn(async move { observing.observe(rx).await });
+    if let Some(rx) = rx {
+        let observing = origin.clone();
+        tokio::spawn(async move { observing.observe(rx).await });
+    }
     tokio::spawn(async move {
         if let Err(error) = origin.serve(listener).await {
             tracing::error!(%error, "origin stopped");

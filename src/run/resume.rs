@@ -170,8 +170,36 @@ pub async fn lock_to_stream(
     store: &Store,
     cfg: &mut PipelineConfig,
 ) -> Result<ProgramClock, RunError> {
+    lock_to_stream_as(store, cfg, false).await
+}
+
+/// [`lock_to_stream`] for a member of a standby group (`standby`): when
+/// another member holds a fresh lease, the stream is live, and the open
+/// segment of its playlist is one the leader is completing, not one a
+/// killed run left: it is listed again as a whole segment of the nominal
+/// parts, as the leader will list it, rather than as a gap. So the
+/// member's playlists equal the leader's from its first segment on, and a
+/// takeover changes nothing already listed.
+pub async fn lock_to_stream_as(
+    store: &Store,
+    cfg: &mut PipelineConfig,
+    standby: bool,
+) -> Result<ProgramClock, RunError> {
     let stream = cfg.packager.stream.clone();
     let earlier = last_playlist(store, &stream).await?;
+    let leader_live = standby
+        && {
+            let now = chrono::Utc::now().timestamp_millis();
+            match crate::publish::standby::newest_lease(store.object_store().as_ref(), &stream)
+                .await
+            {
+                Ok(lease) => lease.is_some_and(|l| l.expires_unix_ms > now),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the stream's lease; taking its open segment for a killed run's");
+                    false
+                }
+            }
+        };
     let instant = Instant::now();
     let now_unix_ms = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -194,6 +222,7 @@ pub async fn lock_to_stream(
         &timing,
         earlier.as_ref(),
         legacy,
+        leader_live,
         now_unix_ms,
         &mut cfg.packager.timeline,
     );
@@ -233,6 +262,7 @@ fn plan(
     timing: &StreamTiming,
     earlier: Option<&MediaPlaylist>,
     legacy: bool,
+    leader_live: bool,
     now_unix_ms: i64,
     timeline: &mut TimelineConfig,
 ) -> Plan {
@@ -255,7 +285,15 @@ fn plan(
                 + 1;
             timeline.start_discontinuity = true;
         } else {
-            timeline.earlier = earlier_segments(playlist, segment);
+            let open = if leader_live {
+                OpenSegment::Completing {
+                    part_target: timeline.part_target,
+                    parts: timeline.parts_per_segment,
+                }
+            } else {
+                OpenSegment::Killed
+            };
+            timeline.earlier = earlier_segments(playlist, segment, open);
             timeline.discontinuity_sequence = playlist.discontinuity_sequence;
         }
     }
@@ -309,11 +347,26 @@ fn listed_segments(playlist: &MediaPlaylist) -> Vec<ExpiredSegment> {
     out
 }
 
+/// What the open segment of the playlist a run starts after is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpenSegment {
+    /// A killed run's: parts but never a segment object.
+    Killed,
+    /// A live leader's (a standby group): it will complete it with
+    /// `parts` parts of `part_target`.
+    Completing { part_target: u64, parts: u32 },
+}
+
 /// The segments of a playlist on the stream's own timeline, for a new run
 /// to list again. The open segment of a run that never finished (killed)
 /// has parts but no segment object: it becomes a gap of the nominal
 /// duration, with a silent segment stored under its name by the new run.
-fn earlier_segments(playlist: &MediaPlaylist, segment: u64) -> Vec<EarlierSegment> {
+/// The open segment of a live leader is listed as it will be completed.
+fn earlier_segments(
+    playlist: &MediaPlaylist,
+    segment: u64,
+    open_segment: OpenSegment,
+) -> Vec<EarlierSegment> {
     let part_target = playlist.part_target.unwrap_or(0);
     let mut out: Vec<EarlierSegment> = playlist
         .segments
@@ -335,14 +388,26 @@ fn earlier_segments(playlist: &MediaPlaylist, segment: u64) -> Vec<EarlierSegmen
         .collect();
     if let Some(open) = playlist.open.as_ref().filter(|o| !o.parts.is_empty()) {
         let msn = playlist.open_msn();
-        out.push(EarlierSegment {
-            msn,
-            start: ProgramTime::from_samples(msn.saturating_mul(segment)),
-            duration: segment,
-            parts: Vec::new(),
-            stored_parts: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
-            discontinuity: open.discontinuity,
-            gap: true,
+        let start = ProgramTime::from_samples(msn.saturating_mul(segment));
+        out.push(match open_segment {
+            OpenSegment::Killed => EarlierSegment {
+                msn,
+                start,
+                duration: segment,
+                parts: Vec::new(),
+                stored_parts: u32::try_from(open.parts.len()).unwrap_or(u32::MAX),
+                discontinuity: open.discontinuity,
+                gap: true,
+            },
+            OpenSegment::Completing { part_target, parts } => EarlierSegment {
+                msn,
+                start,
+                duration: segment,
+                parts: vec![part_target; parts as usize],
+                stored_parts: parts,
+                discontinuity: open.discontinuity,
+                gap: false,
+            },
         });
     }
     out
@@ -473,6 +538,7 @@ mod tests {
             &timing(),
             None,
             false,
+            false,
             1_000_000 + 10 * SEGMENT_MS + 500,
             &mut t,
         );
@@ -504,6 +570,7 @@ mod tests {
             &timing(),
             Some(&playlist),
             false,
+            false,
             1_000_000 + 27 * SEGMENT_MS + 100,
             &mut t,
         );
@@ -525,12 +592,36 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_lists_a_live_leaders_open_segment_whole_not_as_a_gap() {
+        let playlist = killed_playlist();
+        let mut t = TimelineConfig::default();
+        plan(
+            &timing(),
+            Some(&playlist),
+            false,
+            true,
+            1_000_000 + 22 * SEGMENT_MS + 100,
+            &mut t,
+        );
+        let open = t.earlier.last().expect("the leader's open segment");
+        assert!(!open.gap);
+        assert_eq!(
+            open.parts,
+            vec![t.part_target; t.parts_per_segment as usize]
+        );
+        assert_eq!(open.stored_parts, t.parts_per_segment);
+        assert_eq!(t.first_msn, open.msn + 1, "the member starts after it");
+        let timeline = t.build().expect("timeline");
+        assert!(timeline.gaps().is_empty(), "no gap in a live stream");
+    }
+
+    #[test]
     fn a_quick_restart_waits_for_the_next_segment_instead_of_reusing_a_name() {
         let playlist = killed_playlist();
         let mut t = TimelineConfig::default();
         // The clock is still in segment 22, which the killed run opened.
         let now = 1_000_000 + 22 * SEGMENT_MS + 900;
-        let plan = plan(&timing(), Some(&playlist), false, now, &mut t);
+        let plan = plan(&timing(), Some(&playlist), false, false, now, &mut t);
         assert_eq!(t.first_msn, 23);
         assert_eq!(
             plan.clock_behind, None,
@@ -543,7 +634,7 @@ mod tests {
     fn a_clock_stepped_back_never_reuses_a_name() {
         let playlist = killed_playlist();
         let mut t = TimelineConfig::default();
-        let plan = plan(&timing(), Some(&playlist), false, 1_000_000, &mut t);
+        let plan = plan(&timing(), Some(&playlist), false, false, 1_000_000, &mut t);
         assert_eq!(t.first_msn, 23);
         assert_eq!(
             plan.now, t.start,
@@ -560,6 +651,7 @@ mod tests {
             &timing(),
             Some(&playlist),
             true,
+            false,
             1_000_000 + 23 * SEGMENT_MS,
             &mut t,
         );

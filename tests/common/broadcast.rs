@@ -459,6 +459,23 @@ pub struct Publisher {
 impl Publisher {
     /// Starts publishing `tone` to `url` in real time.
     pub fn start(url: &str, tone: &Tone) -> Self {
+        Self::start_to(&["-f", "flv", url], tone)
+    }
+
+    /// Starts publishing `tone` to every URL of `urls` at once, as a host
+    /// of a standby group does: ffmpeg's `tee` muxer, each output with
+    /// `onfail=ignore` so that one ingest going away leaves the others fed
+    /// (the muxer never reconnects the failed one).
+    pub fn start_tee(urls: &[String], tone: &Tone) -> Self {
+        let outputs = urls
+            .iter()
+            .map(|url| format!("[f=flv:onfail=ignore]{url}"))
+            .collect::<Vec<_>>()
+            .join("|");
+        Self::start_to(&["-map", "0:a", "-f", "tee", &outputs], tone)
+    }
+
+    fn start_to(output: &[&str], tone: &Tone) -> Self {
         assert!(
             matches!(tone.channels, 1 | 2),
             "a publisher sends 1 or 2 channels"
@@ -474,7 +491,7 @@ impl Publisher {
             .args(["-af", &tone.filters()])
             .args(["-ac", &tone.channels.to_string()])
             .args(tone.codec.encoder_args())
-            .args(["-f", "flv", url])
+            .args(output)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
