@@ -142,6 +142,8 @@ struct State {
     backlog: Backlog,
     /// The last part of each rendition's stored `live.m3u8`, by its key.
     listed: HashMap<String, PartId>,
+    /// The lease's view, in a standby group.
+    fence: Option<Fence>,
     /// Packager batches and body bytes of the work the driver has taken and
     /// not yet stored: waiting for the store as much as the backlog is.
     in_hand: (u64, u64),
@@ -237,6 +239,7 @@ impl PublishMonitor {
         status.backlog_batches = state.waiting_batches();
         status.backlog_bytes = state.waiting_bytes();
         status.gap_segments = state.backlog.shed_segments();
+        status.standby = state.fence.as_ref().map(Fence::standing);
         status
     }
 
@@ -283,6 +286,7 @@ pub fn spawn_live_fenced(
         let mut state = shared.state();
         state.status.state = "ok";
         state.backlog = backlog;
+        state.fence = fence.clone();
     }
     let driver = Driver {
         publisher,
