@@ -8,6 +8,9 @@
 //!   about a lease and a part, from its own memory, so the listener's audio
 //!   has no silent gap and ffmpeg keeps reading; Media Sequence Numbers
 //!   continue and program date-times stay on the stream's timeline.
+//! - A mute given to the leader's control API reaches the standby (through
+//!   the store), so the host is still muted after the takeover, and a
+//!   restarted member picks it up too.
 //! - The killed process, restarted, joins as a standby; the leader keeps
 //!   its role.
 //! - `SIGSTOP` of the leader for 10 s: the standby takes over, and the old
@@ -76,6 +79,50 @@ const SILENT: f64 = 0.005;
 const LEASE: Duration = Duration::from_millis(1000);
 const PART: Duration = Duration::from_millis(320);
 const WAIT: Duration = Duration::from_secs(20);
+/// The members' admin token.
+const TOKEN: &str = "standby-token-2b7c";
+
+/// One control API request to `member`; the status and the body.
+fn control(member: &Broadcast, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(member.http_addr()).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: onair\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let json = response
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    (status, json)
+}
+
+/// Waits until `member`'s control API shows `host` muted or not.
+fn wait_muted(member: &Broadcast, host: &str, muted: bool, what: &str) {
+    wait_until(WAIT, || {
+        let (status, host) = control(member, "GET", &format!("/control/hosts/{host}"), "");
+        (status == 200 && host["muted"] == serde_json::Value::Bool(muted)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{what}: the host's mute is not {muted} there:\n{}",
+            member.log()
+        )
+    });
+}
 
 fn s3_addr(server: &s3::S3Server) -> SocketAddr {
     server
@@ -94,7 +141,7 @@ fn member(store: &str, proxy: &RecordingProxy) -> Broadcast {
         &[ALICE, BOB],
         Some(store),
         &[("AWS_ENDPOINT", format!("http://{}", proxy.addr()))],
-        ["--redundant"],
+        ["--redundant", "--admin-token", TOKEN],
     )
 }
 
@@ -265,6 +312,16 @@ fn a_standby_takes_over_a_killed_and_a_paused_leader_without_a_gap() {
         )
     });
 
+    // The operator mutes Bob on the leader: the standby mutes him too.
+    let (status, _) = control(&a, "PATCH", "/control/hosts/bob", r#"{"muted": true}"#);
+    assert_eq!(status, 200, "PATCH on the leader");
+    wait_muted(
+        &b,
+        "bob",
+        true,
+        "the standby, after a mute given to the leader",
+    );
+
     // kill -9 the leader.
     let killed = Instant::now();
     signal(&a, "-9");
@@ -305,6 +362,18 @@ fn a_standby_takes_over_a_killed_and_a_paused_leader_without_a_gap() {
     let proxies = [RecordingProxy::start(upstream), proxies[1].clone()];
     let a2 = member(&store, &proxies[0]);
     wait_for_log(&a2, "standing by", "the restarted member");
+    wait_muted(&b, "bob", true, "the new leader");
+    wait_muted(&a2, "bob", true, "the restarted member");
+    // Unmuted on the leader, for the standby too (and Bob's tone covers
+    // the moment the hosts' sessions are replaced below).
+    let (status, _) = control(&b, "PATCH", "/control/hosts/bob", r#"{"muted": false}"#);
+    assert_eq!(status, 200, "PATCH on the new leader");
+    wait_muted(
+        &a2,
+        "bob",
+        false,
+        "the standby, after an unmute given to the leader",
+    );
     // ffmpeg's tee muxer never reconnects an output that failed: the hosts
     // publish again, to both members (the leader replaces their sessions
     // in the same feeds), and the old publishers stop once the new ones run.

@@ -55,6 +55,15 @@ pub fn timing_key(stream: &str) -> String {
     format!("{stream}/{TIMING}")
 }
 
+/// The operator state a standby group shares under `{stream}/` (see
+/// `crate::run::operator`): never served to listeners.
+pub const OPERATOR: &str = "operator.json";
+
+/// The key of `stream`'s shared operator state.
+pub fn operator_key(stream: &str) -> String {
+    format!("{stream}/{OPERATOR}")
+}
+
 /// The folder of a stream's lease records (see `crate::publish::lease`):
 /// never served to listeners.
 pub const LEASE_DIR: &str = "lease";

@@ -12,6 +12,7 @@
 
 pub mod keys_file;
 pub mod on_air;
+pub mod operator;
 pub mod resume;
 
 pub use keys_file::KeysFile;

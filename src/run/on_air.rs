@@ -37,7 +37,7 @@ use super::{Closer, LiveIo, LivePublisher, RunError, RunSummary};
 const INBOX: usize = 1024;
 
 /// Control commands queued for the pipeline thread: a PATCH is two.
-const CONTROL_INBOX: usize = 64;
+pub(super) const CONTROL_INBOX: usize = 64;
 
 /// Announcements queued for the in-process origin: a part of both
 /// renditions with its playlists and deletions is a few dozen operations,
@@ -206,6 +206,12 @@ impl OnAir {
             ));
         }
 
+        // In a standby group the operator's commands reach every member
+        // through the store.
+        let operator_tx = match &self.standby {
+            Some(_) => super::operator::share(&store, &stream, control_tx.clone()),
+            None => control_tx.clone(),
+        };
         let mut routes: Vec<Arc<dyn web::Routes>> = vec![Arc::new(RoomApi::new(
             &stream,
             self.keys.clone(),
@@ -213,7 +219,7 @@ impl OnAir {
         ))];
         if let Some(token) = self.admin_token.clone() {
             routes.push(Arc::new(
-                ControlApi::new(Some(token), control_tx)
+                ControlApi::new(Some(token), operator_tx.clone())
                     .with_publisher(publisher.monitor())
                     .with_attempts(self.keys.attempts()),
             ));
