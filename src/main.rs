@@ -463,9 +463,13 @@ async fn live(args: LiveArgs) -> Result<()> {
     if let Some(group) = &standby {
         group.lease.validate().map_err(anyhow::Error::msg)?;
     }
-    let store = match &standby {
-        // Every store request ends within the lease's request timeout, so a
-        // write this process started cannot land after another took over.
+    let store = args.common.store()?;
+    // A member of a standby group publishes (and keeps its lease) through
+    // a store whose every request ends within the lease's request timeout,
+    // so a write it started cannot land after another member took over.
+    // Starting up (the stream's timeline, the origin) keeps the usual
+    // timeouts.
+    let publish_store = match &standby {
         Some(group) => onair::publish::open_store_with(
             &args.common.store,
             &onair::publish::StoreOptions {
@@ -474,7 +478,7 @@ async fn live(args: LiveArgs) -> Result<()> {
             },
         )
         .with_context(|| format!("cannot open store {:?}", args.common.store))?,
-        None => args.common.store()?,
+        None => store.clone(),
     };
     let mut cfg = args.common.pipeline_config(
         PlaylistMode::Live,
@@ -569,7 +573,7 @@ async fn live(args: LiveArgs) -> Result<()> {
         args.common.stream
     );
     let started = std::time::Instant::now();
-    let summary = on_air.run(store.clone(), stop).await?;
+    let summary = on_air.run(publish_store, stop).await?;
     report(&args.common.stream, &store, &summary, started.elapsed());
     Ok(())
 }

@@ -377,10 +377,16 @@ fn a_standby_takes_over_a_killed_and_a_paused_leader_without_a_gap() {
     // ffmpeg's tee muxer never reconnects an output that failed: the hosts
     // publish again, to both members (the leader replaces their sessions
     // in the same feeds), and the old publishers stop once the new ones run.
+    // One host at a time, so that the moment a host's session is replaced
+    // (its audio re-anchored in its feed) never falls on the other's.
     let _alice = Publisher::start_tee(&[a2.rtmp_url(&ALICE), b.rtmp_url(&ALICE)], &ALICE_TONE);
+    std::thread::sleep(Duration::from_secs(1));
+    drop(alice);
+    std::thread::sleep(Duration::from_secs(1));
     let _bob = Publisher::start_tee(&[a2.rtmp_url(&BOB), b.rtmp_url(&BOB)], &BOB_TONE);
     std::thread::sleep(Duration::from_secs(1));
-    drop((alice, bob));
+    drop(bob);
+    std::thread::sleep(Duration::from_secs(1));
     std::thread::sleep(Duration::from_secs(3));
     assert!(
         !a2.log().contains("leading the standby group"),
