@@ -549,13 +549,12 @@ impl Driver {
     /// publish).
     async fn stand_by(&mut self, mut fence: Fence) -> bool {
         {
-            let standing = fence.standing();
+            let listed = fence.standing().leader_listed;
             let mut state = self.shared.state();
-            if let Some(listed) = standing.leader_listed {
+            if let Some(listed) = listed {
                 state.backlog.forget(&|op| listed_by_leader(op, listed));
             }
             state.status.state = "standby";
-            state.status.standby = Some(standing);
             state.status.backlog_batches = state.waiting_batches();
             state.status.backlog_bytes = state.waiting_bytes();
             if state.closed {
@@ -569,12 +568,9 @@ impl Driver {
             () = fence.changed() => {}
             () = self.shared.work.notified() => {}
         }
-        let standing = fence.standing();
-        let mut state = self.shared.state();
         if fence.may_write(Instant::now()) {
-            state.status.state = "ok";
+            self.shared.state().status.state = "ok";
         }
-        state.status.standby = Some(standing);
         false
     }
 
